@@ -1,0 +1,185 @@
+"""Frozen value types shared by every stage of the pipeline, and the Protocols
+behind which the I/O sits. Imports nothing local.
+
+Datetimes are always timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Feed:
+    """A feed to poll, as configured."""
+
+    name: str
+    url: str
+    interval: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedState:
+    """What we remember about a feed between polls."""
+
+    name: str
+    etag: str | None = None
+    last_modified: str | None = None
+    first_polled_at: datetime | None = None
+    last_polled_at: datetime | None = None
+    last_error: str | None = None
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One item of a feed, as parsed.
+
+    ``key`` identifies the item within its feed: the GUID, else the canonical
+    link. ``canonical_url`` is the link with tracking noise removed
+    (see ``dedupe.canonical_url``); it identifies the story across feeds.
+    ``summary`` is plain text (markup stripped).
+    """
+
+    feed: str
+    key: str
+    guid: str | None
+    link: str
+    canonical_url: str
+    title: str
+    summary: str
+    published: datetime | None
+
+
+class Mode(enum.Enum):
+    IMMEDIATE = "immediate"
+    DIGEST = "digest"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuietHours:
+    start: str  # "HH:MM"
+    end: str  # "HH:MM"
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Watchlist:
+    """A team's standing question. ``query`` and all/any/none are ANDed together.
+
+    ``feeds`` is None for every feed, else the set of feed names it applies to.
+    ``path``/``line``/``query_line``/``query_column`` locate it for error messages.
+    """
+
+    name: str
+    path: str = ""
+    all: tuple[str, ...] = ()
+    any: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
+    query: str | None = None
+    feeds: frozenset[str] | None = None
+    notify: tuple[str, ...] = ()
+    mode: Mode = Mode.IMMEDIATE
+    every: timedelta | None = None
+    at: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    quiet_hours: QuietHours | None = None
+    urgent: bool = False
+    max_per_hour: int | None = None
+    line: int = 1
+    query_line: int | None = None
+    query_column: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Match:
+    """An entry that satisfied a watchlist, with the terms that matched (as written)."""
+
+    watchlist: str
+    entry: Entry
+    terms: tuple[str, ...] = ()
+
+
+class AlertStatus(enum.Enum):
+    QUEUED = "queued"  # waiting for the delivery worker
+    HELD = "held"  # waiting for a digest or the end of quiet hours
+    SENT = "sent"
+    FAILED = "failed"  # dead letter: a permanent error; `alerts retry` re-queues
+    FOLDED = "folded"  # delivered as part of a digest / "N more stories" summary
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """One story for one watchlist to one destination: the unit of the outbox.
+
+    ``id`` is deterministic (watchlist, destination, story) so a re-run can never
+    queue the same alert twice.
+    """
+
+    id: str
+    watchlist: str
+    destination: str
+    story_id: str
+    entry: Entry
+    terms: tuple[str, ...]
+    created_at: datetime
+    seq: int = 0  # order in which stories were found; delivery follows it per destination
+    status: AlertStatus = AlertStatus.QUEUED
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    sent_at: datetime | None = None
+    remote_id: str | None = None  # Slack ts, email Message-ID
+    remote_channel: str | None = None  # Slack channel id the message landed in
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    """One outlet's version of a story."""
+
+    feed: str
+    title: str
+    link: str
+    seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Story:
+    """A cluster of entries from one or more outlets about one news event."""
+
+    id: str
+    title: str
+    first_seen: datetime
+    sources: tuple[Source, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """What a destination told us after it took a message."""
+
+    remote_id: str | None = None
+    remote_channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rendered:
+    """A message ready for one destination type."""
+
+    subject: str = ""  # email subject / notification text
+    text: str = ""  # plain text (Slack fallback, email text part, console)
+    html: str | None = None  # email HTML part
+    blocks: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)  # Slack Block Kit
+
+
+class Sender(Protocol):
+    """Delivers rendered alerts to one destination. Raises DeliveryError."""
+
+    name: str
+
+    async def send(self, alert: Alert, message: Rendered) -> Receipt: ...
+
+    async def aclose(self) -> None: ...
