@@ -1,0 +1,376 @@
+"""The ``news-monitor`` command line.
+
+::
+
+    news-monitor run    [--config F] [--once]        run the service (or one poll of every feed)
+    news-monitor check  [--config F]                 validate config, watchlists, templates
+    news-monitor try    WATCHLIST|QUERY [FEED...] [--since 7d] [--json]
+                                                     what would alert, without recording or sending
+    news-monitor alerts [--failed] [--limit N]       the outbox: alerts with status and attempts
+    news-monitor alerts retry (ID... | --all)        re-queue failed alerts
+    news-monitor stories [--since 24h]               recent story clusters and their sources
+    news-monitor feeds                               feeds' poll state and last errors
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from monitor import config as cfg
+from monitor.errors import ConfigError, MonitorError
+
+logger = logging.getLogger("monitor")
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if os.environ.get("NEWS_MONITOR_LOG_LEVEL"):
+        level = getattr(logging, os.environ["NEWS_MONITOR_LOG_LEVEL"].upper(), level)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apscheduler", "aiohttp.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> cfg.Config:
+    return cfg.load(cfg.find_config(args.config))
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    for e in cfg.split_errors(exc):
+        _err(str(e))
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.service import Service
+
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
+
+    async def main() -> int:
+        async with Service(config) as service:
+            if args.once:
+                await service.run_once(drain_timeout=args.drain_timeout)
+                return 0
+            await service.run()
+            return 0
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        return 130
+    except MonitorError as exc:
+        _err(f"news-monitor: {exc}")
+        return 1
+
+
+# --------------------------------------------------------------------------- check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from monitor.render import Renderer
+
+    path = cfg.find_config(args.config)
+    try:
+        config = cfg.load(path)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
+    problems = [str(e) for e in config.watchlist_errors]
+    problems += Renderer(config.templates).check()
+    for p in problems:
+        _err(p)
+    if problems:
+        return 1
+    _out(f"{path}: ok: {len(config.feeds)} feeds, {len(config.watchlists)} watchlists, "
+         f"{len(config.destinations)} destinations")
+    return 0
+
+
+# ----------------------------------------------------------------------------- try
+
+
+def _watchlist_from_arg(arg: str) -> object:
+    from monitor.types import Watchlist
+
+    p = Path(arg)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return cfg.load_watchlist(p)
+    from monitor import query as q
+
+    try:
+        q.validate(q.parse(arg)) if hasattr(q, "validate") else q.parse(arg)
+    except ConfigError as exc:
+        offset = getattr(exc, "offset", 0)
+        raise ConfigError(f"query: {exc.message}\n  {arg}\n  {' ' * offset}^",
+                          path="<query>", column=offset + 1) from None
+    return Watchlist(name="query", query=arg, notify=("console",), path="<query>")
+
+
+async def _entries_from(sources: Sequence[str], timeout: float) -> list[object]:
+    from monitor.dedupe import canonical_url
+    from monitor.fetch import Fetcher
+    from monitor.parse import parse_feed
+    from monitor.types import Feed
+
+    out: list[object] = []
+    async with Fetcher(timeout=timeout) as fetcher:
+        for src in sources:
+            url = src if "://" in src else "file://" + str(Path(src).resolve())
+            name = Path(src).stem if "://" not in src else src
+            try:
+                result = await fetcher.fetch(Feed(name=name, url=url,
+                                                  interval=timedelta(minutes=5)))
+                assert result.body is not None
+                out.extend(parse_feed(result.body, name, content_type=result.content_type,
+                                      canonicalize=canonical_url))
+            except MonitorError as exc:
+                _err(f"{src}: {exc}")
+    return out
+
+
+def cmd_try(args: argparse.Namespace) -> int:
+    from monitor.match import Matcher
+    from monitor.types import Entry, Watchlist
+
+    try:
+        wl = _watchlist_from_arg(args.watchlist)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
+    assert isinstance(wl, Watchlist)
+    matcher = Matcher.compile([wl])
+    if len(matcher) == 0:
+        _err(f"{args.watchlist}: this watchlist has no term that could match")
+        return 1
+    entries: list[tuple[Entry, datetime | None]] = []
+    if args.since:
+        since = cfg.parse_duration(args.since)
+        try:
+            config = _load(args)
+        except ConfigError as exc:
+            _print_config_error(exc)
+            return 1
+        from monitor.store import open_store
+
+        store = open_store(config.state)
+        try:
+            start = datetime.now(UTC) - since
+            entries += [(se.entry, se.seen_at) for se in store.entries_since(start)]
+        finally:
+            store.close()
+    if args.feeds:
+        entries += [(e, None) for e in asyncio.run(_entries_from(args.feeds, 20.0))
+                    if isinstance(e, Entry)]
+    if not args.since and not args.feeds:
+        _err("give one or more feeds (URL or file) to try against, or --since 7d to "
+             "backtest against the stored entries")
+        return 2
+    hits = 0
+    per_day: Counter[str] = Counter()
+    for entry, seen in entries:
+        for m in matcher.match(entry):
+            hits += 1
+            when = seen or entry.published
+            if when is not None:
+                per_day[when.strftime("%Y-%m-%d")] += 1
+            if args.json:
+                _out(json.dumps({"watchlist": m.watchlist, "title": entry.title,
+                                 "link": entry.link, "matched": list(m.terms),
+                                 "feed": entry.feed,
+                                 "published": entry.published.isoformat()
+                                 if entry.published else None}, ensure_ascii=False))
+            else:
+                _out(f"* {entry.title}\n  {entry.feed} | {entry.link}\n"
+                     f"  matched: {', '.join(m.terms)}")
+    if not args.json:
+        _out(f"{hits} of {len(entries)} entries would alert")
+        if args.since and per_day:
+            _out("per day:")
+            for day in sorted(per_day):
+                _out(f"  {day}  {per_day[day]}")
+    return 0
+
+
+# ------------------------------------------------------------ alerts, stories, feeds
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from monitor.store import open_store
+
+    return open_store(_load(args).state)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from monitor.types import AlertStatus
+
+    try:
+        store = _store(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
+    try:
+        if args.action == "retry":
+            if not args.all and not args.ids:
+                _err("alerts retry: give alert ids or --all")
+                return 2
+            n = store.requeue(None if args.all else args.ids, datetime.now(UTC))
+            _out(f"re-queued {n} alert(s); a running service sends them within seconds, "
+                 "or run `news-monitor run --once`")
+            return 0
+        status = AlertStatus.FAILED if args.failed else None
+        alerts = store.list_alerts(status, limit=args.limit)
+        if args.json:
+            for a in alerts:
+                _out(json.dumps({"id": a.id, "status": a.status.value, "watchlist": a.watchlist,
+                                 "destination": a.destination, "attempts": a.attempts,
+                                 "title": a.entry.title, "error": a.last_error,
+                                 "created_at": a.created_at.isoformat()}, ensure_ascii=False))
+            return 0
+        _out(f"{'ID':<20} {'STATUS':<7} {'TRIES':>5}  {'DESTINATION':<14} {'WATCHLIST':<22} TITLE")
+        for a in alerts:
+            _out(f"{a.id:<20} {a.status.value:<7} {a.attempts:>5}  {a.destination[:14]:<14} "
+                 f"{a.watchlist[:22]:<22} {a.entry.title[:60]}")
+            if a.last_error:
+                _out(f"{'':<36}error: {a.last_error}")
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_stories(args: argparse.Namespace) -> int:
+    try:
+        store = _store(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
+    try:
+        since = datetime.now(UTC) - cfg.parse_duration(args.since)
+        stories = store.stories_since(since)
+        for s in stories:
+            feeds = sorted({src.feed for src in s.sources})
+            if args.json:
+                _out(json.dumps({"id": s.id, "title": s.title,
+                                 "first_seen": s.first_seen.isoformat(),
+                                 "sources": [{"feed": x.feed, "title": x.title, "link": x.link}
+                                             for x in s.sources]}, ensure_ascii=False))
+                continue
+            _out(f"{s.first_seen:%Y-%m-%d %H:%M}  [{len(s.sources)} from {len(feeds)} "
+                 f"source(s)] {s.title}")
+            if len(feeds) > 1 or args.all_sources:
+                for src in s.sources:
+                    _out(f"    {src.feed}: {src.title}  {src.link}")
+        if not args.json:
+            _out(f"{len(stories)} stories since {since:%Y-%m-%d %H:%M} UTC")
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_feeds(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
+    from monitor.store import open_store
+
+    store = open_store(config.state)
+    try:
+        for feed in config.feeds:
+            st = store.feed_state(feed.name)
+            last = f"{st.last_polled_at:%Y-%m-%d %H:%M}" if st and st.last_polled_at else "never"
+            status = f"FAILING x{st.failures}: {st.last_error}" if st and st.failures else "ok"
+            _out(f"{feed.name:<24} every {feed.interval}  last {last}  {status}\n    {feed.url}")
+        return 0
+    finally:
+        store.close()
+
+
+# -------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="news-monitor", description="Watch news feeds; alert "
+                                "once per matching story to Slack, email or the console.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", help="monitor.yaml (default: $NEWS_MONITOR_CONFIG, "
+                        "else ./monitor.yaml)")
+        return sp
+
+    run = with_config(sub.add_parser("run", help="run the service"))
+    run.add_argument("--once", action="store_true",
+                     help="poll every feed once, deliver the alerts, exit")
+    run.add_argument("--drain-timeout", type=float, default=60.0,
+                     help="with --once: how long to keep retrying deliveries (s)")
+    run.set_defaults(func=cmd_run)
+
+    check = with_config(sub.add_parser("check", help="validate config, watchlists, templates"))
+    check.set_defaults(func=cmd_check)
+
+    t = with_config(sub.add_parser("try", help="show which entries a watchlist or query "
+                                   "would alert on, recording and sending nothing"))
+    t.add_argument("watchlist", help="a watchlist .yaml file, or a query string")
+    t.add_argument("feeds", nargs="*", help="feed URLs or files")
+    t.add_argument("--since", help="backtest against stored entries of this period, e.g. 7d")
+    t.add_argument("--json", action="store_true", help="one JSON object per matching entry")
+    t.set_defaults(func=cmd_try)
+
+    al = with_config(sub.add_parser("alerts", help="list alerts; `alerts retry` re-queues"))
+    al.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    al.add_argument("ids", nargs="*", help="alert ids to retry")
+    al.add_argument("--all", action="store_true", help="retry every failed alert")
+    al.add_argument("--failed", action="store_true", help="only failed (dead-letter) alerts")
+    al.add_argument("--limit", type=int, default=50)
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=cmd_alerts)
+
+    st = with_config(sub.add_parser("stories", help="recent story clusters and their sources"))
+    st.add_argument("--since", default="24h")
+    st.add_argument("--all-sources", action="store_true", help="list sources of every story")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stories)
+
+    fd = with_config(sub.add_parser("feeds", help="feeds' poll state"))
+    fd.set_defaults(func=cmd_feeds)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except MonitorError as exc:
+        _err(f"news-monitor: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,610 @@
+"""YAML -> typed, validated configuration. The only module where raw dicts exist.
+
+``monitor.yaml`` is found from ``--config PATH``, else ``$NEWS_MONITOR_CONFIG``,
+else ``./monitor.yaml``. Relative paths in it are relative to the file.
+``${VAR}`` is replaced from the environment; a missing variable is an error
+naming it. Secrets may also come from files (``token_file:``,
+``password_file:``), which is how systemd credentials arrive
+(``$CREDENTIALS_DIRECTORY/<id>``).
+
+Every error is a :class:`~monitor.errors.ConfigError` that prints as
+``path:line[:column]: message``, the same at start-up, on reload and from
+``news-monitor check``. To get there we load YAML with a loader that remembers
+where each value came from (:class:`_Located`), validate with pydantic, and map
+pydantic's error locations back to lines.
+
+A broken ``monitor.yaml`` is fatal (there is nothing sensible to run); a broken
+watchlist is not: it is reported and the other watchlists load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.errors import ConfigError, QueryError
+from monitor.types import Feed, Mode, QuietHours, Watchlist
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "monitor.yaml"
+ENV_CONFIG = "NEWS_MONITOR_CONFIG"
+BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# --------------------------------------------------------------------------- units
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.I)
+_SIZES = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, None: 1}
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def parse_duration(value: object) -> timedelta:
+    """``90`` (seconds), ``"20s"``, ``"5m"``, ``"48h"``, ``"7d"`` -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 5m or 48h, got {value!r}")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"expected a duration like 30s, 5m, 48h or 7d, got {value!r}")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def parse_size(value: object) -> int:
+    """``1048576``, ``"10MB"``, ``"512KiB"`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size like 10MB, got {value!r}")
+    unit = m.group(2).lower() if m.group(2) else None
+    return int(float(m.group(1)) * _SIZES[unit])
+
+
+def _clock(value: object) -> str:
+    if not isinstance(value, str) or not _CLOCK.match(value):
+        raise ValueError(f"expected a time of day like 08:00, got {value!r}")
+    return value
+
+
+def _timezone(value: object) -> str:
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}") from None
+    return str(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Clock = Annotated[str, BeforeValidator(_clock)]
+TimeZone = Annotated[str, BeforeValidator(_timezone)]
+
+# ------------------------------------------------------------------- located YAML
+
+
+class _Located:
+    """Where each value of a loaded YAML document came from.
+
+    ``marks[path]`` is ``(line, column)`` (1-based) for every mapping key path
+    and list index path, e.g. ``("feeds", 0, "url")``.
+    """
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.marks: dict[tuple[Any, ...], tuple[int, int]] = {}
+        self.scalars: dict[tuple[Any, ...], yaml.ScalarNode] = {}
+
+    def where(self, loc: Sequence[Any]) -> tuple[int | None, int | None]:
+        path = tuple(loc)
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            path = path[:-1]
+        return self.marks.get((), (None, None))
+
+    def error(self, message: str, loc: Sequence[Any] = ()) -> ConfigError:
+        line, column = self.where(loc)
+        return ConfigError(message, path=self.file, line=line, column=column)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _load_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, _Located]:
+    located = _Located(str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(
+            f"invalid YAML: {exc.problem or exc.context}",
+            path=str(path),
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", path=str(path)) from exc
+    if node is None:
+        return None, located
+    return _construct(node, (), located, env), located
+
+
+def _construct(node: yaml.Node, loc: tuple[Any, ...], located: _Located,
+               env: Mapping[str, str]) -> Any:
+    located.marks.setdefault(loc, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.SafeLoader(  # keys are plain scalars in practice
+                "").construct_object(key_node, deep=True)
+            if key == "<<":
+                raise located.error("YAML merge keys are not supported", loc)
+            sub = (*loc, key)
+            located.marks[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = _construct(value_node, sub, located, env)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, item in enumerate(node.value):
+            items.append(_construct(item, (*loc, i), located, env))
+        return items
+    assert isinstance(node, yaml.ScalarNode)
+    located.scalars[loc] = node
+    located.marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    value = yaml.SafeLoader("").construct_object(node)
+    if isinstance(value, str) and "${" in value:
+
+        def substitute(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in env:
+                raise located.error(f"environment variable {name} is not set", loc)
+            return env[name]
+
+        value = _VAR.sub(substitute, value)
+    return value
+
+
+# ---------------------------------------------------------------------- the schema
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PollSettings(_Model):
+    interval: Duration = timedelta(minutes=5)
+    timeout: Duration = timedelta(seconds=20)
+    concurrency: int = Field(50, ge=1, le=10_000)
+    per_host: int = Field(4, ge=1, le=1000)
+    max_bytes: Size = 10 * 10**6
+    user_agent: str = "news-monitor/0.1 (+https://github.com/news-monitor/news-monitor)"
+
+
+class DedupeConfig(_Model):
+    window: Duration = timedelta(hours=48)
+    threshold: float | None = Field(None, gt=0, le=1)
+
+
+class QuietHoursConfig(_Model):
+    start: Clock = Field(alias="from")
+    end: Clock = Field(alias="to")
+    timezone: TimeZone = "UTC"
+
+    def value(self) -> QuietHours:
+        return QuietHours(start=self.start, end=self.end, timezone=self.timezone)
+
+
+def _secret_from_file(value: str | None, file: str | None, what: str) -> str | None:
+    if file is None:
+        return value
+    if value is not None:
+        raise ValueError(f"give either {what} or {what}_file, not both")
+    try:
+        return Path(file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {what}_file {file}: {exc.strerror or exc}") from None
+
+
+class SlackDestination(_Model):
+    type: Literal["slack"]
+    channel: str | None = None
+    token: str | None = Field(None, repr=False)
+    token_file: str | None = None
+    webhook_url: str | None = Field(None, repr=False)
+    webhook_url_file: str | None = None
+    base_url: str = "https://slack.com/api/"
+    thread_updates: bool = False
+    timeout: Duration = timedelta(seconds=20)
+
+    @model_validator(mode="after")
+    def _check(self) -> SlackDestination:
+        token = _secret_from_file(self.token, self.token_file, "token")
+        hook = _secret_from_file(self.webhook_url, self.webhook_url_file, "webhook_url")
+        object.__setattr__(self, "token", token)
+        object.__setattr__(self, "webhook_url", hook)
+        if hook and token:
+            raise ValueError("give either token (+ channel) or webhook_url, not both")
+        if not hook and not token:
+            raise ValueError("needs token and channel, or webhook_url")
+        if token and not self.channel:
+            raise ValueError("a token destination needs a channel")
+        if hook and not hook.startswith(("https://", "http://")):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return self
+
+
+class EmailDestination(_Model):
+    type: Literal["email"]
+    host: str = "localhost"
+    port: int | None = Field(None, ge=1, le=65535)
+    starttls: bool | None = None
+    tls: bool = False
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    password_file: str | None = None
+    sender: str = Field(alias="from")
+    to: tuple[str, ...] = Field(min_length=1)
+    timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> EmailDestination:
+        password = _secret_from_file(self.password, self.password_file, "password")
+        object.__setattr__(self, "password", password)
+        if self.tls and self.starttls:
+            raise ValueError("tls (implicit TLS) and starttls are mutually exclusive")
+        if password and not self.username:
+            raise ValueError("a password needs a username")
+        return self
+
+
+class ConsoleDestination(_Model):
+    type: Literal["console"]
+
+
+Destination = Annotated[
+    SlackDestination | EmailDestination | ConsoleDestination, Field(discriminator="type")
+]
+
+
+class FeedConfig(_Model):
+    name: str = Field(min_length=1)
+    url: str
+    interval: Duration | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://", "file://")):
+            raise ValueError(f"feed url must be http(s):// or file://, got {v!r}")
+        return v
+
+
+class MonitorFile(_Model):
+    state: str = "sqlite:///state/monitor.db"
+    poll: PollSettings = PollSettings()
+    backfill: Duration = timedelta(0)
+    retention: Duration = timedelta(days=30)
+    dedupe: DedupeConfig = DedupeConfig()
+    quiet_hours: QuietHoursConfig | None = None
+    templates: str | None = None
+    feeds: tuple[FeedConfig, ...] = ()
+    watchlists: str | tuple[str, ...] = "watchlists/"
+    destinations: dict[str, Destination] = {}
+
+    @field_validator("feeds")
+    @classmethod
+    def _unique_feeds(cls, v: tuple[FeedConfig, ...]) -> tuple[FeedConfig, ...]:
+        seen: set[str] = set()
+        for f in v:
+            if f.name in seen:
+                raise ValueError(f"two feeds are named {f.name!r}; feed names must be unique")
+            seen.add(f.name)
+        return v
+
+
+class WatchlistFile(_Model):
+    name: str = Field(min_length=1)
+    all: tuple[str, ...] = ()
+    any: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
+    query: str | None = None
+    feeds: Literal["all"] | tuple[str, ...] = "all"
+    notify: tuple[str, ...] = Field(min_length=1)
+    mode: Mode = Mode.IMMEDIATE
+    every: Duration | None = None
+    at: tuple[Clock, ...] = ()
+    timezone: TimeZone = "UTC"
+    quiet_hours: QuietHoursConfig | None = None
+    urgent: bool = False
+    max_per_hour: int | None = Field(None, ge=1)
+
+    @field_validator("all", "any", "none", "notify", "at", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> WatchlistFile:
+        if not (self.all or self.any or self.query):
+            raise ValueError("needs a query, or terms under all or any")
+        if self.mode is Mode.DIGEST and not (self.every or self.at):
+            raise ValueError("mode: digest needs every (e.g. 1h) or at (e.g. ['08:00'])")
+        return self
+
+
+# ------------------------------------------------------------------- public values
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """A loaded, validated configuration."""
+
+    path: Path
+    state: str
+    poll: PollSettings
+    backfill: timedelta
+    retention: timedelta
+    dedupe: DedupeConfig
+    templates: Path
+    feeds: tuple[Feed, ...]
+    watchlists: tuple[Watchlist, ...]
+    destinations: Mapping[str, SlackDestination | EmailDestination | ConsoleDestination]
+    watchlist_errors: tuple[ConfigError, ...] = field(default=())
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        return self.watchlist_errors
+
+
+def find_config(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(arg or env.get(ENV_CONFIG) or DEFAULT_CONFIG)
+
+
+def _validation_errors(exc: ValidationError, located: _Located) -> list[ConfigError]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        msg = err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        elif err["type"] == "missing":
+            msg = f"missing required key {loc[-1]!r}"
+        dotted = ".".join(str(p) for p in loc)
+        text = f"{dotted}: {msg}" if dotted and err["type"] != "extra_forbidden" else msg
+        out.append(located.error(text, loc))
+    return out
+
+
+_UNION_TAGS = {"slack", "email", "console", "function-after[_check(), SlackDestination]",
+               "function-after[_check(), EmailDestination]"}
+
+
+def _resolve(base: Path, p: str) -> Path:
+    q = Path(os.path.expanduser(p))
+    return q if q.is_absolute() else base / q
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate ``monitor.yaml`` and its watchlists.
+
+    Raises ConfigError for a broken ``monitor.yaml``; broken watchlists are
+    returned in ``Config.watchlist_errors`` and left out.
+    """
+    env = os.environ if env is None else env
+    path = Path(path)
+    raw, located = _load_yaml(path, env)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise located.error("expected a mapping of settings at the top level")
+    try:
+        model = MonitorFile.model_validate(raw)
+    except ValidationError as exc:
+        errors = _validation_errors(exc, located)
+        raise errors[0] if len(errors) == 1 else _Many(errors) from None
+    base = path.resolve().parent
+
+    state = model.state
+    if state.startswith("sqlite:///") and not state.startswith("sqlite:////"):
+        rel = state.removeprefix("sqlite:///")
+        if rel != ":memory:":
+            state = "sqlite:///" + str(_resolve(base, rel))
+
+    feeds = tuple(
+        Feed(name=f.name, url=_file_url(base, f.url), interval=f.interval or model.poll.interval)
+        for f in model.feeds
+    )
+    if model.templates:
+        templates = _resolve(base, model.templates)
+    elif (base / "templates").is_dir():
+        templates = base / "templates"
+    else:
+        templates = BUNDLED_TEMPLATES
+
+    files = list(_watchlist_files(base, model.watchlists, located))
+    watchlists: list[Watchlist] = []
+    errors: list[ConfigError] = []
+    names: dict[str, str] = {}
+    feed_names = {f.name for f in feeds}
+    for wl_path in files:
+        try:
+            wl = load_watchlist(wl_path, env, destinations=model.destinations.keys(),
+                                feed_names=feed_names, default_quiet=model.quiet_hours)
+        except ConfigError as exc:
+            errors.extend(exc.errors if isinstance(exc, _Many) else [exc])
+            continue
+        if wl.name in names:
+            errors.append(ConfigError(
+                f"watchlist name {wl.name!r} is already used by {names[wl.name]}",
+                path=str(wl_path), line=wl.line))
+            continue
+        names[wl.name] = str(wl_path)
+        watchlists.append(wl)
+
+    return Config(
+        path=path, state=state, poll=model.poll, backfill=model.backfill,
+        retention=model.retention, dedupe=model.dedupe, templates=templates,
+        feeds=feeds, watchlists=tuple(watchlists), destinations=dict(model.destinations),
+        watchlist_errors=tuple(errors),
+    )
+
+
+def _file_url(base: Path, url: str) -> str:
+    if url.startswith("file://") and not url.startswith("file:///"):
+        return "file://" + str(_resolve(base, url.removeprefix("file://")))
+    return url
+
+
+def _watchlist_files(base: Path, spec: str | tuple[str, ...],
+                     located: _Located) -> Iterator[Path]:
+    items = [spec] if isinstance(spec, str) else list(spec)
+    for i, item in enumerate(items):
+        p = _resolve(base, item)
+        loc: tuple[Any, ...] = ("watchlists",) if isinstance(spec, str) else ("watchlists", i)
+        if p.is_dir():
+            yield from sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+        elif p.is_file():
+            yield p
+        else:
+            raise located.error(f"watchlists: {item} does not exist", loc)
+
+
+class _Many(ConfigError):
+    """Several errors from one file, reported together."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+def split_errors(exc: ConfigError) -> list[ConfigError]:
+    """The individual errors inside ``exc`` (one, or several from one file)."""
+    return list(exc.errors) if isinstance(exc, _Many) else [exc]
+
+
+def load_watchlist(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    destinations: Any = None,
+    feed_names: set[str] | None = None,
+    default_quiet: QuietHoursConfig | None = None,
+) -> Watchlist:
+    """Load one watchlist file. ``destinations``/``feed_names``, when given, are checked."""
+    env = os.environ if env is None else env
+    path = Path(path)
+    raw, located = _load_yaml(path, env)
+    if not isinstance(raw, dict):
+        raise located.error("a watchlist is a mapping with name, all/any/none or query, notify")
+    try:
+        model = WatchlistFile.model_validate(raw)
+    except ValidationError as exc:
+        errors = _validation_errors(exc, located)
+        raise errors[0] if len(errors) == 1 else _Many(errors) from None
+
+    query_line = query_column = None
+    if model.query is not None:
+        query_line, query_column = located.where(("query",))
+        node = located.scalars.get(("query",))
+        _check_query(model, located, node)
+        if node is not None:
+            query_line, query_column = node.start_mark.line + 1, node.start_mark.column + 1
+    _check_terms(model, located)
+    if destinations is not None:
+        for i, d in enumerate(model.notify):
+            if d not in destinations:
+                known = ", ".join(sorted(destinations)) or "none configured"
+                raise located.error(f"notify: unknown destination {d!r} (known: {known})",
+                                    ("notify", i))
+    if feed_names is not None and model.feeds != "all":
+        for i, f in enumerate(model.feeds):
+            if f not in feed_names:
+                raise located.error(f"feeds: unknown feed {f!r}", ("feeds", i))
+    quiet = model.quiet_hours or default_quiet
+    return Watchlist(
+        name=model.name, path=str(path), all=model.all, any=model.any, none=model.none,
+        query=model.query,
+        feeds=None if model.feeds == "all" else frozenset(model.feeds),
+        notify=model.notify, mode=model.mode, every=model.every, at=model.at,
+        timezone=model.timezone, quiet_hours=quiet.value() if quiet else None,
+        urgent=model.urgent, max_per_hour=model.max_per_hour,
+        line=located.where(())[0] or 1, query_line=query_line, query_column=query_column,
+    )
+
+
+def _check_terms(model: WatchlistFile, located: _Located) -> None:
+    for key in ("all", "any", "none"):
+        for i, term in enumerate(getattr(model, key)):
+            if not term.strip().rstrip("*").strip():
+                raise located.error(f"{key}: empty term", (key, i))
+
+
+def _check_query(model: WatchlistFile, located: _Located, node: yaml.ScalarNode | None) -> None:
+    from monitor import query as q  # pure; imported here so config stays importable first
+
+    assert model.query is not None
+    try:
+        tree = q.parse(model.query)
+        validate = getattr(q, "validate", None)
+        if validate is not None and not (model.all or model.any):
+            validate(tree)
+    except QueryError as exc:
+        line, column = _query_position(node, model.query, exc.offset)
+        raise ConfigError(f"query: {exc.message}", path=located.file, line=line,
+                          column=column) from None
+
+
+def _query_position(node: yaml.ScalarNode | None, text: str,
+                    offset: int) -> tuple[int | None, int | None]:
+    """Map an offset inside a query string to the YAML file's line and column."""
+    if node is None:
+        return None, None
+    line, column = node.start_mark.line + 1, node.start_mark.column + 1
+    if node.style in ("'", '"'):
+        column += 1
+    elif node.style in ("|", ">"):
+        line += 1
+        column = node.end_mark.column + 1 if "\n" not in text else 1
+    before = text[:offset]
+    if "\n" in before and node.style in ("|", None):
+        line += before.count("\n")
+        return line, offset - before.rfind("\n")
+    return line, column + offset

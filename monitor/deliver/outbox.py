@@ -1,0 +1,235 @@
+"""The delivery worker: drains the outbox in the store, one lane per destination.
+
+Guarantees (README, "Delivery guarantees"):
+
+* An alert is marked sent only after the destination took it and the store
+  committed that. A crash in between means it is sent again on the next start
+  (at-least-once) ...
+* ... except on Slack with a bot token: before re-sending an alert that was
+  already attempted, the lane looks for it in the channel's recent history by
+  the alert id carried in the message metadata, and records the found ``ts``
+  instead of posting twice (exactly-once as far as Slack's history tells).
+* Per destination, alerts go out in the order their stories were found: a lane
+  never sends alert n+1 while alert n waits for a retry.
+* Transient failures (connection errors, 5xx, 429) retry with exponential
+  backoff and jitter; a 429's Retry-After is honoured. Permanent failures
+  (invalid_auth, channel_not_found, SMTP 5xx, ...) stop that alert and leave it
+  ``failed`` (dead letter) with the reason; ``news-monitor alerts retry``
+  re-queues it. Alerts still failing after ``give_up_after`` are dead-lettered
+  too.
+* Slack is paced to at most one message per ``min_interval`` per destination
+  (one channel each); bursts queue, nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from monitor.errors import DeliveryError
+from monitor.render import Renderer
+from monitor.store import SqlStore
+from monitor.types import Alert, Rendered, Sender
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    base: float = 2.0  # seconds before the first retry
+    cap: float = 600.0  # longest wait between tries
+    give_up_after: timedelta = timedelta(hours=24)
+
+    def delay(self, attempts: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds before the next try after ``attempts`` failed tries (pure)."""
+        if retry_after is not None:
+            return max(0.0, retry_after) + rng.random() * 0.25
+        backoff = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        return backoff * (0.5 + rng.random())  # full jitter around the backoff
+
+
+def kind_of(sender: Sender) -> str:
+    """Which template family a sender takes: slack, email or console."""
+    return str(getattr(sender, "kind", None) or type(sender).__name__.removesuffix("Sender")
+               .lower())
+
+
+class Outbox:
+    """Sends queued alerts. ``run()`` works until cancelled; ``drain()`` empties what is due."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        senders: Mapping[str, Sender],
+        renderer: Renderer,
+        *,
+        now: Callable[[], datetime],
+        policy: RetryPolicy | None = None,
+        min_interval: Mapping[str, float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.senders = dict(senders)
+        self.renderer = renderer
+        self.now = now
+        self.policy = policy or RetryPolicy()
+        self.min_interval = dict(min_interval or {})
+        self.rng = rng or random.Random()
+        self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.senders}
+        self._last_sent: dict[str, float] = {}
+
+    def wake(self) -> None:
+        """New alerts were queued: let every lane look."""
+        for ev in self._wake.values():
+            ev.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for name in self.senders:
+                tg.create_task(self._lane_forever(name), name=f"outbox:{name}")
+
+    async def drain(self, timeout: float = 60.0) -> int:
+        """Deliver every queued alert that can go within ``timeout`` seconds, then return.
+
+        Used by ``run --once``. Returns how many alerts are still queued.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with asyncio.TaskGroup() as tg:
+            for name in self.senders:
+                tg.create_task(self._lane_until_empty(name, deadline))
+        return sum(len(self.store.pending(name)) for name in self.senders)
+
+    async def _lane_forever(self, name: str) -> None:
+        while True:
+            try:
+                wait = await self._step(name)
+            except Exception:
+                logger.exception("outbox lane failed; retrying destination=%s", name)
+                wait = 5.0
+            if wait is None:
+                continue
+            ev = self._wake[name]
+            ev.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await ev.wait()
+            except TimeoutError:
+                pass
+
+    async def _lane_until_empty(self, name: str, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = await self._step(name)
+            if wait is None:
+                continue
+            if wait >= 3600 or loop.time() + wait > deadline:
+                return
+            await asyncio.sleep(wait)
+
+    async def _step(self, name: str) -> float | None:
+        """Do one unit of work for a lane. Returns None to go again at once, else
+        the seconds to wait (3600 when idle)."""
+        loop = asyncio.get_running_loop()
+        sender = self.senders[name]
+        for alert in self.store.updates_due_for(name):
+            await self._update(sender, alert)
+        pending = self.store.pending(name)
+        if not pending:
+            return 3600.0
+        alert = pending[0]
+        now = self.now()
+        if alert.next_attempt_at is not None and alert.next_attempt_at > now:
+            return (alert.next_attempt_at - now).total_seconds()
+        gap = self.min_interval.get(name, 0.0)
+        last = self._last_sent.get(name)
+        if gap and last is not None and loop.time() - last < gap:
+            return gap - (loop.time() - last)
+        await self._deliver(sender, alert)
+        self._last_sent[name] = loop.time()
+        return None
+
+    def render(self, sender: Sender, alert: Alert) -> Rendered:
+        story = self.store.story(alert.story_id)
+        return self.renderer.alert(kind_of(sender), alert, story)
+
+    async def _deliver(self, sender: Sender, alert: Alert) -> None:
+        name = sender.name
+        if alert.attempts > 0:
+            find = getattr(sender, "find_posted", None)
+            if find is not None:
+                try:
+                    found = await find(alert.id)
+                except DeliveryError as exc:
+                    self._failed(alert, exc)
+                    return
+                if found is not None:
+                    logger.info("alert.reconciled alert=%s destination=%s", alert.id, name)
+                    self.store.mark_sent(alert.id, self.now(), found)
+                    return
+        message = self.render(sender, alert)
+        self.store.mark_attempt(alert.id)
+        try:
+            receipt = await sender.send(alert, message)
+        except DeliveryError as exc:
+            self._failed(alert, exc, attempts=alert.attempts + 1)
+            return
+        self.store.mark_sent(alert.id, self.now(), receipt)
+        logger.info("alert.sent alert=%s destination=%s watchlist=%s", alert.id, name,
+                    alert.watchlist)
+
+    def _failed(self, alert: Alert, exc: DeliveryError, attempts: int | None = None) -> None:
+        attempts = alert.attempts if attempts is None else attempts
+        reason = str(exc)
+        if exc.permanent:
+            logger.warning("alert.failed alert=%s destination=%s reason=%s (permanent; "
+                           "`news-monitor alerts retry %s` re-queues it)",
+                           alert.id, alert.destination, reason, alert.id)
+            self.store.mark_failed(alert.id, reason)
+            return
+        now = self.now()
+        if now - alert.created_at > self.policy.give_up_after:
+            logger.warning("alert.failed alert=%s destination=%s reason=%s (still failing "
+                           "after %s)", alert.id, alert.destination, reason,
+                           self.policy.give_up_after)
+            self.store.mark_failed(alert.id, reason)
+            return
+        delay = self.policy.delay(attempts, exc.retry_after, self.rng)
+        logger.warning("alert.retry alert=%s destination=%s attempt=%d in=%.1fs reason=%s",
+                       alert.id, alert.destination, attempts, delay, reason)
+        self.store.mark_retry(alert.id, now + timedelta(seconds=delay), reason)
+
+    async def _update(self, sender: Sender, alert: Alert) -> None:
+        """The story gained sources: edit the Slack message in place (and reply in thread)."""
+        update = getattr(sender, "update", None)
+        if update is None or alert.remote_id is None:
+            self.store.clear_update(alert.id)
+            return
+        message = self.render(sender, alert)
+        try:
+            await update(alert, message)
+        except DeliveryError as exc:
+            if exc.permanent:
+                logger.warning("alert.update_failed alert=%s destination=%s reason=%s",
+                               alert.id, sender.name, exc)
+                self.store.clear_update(alert.id)
+            else:
+                logger.warning("alert.update_retry alert=%s destination=%s reason=%s",
+                               alert.id, sender.name, exc)
+            return
+        reply = getattr(sender, "reply", None)
+        if reply is not None and getattr(sender, "thread_updates", False):
+            story = self.store.story(alert.story_id)
+            if story is not None and story.sources:
+                latest = story.sources[-1]
+                try:
+                    await reply(alert, f"Also reported by {latest.feed}: {latest.title}")
+                except DeliveryError as exc:
+                    logger.warning("alert.reply_failed alert=%s destination=%s reason=%s",
+                                   alert.id, sender.name, exc)
+        self.store.clear_update(alert.id)
+        logger.info("alert.updated alert=%s destination=%s", alert.id, sender.name)

@@ -1,0 +1,30 @@
+"""The state store: feeds' poll state, seen entries, story clusters and the alert outbox.
+
+One interface, :class:`~monitor.store.sql.SqlStore`, two backends: SQLite in WAL
+mode (the embedded default) and PostgreSQL (for several instances sharing the
+work). The SQL is written once, in the dialect both speak (``ON CONFLICT``,
+``RETURNING``); the backends differ only in connecting, placeholders and
+autoincrement keys.
+
+``open_store("sqlite:///path/to/monitor.db")`` or
+``open_store("postgresql://user@host/db")``.
+"""
+
+from __future__ import annotations
+
+from monitor.errors import StoreError
+from monitor.store.sql import PollRecord, SqlStore, StoredEntry
+
+__all__ = ["PollRecord", "SqlStore", "StoredEntry", "open_store"]
+
+
+def open_store(url: str) -> SqlStore:
+    if url.startswith("sqlite:///"):
+        from monitor.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from monitor.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreError(f"unknown state URL {url!r}: use sqlite:///PATH or postgresql://...")

@@ -1,0 +1,488 @@
+"""The store's schema and queries, shared by the SQLite and PostgreSQL backends.
+
+Tables::
+
+    feeds              one row per feed: HTTP validators, first/last poll, failures
+    entries            every entry seen (feed, key) with its content for backtests and
+                       the story it belongs to; content is pruned after `retention`
+    stories            story clusters (#4): one row per news event
+    watchlist_stories  (watchlist, story) pairs already alerted: the dedupe guarantee
+    alerts             the outbox: one row per (watchlist, destination, story), in the
+                       order stories were found (seq); the delivery worker drains it
+
+The outbox is transactional: recording a feed's new entries and queuing the
+alerts they caused happen in one transaction (:meth:`SqlStore.ingest`), so a
+crash either loses the poll (it is redone, nothing was recorded) or keeps
+both. An alert is marked sent only after the destination took it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from monitor.errors import StoreError
+from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source, Story
+
+SCHEMA_VERSION = 1
+
+
+def ts(dt: datetime | None) -> str | None:
+    """A UTC datetime as a fixed-width, sortable string."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def dt(s: str | None) -> datetime | None:
+    if s is None:
+        return None
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _schema(serial: str) -> list[str]:
+    return [
+        """CREATE TABLE IF NOT EXISTS meta (
+            key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS feeds (
+            name TEXT PRIMARY KEY,
+            etag TEXT, last_modified TEXT,
+            first_polled_at TEXT, last_polled_at TEXT,
+            last_error TEXT, failures INTEGER NOT NULL DEFAULT 0)""",
+        f"""CREATE TABLE IF NOT EXISTS entries (
+            id {serial},
+            feed TEXT NOT NULL, key TEXT NOT NULL, guid TEXT,
+            link TEXT NOT NULL, canonical_url TEXT NOT NULL,
+            title TEXT NOT NULL, summary TEXT NOT NULL,
+            published TEXT, seen_at TEXT NOT NULL, story_id TEXT NOT NULL,
+            UNIQUE (feed, key))""",
+        "CREATE INDEX IF NOT EXISTS entries_url ON entries (canonical_url)",
+        "CREATE INDEX IF NOT EXISTS entries_seen ON entries (seen_at)",
+        "CREATE INDEX IF NOT EXISTS entries_story ON entries (story_id)",
+        """CREATE TABLE IF NOT EXISTS stories (
+            id TEXT PRIMARY KEY, title TEXT NOT NULL,
+            first_seen TEXT NOT NULL, last_seen TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS stories_last_seen ON stories (last_seen)",
+        """CREATE TABLE IF NOT EXISTS watchlist_stories (
+            watchlist TEXT NOT NULL, story_id TEXT NOT NULL, matched_at TEXT NOT NULL,
+            PRIMARY KEY (watchlist, story_id))""",
+        f"""CREATE TABLE IF NOT EXISTS alerts (
+            seq {serial},
+            id TEXT NOT NULL UNIQUE,
+            watchlist TEXT NOT NULL, destination TEXT NOT NULL, story_id TEXT NOT NULL,
+            entry_feed TEXT NOT NULL, entry_key TEXT NOT NULL,
+            terms TEXT NOT NULL,
+            status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT, last_error TEXT,
+            created_at TEXT NOT NULL, sent_at TEXT,
+            remote_id TEXT, remote_channel TEXT,
+            update_due INTEGER NOT NULL DEFAULT 0,
+            hold_until TEXT)""",
+        "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, next_attempt_at)",
+        "CREATE INDEX IF NOT EXISTS alerts_story ON alerts (story_id)",
+    ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollRecord:
+    """The outcome of one poll of one feed, to be remembered."""
+
+    feed: str
+    at: datetime
+    etag: str | None = None
+    last_modified: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEntry:
+    entry: Entry
+    story_id: str
+    seen_at: datetime
+
+
+_ALERT_COLS = (
+    "a.seq, a.id, a.watchlist, a.destination, a.story_id, a.terms, a.status, a.attempts, "
+    "a.next_attempt_at, a.last_error, a.created_at, a.sent_at, a.remote_id, a.remote_channel, "
+    "e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
+)
+_ENTRY_COLS = "feed, key, guid, link, canonical_url, title, summary, published, seen_at, story_id"
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    return Entry(feed=row[0], key=row[1], guid=row[2], link=row[3], canonical_url=row[4],
+                 title=row[5], summary=row[6], published=dt(row[7]))
+
+
+def _alert(row: Sequence[Any]) -> Alert:
+    return Alert(
+        seq=row[0], id=row[1], watchlist=row[2], destination=row[3], story_id=row[4],
+        terms=tuple(json.loads(row[5])), status=AlertStatus(row[6]), attempts=row[7],
+        next_attempt_at=dt(row[8]), last_error=row[9], created_at=dt(row[10]) or datetime.min,
+        sent_at=dt(row[11]), remote_id=row[12], remote_channel=row[13],
+        entry=_entry(row[14:22]),
+    )
+
+
+class SqlStore:
+    """The store. Methods are synchronous and each is one short transaction.
+
+    One connection, guarded by a lock, so the delivery worker and the pollers
+    (and threads doing CPU work) can share it.
+    """
+
+    dialect: ClassVar[str]
+    serial: ClassVar[str]
+    errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._migrate()
+
+    # -- backend hooks -------------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        raise NotImplementedError
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                self._begin()
+            except self.errors as exc:
+                raise StoreError(f"cannot begin transaction: {exc}") from exc
+            try:
+                yield
+            except BaseException:
+                self._execute("ROLLBACK")
+                raise
+            try:
+                self._execute("COMMIT")
+            except self.errors as exc:
+                raise StoreError(f"commit failed: {exc}") from exc
+
+    def _q(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return list(self._execute(sql, params).fetchall())
+            except self.errors as exc:
+                raise StoreError(f"query failed: {exc}") from exc
+
+    def _x(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        try:
+            cur = self._execute(sql, params)
+        except self.errors as exc:
+            raise StoreError(f"statement failed: {exc}") from exc
+        return int(cur.rowcount or 0)
+
+    def _migrate(self) -> None:
+        with self._tx():
+            for stmt in _schema(self.serial):
+                self._x(stmt)
+            rows = self._execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
+            if not rows:
+                self._x("INSERT INTO meta (key, value) VALUES ('schema', ?)",
+                        (str(SCHEMA_VERSION),))
+            elif int(rows[0][0]) > SCHEMA_VERSION:
+                raise StoreError(f"state was written by a newer news-monitor "
+                                 f"(schema {rows[0][0]} > {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- feeds ------------------------------------------------------------------------
+
+    def feed_state(self, name: str) -> FeedState | None:
+        rows = self._q("SELECT name, etag, last_modified, first_polled_at, last_polled_at, "
+                       "last_error, failures FROM feeds WHERE name = ?", (name,))
+        if not rows:
+            return None
+        r = rows[0]
+        return FeedState(name=r[0], etag=r[1], last_modified=r[2], first_polled_at=dt(r[3]),
+                         last_polled_at=dt(r[4]), last_error=r[5], failures=r[6])
+
+    def feed_states(self) -> list[FeedState]:
+        rows = self._q("SELECT name FROM feeds ORDER BY name")
+        return [s for (name,) in rows if (s := self.feed_state(name)) is not None]
+
+    def _record_poll(self, poll: PollRecord) -> None:
+        if poll.error is None:
+            self._x(
+                "INSERT INTO feeds (name, etag, last_modified, first_polled_at, last_polled_at, "
+                "failures) VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (name) DO UPDATE SET "
+                "etag = excluded.etag, last_modified = excluded.last_modified, "
+                "first_polled_at = COALESCE(feeds.first_polled_at, excluded.first_polled_at), "
+                "last_polled_at = excluded.last_polled_at, last_error = NULL, failures = 0",
+                (poll.feed, poll.etag, poll.last_modified, ts(poll.at), ts(poll.at)))
+        else:
+            self._x(
+                "INSERT INTO feeds (name, last_polled_at, last_error, failures) "
+                "VALUES (?, ?, ?, 1) ON CONFLICT (name) DO UPDATE SET "
+                "last_polled_at = excluded.last_polled_at, last_error = excluded.last_error, "
+                "failures = feeds.failures + 1",
+                (poll.feed, ts(poll.at), poll.error))
+
+    def record_poll(self, poll: PollRecord) -> None:
+        with self._tx():
+            self._record_poll(poll)
+
+    # -- entries -----------------------------------------------------------------------
+
+    def known(self, feed: str, keys: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """For the keys already seen in ``feed``: key -> (story_id, stored title)."""
+        keys = list(keys)
+        out: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for key, story, title in self._q(
+                    f"SELECT key, story_id, title FROM entries WHERE feed = ? AND key IN ({marks})",
+                    (feed, *chunk)):
+                out[key] = (story, title)
+        return out
+
+    def story_by_url(self, urls: Iterable[str]) -> dict[str, str]:
+        """canonical_url -> story_id for links already seen in any feed."""
+        urls = [u for u in set(urls) if u]
+        out: dict[str, str] = {}
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for url, story in self._q(
+                    f"SELECT canonical_url, MIN(story_id) FROM entries "
+                    f"WHERE canonical_url IN ({marks}) GROUP BY canonical_url", tuple(chunk)):
+                out[url] = story
+        return out
+
+    def ingest(
+        self,
+        poll: PollRecord,
+        entries: Sequence[StoredEntry],
+        alerts: Sequence[Alert],
+        retitled: Sequence[Entry] = (),
+    ) -> list[Alert]:
+        """Record a poll, its new entries and the alerts they cause, in one transaction.
+
+        An alert is queued only if its (watchlist, story) pair was not alerted
+        before; the alerts actually queued are returned. New members of a story
+        whose alerts were already sent flag those alerts for an update
+        (Slack chat.update, "also reported by").
+        """
+        queued: list[Alert] = []
+        with self._tx():
+            self._record_poll(poll)
+            for se in entries:
+                e = se.entry
+                self._x(
+                    f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (feed, key) DO NOTHING",
+                    (e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary,
+                     ts(e.published), ts(se.seen_at), se.story_id))
+                inserted = self._x(
+                    "INSERT INTO stories (id, title, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
+                    (se.story_id, e.title, ts(se.seen_at), ts(se.seen_at)))
+                del inserted
+                self._x("UPDATE alerts SET update_due = 1 WHERE story_id = ? AND status = ? "
+                        "AND remote_id IS NOT NULL AND entry_feed <> ?",
+                        (se.story_id, AlertStatus.SENT.value, e.feed))
+            for e in retitled:
+                self._x("UPDATE entries SET title = ?, summary = ? WHERE feed = ? AND key = ?",
+                        (e.title, e.summary, e.feed, e.key))
+            claimed: dict[tuple[str, str], bool] = {}
+            for a in alerts:
+                pair = (a.watchlist, a.story_id)
+                if pair not in claimed:
+                    claimed[pair] = self._x(
+                        "INSERT INTO watchlist_stories (watchlist, story_id, matched_at) "
+                        "VALUES (?, ?, ?) ON CONFLICT (watchlist, story_id) DO NOTHING",
+                        (a.watchlist, a.story_id, ts(a.created_at))) == 1
+                if not claimed[pair]:
+                    continue
+                rows = self._execute(
+                    "INSERT INTO alerts (id, watchlist, destination, story_id, entry_feed, "
+                    "entry_key, terms, status, attempts, next_attempt_at, created_at, hold_until) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
+                    "RETURNING seq",
+                    (a.id, a.watchlist, a.destination, a.story_id, a.entry.feed, a.entry.key,
+                     json.dumps(list(a.terms)), a.status.value, ts(a.next_attempt_at),
+                     ts(a.created_at), ts(a.next_attempt_at)
+                     if a.status is AlertStatus.HELD else None)).fetchall()
+                if rows:
+                    queued.append(replace(a, seq=rows[0][0]))
+        return queued
+
+    def entries_since(self, since: datetime, until: datetime | None = None) -> list[StoredEntry]:
+        rows = self._q(f"SELECT {_ENTRY_COLS} FROM entries WHERE seen_at >= ? AND seen_at < ? "
+                       "ORDER BY seen_at, id",
+                       (ts(since), ts(until or datetime.max.replace(tzinfo=UTC))))
+        return [StoredEntry(entry=_entry(r), seen_at=dt(r[8]) or since, story_id=r[9])
+                for r in rows]
+
+    def prune(self, before: datetime) -> int:
+        """Forget the content of entries seen before ``before`` (the retention window).
+
+        Their identity (feed, key) stays so an old item still in a feed never
+        alerts again; its title and summary are blanked to bound the size.
+        """
+        with self._tx():
+            n = self._x("UPDATE entries SET title = '', summary = '' "
+                        "WHERE seen_at < ? AND summary <> ''", (ts(before),))
+            self._x("DELETE FROM stories WHERE last_seen < ?", (ts(before),))
+        return n
+
+    # -- stories -----------------------------------------------------------------------
+
+    def story(self, story_id: str) -> Story | None:
+        rows = self._q("SELECT id, title, first_seen FROM stories WHERE id = ?", (story_id,))
+        if not rows:
+            return None
+        sources = tuple(
+            Source(feed=r[0], title=r[1], link=r[2], seen_at=dt(r[3]) or datetime.min)
+            for r in self._q("SELECT feed, title, link, seen_at FROM entries WHERE story_id = ? "
+                             "ORDER BY seen_at, id", (story_id,)))
+        return Story(id=rows[0][0], title=rows[0][1], first_seen=dt(rows[0][2]) or datetime.min,
+                     sources=sources)
+
+    def stories_since(self, since: datetime) -> list[Story]:
+        rows = self._q("SELECT id FROM stories WHERE last_seen >= ? ORDER BY first_seen DESC",
+                       (ts(since),))
+        return [s for (sid,) in rows if (s := self.story(sid)) is not None]
+
+    # -- the outbox ----------------------------------------------------------------------
+
+    def _alerts(self, where: str, params: tuple[Any, ...], tail: str = "") -> list[Alert]:
+        rows = self._q(f"SELECT {_ALERT_COLS} FROM alerts a JOIN entries e "
+                       f"ON e.feed = a.entry_feed AND e.key = a.entry_key WHERE {where} "
+                       f"ORDER BY a.seq {tail}", params)
+        return [_alert(r) for r in rows]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        found = self._alerts("a.id = ?", (alert_id,))
+        return found[0] if found else None
+
+    def due_alerts(self, now: datetime, limit: int = 100) -> list[Alert]:
+        """Queued alerts whose time has come, in the order their stories were found."""
+        return self._alerts("a.status = ? AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?)",
+                            (AlertStatus.QUEUED.value, ts(now)), f"LIMIT {int(limit)}")
+
+    def pending(self, destination: str) -> list[Alert]:
+        """All queued alerts of one destination, due or not, in order."""
+        return self._alerts("a.status = ? AND a.destination = ?",
+                            (AlertStatus.QUEUED.value, destination))
+
+    def next_due(self) -> datetime | None:
+        rows = self._q("SELECT MIN(next_attempt_at) FROM alerts WHERE status = ?",
+                       (AlertStatus.QUEUED.value,))
+        return dt(rows[0][0]) if rows and rows[0][0] else None
+
+    def list_alerts(self, status: AlertStatus | None = None, limit: int = 100) -> list[Alert]:
+        if status is None:
+            return self._alerts("1 = 1", (), f"DESC LIMIT {int(limit)}")
+        return self._alerts("a.status = ?", (status.value,), f"DESC LIMIT {int(limit)}")
+
+    def mark_attempt(self, alert_id: str) -> None:
+        """Record that a send is about to start (committed first: after a crash,
+        attempts > 0 on a queued alert means it may have reached the destination)."""
+        with self._tx():
+            self._x("UPDATE alerts SET attempts = attempts + 1 WHERE id = ?", (alert_id,))
+
+    def mark_sent(self, alert_id: str, now: datetime, receipt: Receipt) -> None:
+        with self._tx():
+            self._x("UPDATE alerts SET status = ?, sent_at = ?, remote_id = ?, remote_channel = ?, "
+                    "last_error = NULL, next_attempt_at = NULL WHERE id = ?",
+                    (AlertStatus.SENT.value, ts(now), receipt.remote_id, receipt.remote_channel,
+                     alert_id))
+
+    def mark_retry(self, alert_id: str, at: datetime, error: str) -> None:
+        with self._tx():
+            self._x("UPDATE alerts SET next_attempt_at = ?, last_error = ? WHERE id = ?",
+                    (ts(at), error, alert_id))
+
+    def mark_failed(self, alert_id: str, error: str) -> None:
+        with self._tx():
+            self._x("UPDATE alerts SET status = ?, last_error = ?, next_attempt_at = NULL "
+                    "WHERE id = ?", (AlertStatus.FAILED.value, error, alert_id))
+
+    def mark_status(self, alert_ids: Sequence[str], status: AlertStatus,
+                    now: datetime | None = None) -> None:
+        with self._tx():
+            for aid in alert_ids:
+                self._x("UPDATE alerts SET status = ?, sent_at = COALESCE(?, sent_at) "
+                        "WHERE id = ?", (status.value, ts(now), aid))
+
+    def requeue(self, alert_ids: Sequence[str] | None, now: datetime) -> int:
+        """Put failed alerts back in the queue (all of them when ``alert_ids`` is None)."""
+        with self._tx():
+            if alert_ids is None:
+                return self._x("UPDATE alerts SET status = ?, next_attempt_at = ?, attempts = 0 "
+                               "WHERE status = ?", (AlertStatus.QUEUED.value, ts(now),
+                                                    AlertStatus.FAILED.value))
+            n = 0
+            for aid in alert_ids:
+                n += self._x("UPDATE alerts SET status = ?, next_attempt_at = ?, attempts = 0 "
+                             "WHERE id = ? AND status = ?",
+                             (AlertStatus.QUEUED.value, ts(now), aid, AlertStatus.FAILED.value))
+            return n
+
+    def updates_due(self, limit: int = 100) -> list[Alert]:
+        """Sent alerts whose story gained sources since (for Slack chat.update)."""
+        return self._alerts("a.update_due = 1 AND a.status = ?", (AlertStatus.SENT.value,),
+                            f"LIMIT {int(limit)}")
+
+    def updates_due_for(self, destination: str, limit: int = 20) -> list[Alert]:
+        return self._alerts("a.update_due = 1 AND a.status = ? AND a.destination = ?",
+                            (AlertStatus.SENT.value, destination), f"LIMIT {int(limit)}")
+
+    def clear_update(self, alert_id: str) -> None:
+        with self._tx():
+            self._x("UPDATE alerts SET update_due = 0 WHERE id = ?", (alert_id,))
+
+    # -- held alerts (digests, quiet hours) ------------------------------------------------
+
+    def held(self, watchlist: str | None = None, until: datetime | None = None) -> list[Alert]:
+        where, params = "a.status = ?", [AlertStatus.HELD.value]
+        if watchlist is not None:
+            where += " AND a.watchlist = ?"
+            params.append(watchlist)
+        if until is not None:
+            where += " AND a.hold_until <= ?"
+            params.append(ts(until) or "")
+        return self._alerts(where, tuple(params))
+
+    def counts(self) -> dict[str, int]:
+        return {status: n for status, n in
+                self._q("SELECT status, COUNT(*) FROM alerts GROUP BY status")}
+
+    def sent_since(self, watchlist: str, destination: str, since: datetime) -> int:
+        rows = self._q("SELECT COUNT(*) FROM alerts WHERE watchlist = ? AND destination = ? "
+                       "AND created_at >= ? AND status IN (?, ?)",
+                       (watchlist, destination, ts(since), AlertStatus.SENT.value,
+                        AlertStatus.QUEUED.value))
+        return int(rows[0][0])
+
+    # -- key/value for scheduler bookkeeping --------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx():
+            self._x("INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
