@@ -1,0 +1,52 @@
+# news-monitor: the commands a newcomer needs.
+#   make run    set up .venv and run the monitor with ./monitor.yaml (console alerts)
+#   make test   set up .venv with the test extras and run the whole suite
+#   make demo   serve the bundled sample feeds on 127.0.0.1 and watch alerts arrive
+#   make check  validate monitor.yaml, the watchlists and the templates
+#   make bench  run the benchmarks in bench/
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: run test demo check bench lint postgres clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/news-monitor run --config monitor.yaml
+
+check: $(VENV)/.installed
+	$(BIN)/news-monitor check --config monitor.yaml
+
+demo: $(VENV)/.installed
+	$(BIN)/python demo/run.py
+
+# PostgreSQL backs the store tests' second backend. The machine normally runs it;
+# start the local cluster if it is installed but down.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+	  (command -v pg_ctlcluster >/dev/null && \
+	   pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start && \
+	   sleep 2) || echo "PostgreSQL is not available: the PostgreSQL store tests will say so"
+
+test: $(VENV)/.installed-test postgres
+	NEWS_MONITOR_TEST_PG=$(PG_URL) $(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/match.py
+	$(BIN)/python bench/dedupe.py
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .hypothesis
