@@ -23,7 +23,6 @@ stops the rest.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -43,7 +42,7 @@ from monitor.fetch import Fetcher
 from monitor.match import Matcher
 from monitor.parse import parse_feed
 from monitor.render import Renderer
-from monitor.store import PollRecord, SqlStore, StoredEntry, open_store
+from monitor.store import PollRecord, SqlStore, StoredEntry, alert_id, open_store
 from monitor.types import Alert, AlertStatus, Entry, Feed, FeedState, Match, Sender, Watchlist
 
 logger = logging.getLogger(__name__)
@@ -96,12 +95,6 @@ def decide(
         elif e.published is None or now - e.published <= retention:
             alertable.add(e.key)
     return Decision(new=tuple(new), alertable=frozenset(alertable), retitled=tuple(retitled))
-
-
-def alert_id(watchlist: str, destination: str, story_id: str) -> str:
-    """Deterministic: one alert per (watchlist, destination, story), ever."""
-    digest = hashlib.sha256(f"{watchlist}\0{destination}\0{story_id}".encode()).hexdigest()
-    return digest[:20]
 
 
 def alerts_for(matches: Sequence[tuple[Match, str]], watchlists: dict[str, Watchlist],

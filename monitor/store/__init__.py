@@ -13,9 +13,9 @@ autoincrement keys.
 from __future__ import annotations
 
 from monitor.errors import StoreError
-from monitor.store.sql import PollRecord, SqlStore, StoredEntry
+from monitor.store.sql import PollRecord, SqlStore, StoredEntry, alert_id
 
-__all__ = ["PollRecord", "SqlStore", "StoredEntry", "open_store"]
+__all__ = ["PollRecord", "SqlStore", "StoredEntry", "alert_id", "open_store"]
 
 
 def open_store(url: str) -> SqlStore:

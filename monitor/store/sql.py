@@ -18,6 +18,7 @@ both. An alert is marked sent only after the destination took it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,6 +44,12 @@ def dt(s: str | None) -> datetime | None:
     if s is None:
         return None
     return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def alert_id(watchlist: str, destination: str, story_id: str) -> str:
+    """Deterministic: one alert per (watchlist, destination, story), ever."""
+    digest = hashlib.sha256(f"{watchlist}\0{destination}\0{story_id}".encode()).hexdigest()
+    return digest[:20]
 
 
 def _schema(serial: str) -> list[str]:

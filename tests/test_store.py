@@ -1,0 +1,140 @@
+"""The state store: one suite, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from stores import fresh_store
+
+from monitor.store import PollRecord, SqlStore, StoredEntry, alert_id, open_store
+from monitor.types import Alert, AlertStatus, Entry, Receipt
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    with fresh_store(request.param, tmp_path) as s:
+        yield s
+
+
+def entry(feed: str, key: str, title: str = "Title", url: str | None = None) -> Entry:
+    link = url or f"https://{feed}.example/{key}"
+    return Entry(feed=feed, key=key, guid=key, link=link, canonical_url=link, title=title,
+                 summary="Summary of " + title, published=NOW - timedelta(minutes=5))
+
+
+def alert(e: Entry, story: str, watchlist: str = "wl", dest: str = "slack",
+          at: datetime = NOW) -> Alert:
+    return Alert(id=alert_id(watchlist, dest, story), watchlist=watchlist, destination=dest,
+                 story_id=story, entry=e, terms=("Ukraine",), created_at=at)
+
+
+def poll(feed: str = "f", at: datetime = NOW, etag: str | None = '"v1"') -> PollRecord:
+    return PollRecord(feed=feed, at=at, etag=etag, last_modified="Wed, 25 Nov 2026 11:00:00 GMT")
+
+
+def test_poll_state_roundtrip(store: SqlStore) -> None:
+    assert store.feed_state("f") is None
+    store.record_poll(poll())
+    st = store.feed_state("f")
+    assert st is not None and st.etag == '"v1"' and st.first_polled_at == NOW
+    store.record_poll(PollRecord(feed="f", at=NOW + timedelta(minutes=1), error="HTTP 500"))
+    st = store.feed_state("f")
+    assert st is not None and st.failures == 1 and st.last_error == "HTTP 500"
+    assert st.etag == '"v1"' and st.first_polled_at == NOW  # kept across a failure
+    store.record_poll(poll(at=NOW + timedelta(minutes=2), etag='"v2"'))
+    st = store.feed_state("f")
+    assert st is not None and st.failures == 0 and st.last_error is None and st.etag == '"v2"'
+
+
+def test_ingest_queues_once_per_watchlist_story(store: SqlStore) -> None:
+    e1, e2 = entry("f", "a", "Troops"), entry("g", "b", "Troops elsewhere")
+    q1 = store.ingest(poll(), [StoredEntry(entry=e1, story_id="s1", seen_at=NOW)],
+                      [alert(e1, "s1"), alert(e1, "s1", dest="mail")])
+    assert [a.destination for a in q1] == ["slack", "mail"]
+    assert q1[0].seq < q1[1].seq
+    # The same story from another feed: no new alerts for the same watchlist...
+    q2 = store.ingest(poll("g"), [StoredEntry(entry=e2, story_id="s1", seen_at=NOW)],
+                      [alert(e2, "s1")])
+    assert q2 == []
+    # ...but another watchlist still gets its own.
+    q3 = store.ingest(poll("g"), [], [alert(e2, "s1", watchlist="other")])
+    assert len(q3) == 1
+    assert store.known("f", ["a", "zzz"]) == {"a": ("s1", "Troops")}
+    assert store.story_by_url([e1.canonical_url]) == {e1.canonical_url: "s1"}
+    story = store.story("s1")
+    assert story is not None and [s.feed for s in story.sources] == ["f", "g"]
+
+
+def test_outbox_lifecycle(store: SqlStore) -> None:
+    e = entry("f", "a")
+    [a] = store.ingest(poll(), [StoredEntry(entry=e, story_id="s1", seen_at=NOW)],
+                       [alert(e, "s1")])
+    assert [x.id for x in store.due_alerts(NOW)] == [a.id]
+    store.mark_attempt(a.id)
+    store.mark_retry(a.id, NOW + timedelta(seconds=30), "HTTP 503")
+    assert store.due_alerts(NOW) == []
+    [again] = store.due_alerts(NOW + timedelta(seconds=31))
+    assert again.attempts == 1 and again.last_error == "HTTP 503"
+    assert again.entry == e
+    store.mark_sent(a.id, NOW, Receipt(remote_id="1.0001", remote_channel="C1"))
+    sent = store.alert(a.id)
+    assert sent is not None and sent.status is AlertStatus.SENT and sent.remote_id == "1.0001"
+    assert store.pending("slack") == []
+
+
+def test_failed_alerts_can_be_requeued(store: SqlStore) -> None:
+    e = entry("f", "a")
+    [a] = store.ingest(poll(), [StoredEntry(entry=e, story_id="s1", seen_at=NOW)],
+                       [alert(e, "s1")])
+    store.mark_failed(a.id, "invalid_auth")
+    assert [x.id for x in store.list_alerts(AlertStatus.FAILED)] == [a.id]
+    assert store.requeue(None, NOW) == 1
+    [back] = store.pending("slack")
+    assert back.status is AlertStatus.QUEUED and back.attempts == 0
+
+
+def test_new_member_flags_sent_alert_for_update(store: SqlStore) -> None:
+    e1, e2 = entry("f", "a"), entry("g", "b", "Other outlet's headline")
+    [a] = store.ingest(poll(), [StoredEntry(entry=e1, story_id="s1", seen_at=NOW)],
+                       [alert(e1, "s1")])
+    store.mark_sent(a.id, NOW, Receipt(remote_id="1.1", remote_channel="C1"))
+    store.ingest(poll("g"), [StoredEntry(entry=e2, story_id="s1", seen_at=NOW)], [])
+    assert [x.id for x in store.updates_due_for("slack")] == [a.id]
+    store.clear_update(a.id)
+    assert store.updates_due_for("slack") == []
+
+
+def test_prune_keeps_identity(store: SqlStore) -> None:
+    e = entry("f", "a", "Old story")
+    store.ingest(poll(), [StoredEntry(entry=e, story_id="s1", seen_at=NOW - timedelta(days=40))],
+                 [])
+    assert store.prune(NOW - timedelta(days=30)) == 1
+    assert store.known("f", ["a"]) == {"a": ("s1", "")}
+    assert store.entries_since(NOW - timedelta(days=50))[0].entry.summary == ""
+
+
+def test_entries_since_for_backtests(store: SqlStore) -> None:
+    for i in range(3):
+        e = entry("f", f"k{i}", f"Story {i}")
+        store.ingest(poll(), [StoredEntry(entry=e, story_id=f"s{i}",
+                                          seen_at=NOW - timedelta(days=i))], [])
+    got = store.entries_since(NOW - timedelta(days=1, hours=1))
+    assert [g.entry.title for g in got] == ["Story 1", "Story 0"]
+
+
+def test_sqlite_file_survives_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s/monitor.db"
+    s = open_store(url)
+    e = entry("f", "a")
+    s.ingest(poll(), [StoredEntry(entry=e, story_id="s1", seen_at=NOW)], [alert(e, "s1")])
+    s.close()
+    s = open_store(url)
+    assert len(s.pending("slack")) == 1
+    mode = s._q("PRAGMA journal_mode")[0][0]
+    s.close()
+    assert mode == "wal"
