@@ -42,6 +42,7 @@ from monitor.fetch import Fetcher
 from monitor.match import Matcher
 from monitor.parse import parse_feed
 from monitor.render import Renderer
+from monitor.schedule import hold_for
 from monitor.store import PollRecord, SqlStore, StoredEntry, alert_id, open_store
 from monitor.types import Alert, AlertStatus, Entry, Feed, FeedState, Match, Sender, Watchlist
 
@@ -98,14 +99,24 @@ def decide(
 
 
 def alerts_for(matches: Sequence[tuple[Match, str]], watchlists: dict[str, Watchlist],
-               now: datetime) -> list[Alert]:
+               now: datetime, recent: dict[tuple[str, str], int] | None = None) -> list[Alert]:
+    """One alert per match and destination, queued now or held (pure).
+
+    ``recent`` counts, per (watchlist, destination), the alerts that went out
+    immediately in the last hour: what ``max_per_hour`` is checked against.
+    """
+    counts = dict(recent or {})
     out = []
     for m, story in matches:
         wl = watchlists[m.watchlist]
         for dest in wl.notify:
+            hold = hold_for(wl, now, counts.get((wl.name, dest), 0))
+            if hold.status is AlertStatus.QUEUED:
+                counts[(wl.name, dest)] = counts.get((wl.name, dest), 0) + 1
             out.append(Alert(id=alert_id(wl.name, dest, story), watchlist=wl.name,
                              destination=dest, story_id=story, entry=m.entry, terms=m.terms,
-                             created_at=now, status=AlertStatus.QUEUED))
+                             created_at=now, status=hold.status, hold_until=hold.until,
+                             hold_reason=hold.reason or None))
     return out
 
 
@@ -242,7 +253,12 @@ class Service:
             stored.append(StoredEntry(entry=e, story_id=story, seen_at=now))
             if e.key in d.alertable:
                 matches.extend((m, story) for m in self.matcher.match(e))
-        alerts = alerts_for(matches, self.watchlists, now)
+        recent: dict[tuple[str, str], int] = {}
+        for name in {m.watchlist for m, _ in matches}:
+            if self.watchlists[name].max_per_hour is not None:
+                for dest, n in self.store.immediate_since(name, now - timedelta(hours=1)).items():
+                    recent[(name, dest)] = n
+        alerts = alerts_for(matches, self.watchlists, now, recent)
         queued = self.store.ingest(
             PollRecord(feed=feed.name, at=now, etag=etag, last_modified=last_modified),
             stored, alerts, d.retitled)

@@ -135,6 +135,8 @@ class Alert:
     sent_at: datetime | None = None
     remote_id: str | None = None  # Slack ts, email Message-ID
     remote_channel: str | None = None  # Slack channel id the message landed in
+    hold_until: datetime | None = None  # HELD: when the digest / quiet-hours flush is due
+    hold_reason: str | None = None  # HELD: "digest", "quiet hours" or "max_per_hour"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

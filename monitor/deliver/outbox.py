@@ -24,16 +24,17 @@ Guarantees (README, "Delivery guarantees"):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from monitor.errors import DeliveryError
-from monitor.render import Renderer
+from monitor.render import Renderer, mrkdwn_escape
 from monitor.store import SqlStore
-from monitor.types import Alert, Rendered, Sender
+from monitor.types import Alert, AlertStatus, Rendered, Sender
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,19 @@ class RetryPolicy:
             return max(0.0, retry_after) + rng.random() * 0.25
         backoff = min(self.cap, self.base * 2 ** max(0, attempts - 1))
         return backoff * (0.5 + rng.random())  # full jitter around the backoff
+
+
+def digest_title(reasons: set[str], groups: Mapping[str, Sequence[Alert]], n: int) -> str:
+    """The headline of a digest message (pure)."""
+    stories = f"{n} {'story' if n == 1 else 'stories'}"
+    names = ", ".join(groups)
+    if reasons == {"digest"}:
+        return f"Digest: {stories} for {names}"
+    if reasons == {"quiet hours"}:
+        return f"While it was quiet: {stories} for {names}"
+    if reasons == {"max_per_hour"}:
+        return f"{n} more {'story' if n == 1 else 'stories'} for {names}"
+    return f"{stories} for {names}"
 
 
 def kind_of(sender: Sender) -> str:
@@ -81,6 +95,8 @@ class Outbox:
         self.rng = rng or random.Random()
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.senders}
         self._last_sent: dict[str, float] = {}
+        self._flush_after: dict[str, float] = {}
+        self._flush_attempts: dict[str, int] = {}
 
     def wake(self) -> None:
         """New alerts were queued: let every lane look."""
@@ -138,13 +154,18 @@ class Outbox:
         sender = self.senders[name]
         for alert in self.store.updates_due_for(name):
             await self._update(sender, alert)
+        now = self.now()
+        if loop.time() >= self._flush_after.get(name, 0.0):
+            held = self.store.held_due(name, now)
+            if held:
+                await self._flush(sender, held)
+                return None
         pending = self.store.pending(name)
         if not pending:
-            return 3600.0
+            return self._idle_wait(name, now)
         alert = pending[0]
-        now = self.now()
         if alert.next_attempt_at is not None and alert.next_attempt_at > now:
-            return (alert.next_attempt_at - now).total_seconds()
+            return min((alert.next_attempt_at - now).total_seconds(), self._idle_wait(name, now))
         gap = self.min_interval.get(name, 0.0)
         last = self._last_sent.get(name)
         if gap and last is not None and loop.time() - last < gap:
@@ -152,6 +173,68 @@ class Outbox:
         await self._deliver(sender, alert)
         self._last_sent[name] = loop.time()
         return None
+
+    def _idle_wait(self, name: str, now: datetime) -> float:
+        """Nothing queued: sleep until the next held alert is due (or an hour)."""
+        due = self.store.next_hold(name)
+        if due is None:
+            return 3600.0
+        wait = max(0.05, (due - now).total_seconds())
+        retry_at = self._flush_after.get(name)
+        if retry_at is not None:
+            wait = max(wait, retry_at - asyncio.get_running_loop().time())
+        return min(wait, 3600.0)
+
+    async def _flush(self, sender: Sender, held: Sequence[Alert]) -> None:
+        """Send held alerts whose time has come as one digest message.
+
+        Digests, quiet-hour flushes and "N more stories" summaries all arrive
+        here. The digest's id is derived from its members, so a digest that was
+        in flight when the process died is found in Slack's history by that id
+        instead of being posted again.
+        """
+        name = sender.name
+        ids = [a.id for a in held]
+        digest_id = "d" + hashlib.sha256("\0".join(sorted(ids)).encode()).hexdigest()[:19]
+        reasons = {a.hold_reason or "" for a in held}
+        groups: dict[str, list[Alert]] = {}
+        for a in held:
+            groups.setdefault(a.watchlist, []).append(a)
+        title = digest_title(reasons, groups, len(held))
+        carrier = replace(held[0], id=digest_id)
+        marker = f"digest-attempt:{name}:{digest_id}"
+        if self.store.get_meta(marker) is not None:
+            find = getattr(sender, "find_posted", None)
+            if find is not None:
+                try:
+                    found = await find(digest_id)
+                except DeliveryError:
+                    found = None
+                if found is not None:
+                    self.store.mark_status(ids, AlertStatus.FOLDED, self.now())
+                    return
+        message = self.renderer.digest(kind_of(sender), title, list(groups.items()))
+        self.store.set_meta(marker, "1")
+        try:
+            await sender.send(carrier, message)
+        except DeliveryError as exc:
+            if exc.permanent:
+                logger.warning("digest.failed destination=%s alerts=%d reason=%s", name,
+                               len(ids), exc)
+                for aid in ids:
+                    self.store.mark_failed(aid, str(exc))
+                return
+            attempts = self._flush_attempts.get(name, 0) + 1
+            self._flush_attempts[name] = attempts
+            delay = self.policy.delay(attempts, exc.retry_after, self.rng)
+            self._flush_after[name] = asyncio.get_running_loop().time() + delay
+            logger.warning("digest.retry destination=%s alerts=%d in=%.1fs reason=%s", name,
+                           len(ids), delay, exc)
+            return
+        self._flush_attempts.pop(name, None)
+        self._flush_after.pop(name, None)
+        self.store.mark_status(ids, AlertStatus.FOLDED, self.now())
+        logger.info("digest.sent destination=%s alerts=%d title=%r", name, len(ids), title)
 
     def render(self, sender: Sender, alert: Alert) -> Rendered:
         story = self.store.story(alert.story_id)
@@ -227,7 +310,8 @@ class Outbox:
             if story is not None and story.sources:
                 latest = story.sources[-1]
                 try:
-                    await reply(alert, f"Also reported by {latest.feed}: {latest.title}")
+                    await reply(alert, "Also reported by "
+                                f"{mrkdwn_escape(latest.feed)}: {mrkdwn_escape(latest.title)}")
                 except DeliveryError as exc:
                     logger.warning("alert.reply_failed alert=%s destination=%s reason=%s",
                                    alert.id, sender.name, exc)

@@ -89,7 +89,7 @@ def _schema(serial: str) -> list[str]:
             created_at TEXT NOT NULL, sent_at TEXT,
             remote_id TEXT, remote_channel TEXT,
             update_due INTEGER NOT NULL DEFAULT 0,
-            hold_until TEXT)""",
+            hold_until TEXT, hold_reason TEXT)""",
         "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, next_attempt_at)",
         "CREATE INDEX IF NOT EXISTS alerts_story ON alerts (story_id)",
     ]
@@ -116,7 +116,7 @@ class StoredEntry:
 _ALERT_COLS = (
     "a.seq, a.id, a.watchlist, a.destination, a.story_id, a.terms, a.status, a.attempts, "
     "a.next_attempt_at, a.last_error, a.created_at, a.sent_at, a.remote_id, a.remote_channel, "
-    "e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
+    "a.hold_until, a.hold_reason, e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
 )
 _ENTRY_COLS = "feed, key, guid, link, canonical_url, title, summary, published, seen_at, story_id"
 
@@ -132,7 +132,7 @@ def _alert(row: Sequence[Any]) -> Alert:
         terms=tuple(json.loads(row[5])), status=AlertStatus(row[6]), attempts=row[7],
         next_attempt_at=dt(row[8]), last_error=row[9], created_at=dt(row[10]) or datetime.min,
         sent_at=dt(row[11]), remote_id=row[12], remote_channel=row[13],
-        entry=_entry(row[14:22]),
+        hold_until=dt(row[14]), hold_reason=row[15], entry=_entry(row[16:24]),
     )
 
 
@@ -323,13 +323,12 @@ class SqlStore:
                     continue
                 rows = self._execute(
                     "INSERT INTO alerts (id, watchlist, destination, story_id, entry_feed, "
-                    "entry_key, terms, status, attempts, next_attempt_at, created_at, hold_until) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
-                    "RETURNING seq",
+                    "entry_key, terms, status, attempts, next_attempt_at, created_at, hold_until, "
+                    "hold_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING RETURNING seq",
                     (a.id, a.watchlist, a.destination, a.story_id, a.entry.feed, a.entry.key,
                      json.dumps(list(a.terms)), a.status.value, ts(a.next_attempt_at),
-                     ts(a.created_at), ts(a.next_attempt_at)
-                     if a.status is AlertStatus.HELD else None)).fetchall()
+                     ts(a.created_at), ts(a.hold_until), a.hold_reason)).fetchall()
                 if rows:
                     queued.append(replace(a, seq=rows[0][0]))
         return queued
@@ -462,26 +461,27 @@ class SqlStore:
 
     # -- held alerts (digests, quiet hours) ------------------------------------------------
 
-    def held(self, watchlist: str | None = None, until: datetime | None = None) -> list[Alert]:
-        where, params = "a.status = ?", [AlertStatus.HELD.value]
-        if watchlist is not None:
-            where += " AND a.watchlist = ?"
-            params.append(watchlist)
-        if until is not None:
-            where += " AND a.hold_until <= ?"
-            params.append(ts(until) or "")
-        return self._alerts(where, tuple(params))
+    def held_due(self, destination: str, now: datetime) -> list[Alert]:
+        """Held alerts of a destination whose hold is over, in order."""
+        return self._alerts("a.status = ? AND a.destination = ? AND a.hold_until <= ?",
+                            (AlertStatus.HELD.value, destination, ts(now)))
+
+    def next_hold(self, destination: str) -> datetime | None:
+        rows = self._q("SELECT MIN(hold_until) FROM alerts WHERE status = ? AND destination = ?",
+                       (AlertStatus.HELD.value, destination))
+        return dt(rows[0][0]) if rows and rows[0][0] else None
 
     def counts(self) -> dict[str, int]:
         return {status: n for status, n in
                 self._q("SELECT status, COUNT(*) FROM alerts GROUP BY status")}
 
-    def sent_since(self, watchlist: str, destination: str, since: datetime) -> int:
-        rows = self._q("SELECT COUNT(*) FROM alerts WHERE watchlist = ? AND destination = ? "
-                       "AND created_at >= ? AND status IN (?, ?)",
-                       (watchlist, destination, ts(since), AlertStatus.SENT.value,
-                        AlertStatus.QUEUED.value))
-        return int(rows[0][0])
+    def immediate_since(self, watchlist: str, since: datetime) -> dict[str, int]:
+        """Per destination, alerts of ``watchlist`` created since ``since`` that were not
+        held back: what counts against ``max_per_hour``."""
+        rows = self._q("SELECT destination, COUNT(*) FROM alerts WHERE watchlist = ? "
+                       "AND created_at >= ? AND hold_reason IS NULL GROUP BY destination",
+                       (watchlist, ts(since)))
+        return {d: int(n) for d, n in rows}
 
     # -- key/value for scheduler bookkeeping --------------------------------------------------
 
