@@ -1,0 +1,18 @@
+"""Delivery: one Sender per destination type, and the outbox worker that drives them.
+
+Each sender takes an alert and its rendered message and either returns a
+:class:`~monitor.types.Receipt` or raises :class:`~monitor.errors.DeliveryError`
+(retry later, maybe after ``retry_after`` seconds) or
+:class:`~monitor.errors.PermanentDeliveryError` (do not retry). One ``send`` is
+one attempt; retries, pacing and ordering belong to the outbox. Each sender
+class has a ``kind`` ("slack", "email", "console") naming the template family
+it takes.
+"""
+
+from __future__ import annotations
+
+from monitor.deliver.console import ConsoleSender
+from monitor.deliver.email import EmailSender
+from monitor.deliver.slack import SlackSender
+
+__all__ = ["ConsoleSender", "EmailSender", "SlackSender"]
