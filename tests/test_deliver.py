@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from servers import SlackServer, SMTPServer, free_port
+from servers import FeedServer, SlackServer, SMTPServer, free_port
 
 from monitor.deliver import ConsoleSender, EmailSender, SlackSender
 from monitor.deliver.email import message_id
@@ -253,6 +253,25 @@ async def test_slack_unreachable_is_retryable() -> None:
     assert not info.value.permanent and "cannot connect" in str(info.value)
 
 
+async def test_slack_timeout_is_retryable(feed_server: FeedServer) -> None:
+    feed_server.hang("/api/chat.postMessage")  # any HTTP server that never answers will do
+    sender = SlackSender(
+        "team",
+        token=TOKEN,
+        channel="C123ALERTS",
+        base_url=feed_server.url("/api/"),
+        timeout=0.3,
+    )
+    try:
+        alert = make_alert()
+        with pytest.raises(DeliveryError) as info:
+            await sender.send(alert, rendered("slack", alert))
+    finally:
+        await sender.aclose()
+    assert not info.value.permanent and "timed out" in str(info.value)
+    assert len(feed_server.requests) == 1
+
+
 # --------------------------------------------------------------------------- Slack, webhook
 
 
@@ -461,6 +480,23 @@ async def test_email_server_down_is_retryable() -> None:
         sender="a@example.org",
         to=["b@example.org"],
         timeout=5,
+        starttls=False,
+    )
+    alert = make_alert()
+    with pytest.raises(DeliveryError) as info:
+        await sender.send(alert, rendered("email", alert))
+    assert not info.value.permanent
+
+
+async def test_email_silent_server_times_out(feed_server: FeedServer) -> None:
+    # an HTTP server never sends an SMTP greeting: the send must give up, retryably
+    sender = EmailSender(
+        "desk",
+        host="127.0.0.1",
+        port=feed_server.port,
+        sender="a@example.org",
+        to=["b@example.org"],
+        timeout=0.3,
         starttls=False,
     )
     alert = make_alert()
