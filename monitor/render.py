@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,7 +127,7 @@ def snippet(text: str, limit: int = SNIPPET_LIMIT) -> str:
     return cut.rstrip(" ,;:-–—") + "…"
 
 
-def _fit(text: str, limit: int, escape_fn: Any = mrkdwn_escape) -> str:
+def _fit(text: str, limit: int, escape_fn: Callable[[str], str] = mrkdwn_escape) -> str:
     """Escape ``text`` and shorten it (with "…") until the *escaped* form fits ``limit``.
 
     Shortening the raw text before escaping never cuts an ``&amp;`` in half.
@@ -234,7 +234,9 @@ def highlight_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
     return spans
 
 
-def _highlight(text: str, terms: Iterable[str], esc: Any, open_: str, close: str) -> str:
+def _highlight(
+    text: str, terms: Iterable[str], esc: Callable[[str], str], open_: str, close: str
+) -> str:
     # str() before concatenating: "<mark>" + Markup(...) would escape the tag
     out: list[str] = []
     pos = 0
