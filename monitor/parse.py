@@ -53,6 +53,17 @@ def _when(raw: Mapping[str, Any]) -> datetime | None:
     return None
 
 
+def _text(raw: Mapping[str, Any], key: str) -> str:
+    """A field as plain text. Markup is stripped only where the feed says it is markup:
+    a plain-text title like "Why <!channel> pings everyone" keeps its angle brackets
+    (the renderers escape them)."""
+    value = raw.get(key) or ""
+    detail = raw.get(f"{key}_detail") or {}
+    if detail.get("type") == "text/plain":
+        return _SPACE.sub(" ", value).strip()
+    return plain_text(value)
+
+
 def _identity(url: str) -> str:
     return url.strip()
 
@@ -85,9 +96,9 @@ def parse_feed(
     entries: list[Entry] = []
     seen: set[str] = set()
     for raw in raw_entries:
-        title = plain_text(raw.get("title") or "")
+        title = _text(raw, "title")
         link = (raw.get("link") or "").strip()
-        summary = plain_text(raw.get("summary") or raw.get("description") or "")
+        summary = _text(raw, "summary")
         if not title and not link:
             continue
         canonical = canonicalize(link) if link else ""
