@@ -1,0 +1,169 @@
+"""Delivery timing with a controllable clock: digests, quiet hours, max_per_hour,
+and a digest that fell due while the service was down. In-process Service
+against the local Slack server and aiosmtpd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from feeds import RSS
+from servers import FeedServer, SlackServer, SMTPServer
+
+from monitor import config as cfg
+from monitor.service import Service
+from monitor.types import AlertStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.t = start
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw: float) -> None:
+        self.t += timedelta(**kw)
+
+
+def slack_text(slack: SlackServer) -> list[str]:
+    return [str(m.text) + str(m.blocks) for m in slack.messages]
+
+
+@pytest.fixture
+def setup(tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+          smtp_server: SMTPServer) -> Iterator[tuple[Path, RSS]]:
+    rss = RSS()
+    feed_server.set("/f.xml", rss.render())
+    (tmp_path / "watchlists").mkdir()
+    (tmp_path / "monitor.yaml").write_text(
+        "state: sqlite:///state/monitor.db\n"
+        f"feeds: [{{name: Wire, url: '{feed_server.url('/f.xml')}'}}]\n"
+        f"templates: {ROOT / 'templates'}\n"
+        "destinations:\n"
+        f"  newsroom: {{type: slack, channel: '#alerts', token: xoxb-test-token, "
+        f"base_url: '{slack_server.base_url}'}}\n"
+        f"  desk-mail: {{type: email, host: 127.0.0.1, port: {smtp_server.port}, "
+        "starttls: false, from: a@example.org, to: [desk@example.org]}\n")
+    yield tmp_path, rss
+
+
+def watchlist(tmp: Path, name: str, body: str) -> None:
+    (tmp / "watchlists" / f"{name}.yaml").write_text(
+        f"name: {name}\nall: [Ukraine]\nnotify: [newsroom, desk-mail]\n{body}")
+
+
+async def cycle(service: Service, feed_server: FeedServer, rss: RSS) -> None:
+    feed_server.set("/f.xml", rss.render())
+    await service.poll_all()
+    await service.outbox.drain(timeout=10)
+
+
+HEADLINES = [
+    "Ukraine grain exports resume through Odesa port",
+    "EU agrees new sanctions package over Ukraine war",
+    "Power cuts hit Kharkiv as Ukraine braces for winter",
+    "Ukraine's central bank holds interest rate at 13.5%",
+    "Football: Ukraine qualify for Euro finals after playoff win",
+    "IMF approves $2.2bn loan tranche for Ukraine",
+]
+
+
+def publish(rss: RSS, n: int, clock: Clock) -> list[str]:
+    """n distinct stories (different events: they must not be merged into one).
+    Returns their links, which every message about them carries."""
+    links = [f"https://wire.example/story-{i}" for i in range(n)]
+    for title, link in zip(HEADLINES[:n], links, strict=True):
+        rss.add(title, link, published=clock())
+    return links
+
+
+async def test_digest_every_hour(setup: tuple[Path, RSS], feed_server: FeedServer,
+                                 slack_server: SlackServer, smtp_server: SMTPServer) -> None:
+    tmp, rss = setup
+    watchlist(tmp, "hourly", "mode: digest\nevery: 1h\n")
+    clock = Clock(datetime(2026, 11, 25, 12, 10, tzinfo=UTC))
+    async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
+        await cycle(service, feed_server, rss)  # first poll records
+        titles = publish(rss, 2, clock)
+        await cycle(service, feed_server, rss)
+        assert slack_server.messages == [] and smtp_server.received == []
+        clock.advance(minutes=49)  # 12:59: not yet
+        await service.outbox.drain(timeout=5)
+        assert slack_server.messages == []
+        clock.advance(minutes=2)  # 13:01: the digest is due
+        await service.outbox.drain(timeout=5)
+        [digest] = slack_text(slack_server)
+        assert all(t in digest for t in titles) and "Digest" in digest
+        [mail] = smtp_server.received
+        assert all(t in mail.message.get_body(("plain",)).get_content() for t in titles)
+        # No stories, no digest.
+        clock.advance(hours=1)
+        await cycle(service, feed_server, rss)
+        assert len(slack_server.messages) == 1 and len(smtp_server.received) == 1
+        assert {a.status for a in service.store.list_alerts()} == {AlertStatus.FOLDED}
+
+
+async def test_digest_at_fixed_times_survives_restart(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    tmp, rss = setup
+    watchlist(tmp, "morning", "mode: digest\nat: ['08:00']\ntimezone: Europe/Berlin\n")
+    clock = Clock(datetime(2026, 11, 25, 18, 0, tzinfo=UTC))
+    async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
+        await cycle(service, feed_server, rss)
+        titles = publish(rss, 3, clock)
+        await cycle(service, feed_server, rss)
+        assert slack_server.messages == []
+    # Down overnight; back at 09:30 Berlin (08:30 UTC): the 08:00 digest goes out on start.
+    clock.t = datetime(2026, 11, 26, 8, 30, tzinfo=UTC)
+    async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
+        await service.outbox.drain(timeout=5)
+    [digest] = slack_text(slack_server)
+    assert all(t in digest for t in titles)
+
+
+async def test_quiet_hours_hold_until_morning_and_urgent_bypasses(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    tmp, rss = setup
+    quiet = "quiet_hours: {from: '22:00', to: '07:00', timezone: UTC}\n"
+    watchlist(tmp, "calm", quiet)
+    (tmp / "watchlists" / "urgent.yaml").write_text(
+        f"name: urgent\nall: [Kursk]\nnotify: [newsroom]\nurgent: true\n{quiet}")
+    clock = Clock(datetime(2026, 11, 25, 23, 0, tzinfo=UTC))
+    async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
+        await cycle(service, feed_server, rss)
+        titles = publish(rss, 2, clock)
+        rss.add("Breaking: attack near Kursk", "https://wire.example/kursk", published=clock())
+        await cycle(service, feed_server, rss)
+        [urgent] = slack_text(slack_server)
+        assert "Kursk" in urgent  # urgent: through at once
+        clock.t = datetime(2026, 11, 26, 6, 59, tzinfo=UTC)
+        await service.outbox.drain(timeout=5)
+        assert len(slack_server.messages) == 1
+        clock.t = datetime(2026, 11, 26, 7, 0, 30, tzinfo=UTC)
+        await service.outbox.drain(timeout=5)
+        assert len(slack_server.messages) == 2
+        flushed = slack_text(slack_server)[1]
+        assert all(t in flushed for t in titles) and "quiet" in flushed.lower()
+
+
+async def test_max_per_hour_folds_the_rest(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    tmp, rss = setup
+    watchlist(tmp, "capped", "max_per_hour: 2\n")
+    clock = Clock(datetime(2026, 11, 25, 12, 30, tzinfo=UTC))
+    async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
+        await cycle(service, feed_server, rss)
+        titles = publish(rss, 5, clock)
+        await cycle(service, feed_server, rss)
+        assert len(slack_server.messages) == 2  # the first two, one by one
+        clock.t = datetime(2026, 11, 25, 13, 0, 1, tzinfo=UTC)
+        await service.outbox.drain(timeout=5)
+        assert len(slack_server.messages) == 3
+        summary = slack_text(slack_server)[2]
+        assert "3 more stories" in summary
+        assert sum(t in summary for t in titles) == 3
