@@ -189,3 +189,66 @@ def test_try_shows_matches_without_recording(tmp_path: Path, fmt: str) -> None:
     else:
         assert "1 of 2 entries would alert" in r.stdout
     assert not (tmp_path / "state").exists()
+
+
+OUTLETS = {
+    "Daily Wire Service": ("/a.xml", None),
+    "Global Times Online": (
+        "/b.xml",
+        ("North Korea to send thousands of troops to Ukraine front, think tank ISW says",
+         "https://globaltimes.example/world/nk-troops-ukraine?utm_source=twitter"
+         "&utm_medium=social&fbclid=IwAR0abc",
+         "Several thousand North Korean soldiers are training in Russia and could be deployed "
+         "to the frontline in Ukraine by the end of 2024, the Institute for the Study of War "
+         "says.")),
+    "Evening Herald": (
+        "/c.xml",
+        ("Thousands of North Korean troops training in Russia for Ukraine frontline, ISW says",
+         "https://herald.example/news/2024/10/north-korean-troops/amp?cmpid=rss",
+         "The Institute for the Study of War says several thousand North Korean infantry are "
+         "training inside Russia ahead of deployment to the Ukraine frontline.")),
+}
+
+
+def test_one_story_three_outlets_one_alert_then_updates(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    feeds = {name: RSS(title=name) for name in OUTLETS}
+    for name, (path, _) in OUTLETS.items():
+        feeds[name].add(f"Unrelated item from {name}", f"https://{path[1]}.example/old")
+        feed_server.set(path, feeds[name].render())
+    config = make_config(tmp_path, feed_server, slack_server, smtp_server,
+                         {name: path for name, (path, _) in OUTLETS.items()})
+    assert cli(config, "run", "--once").returncode == 0
+
+    title, summary = seed_story()
+    feeds["Daily Wire Service"].add(title, "https://dailywire.example/nk-troops?utm_campaign=x",
+                                    summary)
+    feed_server.set("/a.xml", feeds["Daily Wire Service"].render())
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    assert len(slack_server.messages) == 1 and len(smtp_server.received) == 1
+
+    for name, (path, item) in OUTLETS.items():
+        if item is not None:
+            feeds[name].add(*item)
+            feed_server.set(path, feeds[name].render())
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    assert len(slack_server.messages) == 1, [m.text for m in slack_server.messages]
+    assert len(smtp_server.received) == 1  # later members produce no email
+    assert slack_server.updates, r.stderr
+    [msg] = slack_server.messages  # updated in place
+    shown = str(msg.text) + json.dumps(msg.blocks)
+    assert "Global Times Online" in shown and "Evening Herald" in shown
+
+    # A restart changes nothing.
+    updates = len(slack_server.updates)
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    assert len(slack_server.messages) == 1 and len(smtp_server.received) == 1
+    assert len(slack_server.updates) == updates
+
+    r = cli(config, "stories", "--since", "1h")
+    assert r.returncode == 0, r.stderr
+    assert "[3 from 3 source(s)]" in r.stdout, r.stdout
