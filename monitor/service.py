@@ -158,6 +158,7 @@ class Service:
         self.fetcher: Fetcher
         self.outbox: Outbox
         self.senders: dict[str, Sender] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
         self._apply(config)
 
     def _apply(self, config: cfg.Config) -> None:
@@ -278,10 +279,16 @@ class Service:
                 tg.create_task(self._poll_guarded(feed), name=f"poll:{feed.name}")
 
     async def _poll_guarded(self, feed: Feed) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
         try:
             await self.poll(feed)
         except Exception:
             logger.exception("feed.crash feed=%s (the other feeds go on)", feed.name)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
 
     async def run_once(self, drain_timeout: float = 60.0) -> int:
         """Poll every feed once, deliver what resulted; returns alerts left queued."""
@@ -321,6 +328,11 @@ class Service:
                 worker.cancel()
         finally:
             scheduler.shutdown(wait=False)
+            # Let polls under way finish (each is bounded by the fetch timeout) so
+            # nothing is cut off mid-transaction and nothing logs a cancellation.
+            if self._inflight:
+                await asyncio.wait(set(self._inflight),
+                                   timeout=self.config.poll.timeout.total_seconds() + 5)
             logger.info("service.stop")
 
     async def _prune(self) -> None:
