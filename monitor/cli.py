@@ -126,7 +126,7 @@ def _watchlist_from_arg(arg: str) -> object:
     except ConfigError as exc:
         offset = getattr(exc, "offset", 0)
         raise ConfigError(f"query: {exc.message}\n  {arg}\n  {' ' * offset}^",
-                          path="<query>", column=offset + 1) from None
+                          path="<query>", line=1, column=offset + 1) from None
     return Watchlist(name="query", query=arg, notify=("console",), path="<query>")
 
 
@@ -370,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonitorError as exc:
         _err(f"news-monitor: {exc}")
         return 1
+    except BrokenPipeError:  # the reader went away (`| head`): not our error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

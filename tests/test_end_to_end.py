@@ -252,3 +252,37 @@ def test_one_story_three_outlets_one_alert_then_updates(
     r = cli(config, "stories", "--since", "1h")
     assert r.returncode == 0, r.stderr
     assert "[3 from 3 source(s)]" in r.stdout, r.stdout
+
+
+def test_backtest_and_dead_letter_retry(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    feed = RSS()
+    feed_server.set("/f.xml", feed.render())
+    config = make_config(tmp_path, feed_server, slack_server, smtp_server, {"F": "/f.xml"})
+    assert cli(config, "run", "--once").returncode == 0
+    title, summary = seed_story()
+    feed.add(title, "https://news.example/nk", summary)
+    feed.add("Kursk offensive stalls as winter sets in", "https://news.example/kursk")
+    feed_server.set("/f.xml", feed.render())
+    # Slack refuses the token: a permanent error, dead-lettered with its reason.
+    r = cli(config, "run", "--once", token="xoxb-revoked")
+    assert r.returncode == 0, r.stderr
+    assert "invalid_auth" in r.stderr and "destination=newsroom" in r.stderr
+    assert "xoxb-revoked" not in r.stderr
+    r = cli(config, "alerts", "--failed", "--json")
+    [failed] = [json.loads(line) for line in r.stdout.splitlines()]
+    assert failed["destination"] == "newsroom" and "invalid_auth" in failed["error"]
+    assert len(smtp_server.received) == 1  # the other destination was not held up
+    # Fixed token: retry sends it.
+    assert cli(config, "alerts", "retry", "--all").returncode == 0
+    assert cli(config, "run", "--once").returncode == 0
+    assert len(slack_server.messages) == 1
+
+    # Backtest a query over the stored entries: what would it have fired?
+    r = cli(config, "try", "Kursk OR Pyongyang", "--since", "7d", "--json")
+    assert r.returncode == 0, r.stderr
+    hits = [json.loads(line)["title"] for line in r.stdout.splitlines()]
+    assert hits == ["Kursk offensive stalls as winter sets in"]
+    r = cli(config, "try", '"North Korea*" AND Ukraine', "--since", "7d")
+    assert "1 of 2 entries would alert" in r.stdout and "per day:" in r.stdout, r.stdout
