@@ -47,7 +47,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "monitor.yaml"
 ENV_CONFIG = "NEWS_MONITOR_CONFIG"
-BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+def _bundled_templates() -> Path:
+    """The shipped templates: beside the package in a checkout, else where a wheel put them."""
+    import sys
+
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    installed = Path(sys.prefix) / "share" / "news-monitor" / "templates"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+BUNDLED_TEMPLATES = _bundled_templates()
 
 # --------------------------------------------------------------------------- units
 
