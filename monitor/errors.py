@@ -80,9 +80,13 @@ class DeliveryError(MonitorError):
 
     permanent = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 uncertain: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        #: True when the request may have reached the destination (the connection
+        #: broke or timed out after sending): look before sending again.
+        self.uncertain = uncertain
 
 
 class PermanentDeliveryError(DeliveryError):

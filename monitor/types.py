@@ -137,6 +137,7 @@ class Alert:
     remote_channel: str | None = None  # Slack channel id the message landed in
     hold_until: datetime | None = None  # HELD: when the digest / quiet-hours flush is due
     hold_reason: str | None = None  # HELD: "digest", "quiet hours" or "max_per_hour"
+    maybe_sent: bool = False  # a send began and its outcome is unknown: look before resending
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

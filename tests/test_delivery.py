@@ -167,3 +167,32 @@ async def test_max_per_hour_folds_the_rest(
         summary = slack_text(slack_server)[2]
         assert "3 more stories" in summary
         assert sum(t in summary for t in titles) == 3
+
+
+async def test_post_that_landed_without_an_answer_is_not_posted_twice(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    tmp, rss = setup
+    watchlist(tmp, "desk", "")
+    async with Service(cfg.load(tmp / "monitor.yaml")) as service:
+        await cycle(service, feed_server, rss)
+        publish(rss, 1, Clock(datetime.now(UTC)))
+        slack_server.drop_next(1)  # Slack stores the post, the connection dies
+        await cycle(service, feed_server, rss)
+        [alert] = [a for a in service.store.list_alerts() if a.destination == "newsroom"]
+        assert alert.status is AlertStatus.SENT, alert.last_error
+        assert alert.remote_id == slack_server.messages[0].ts  # found in history by its id
+    assert len(slack_server.messages) == 1
+    assert "conversations.history" in slack_server.calls
+
+
+async def test_a_plain_429_is_retried_without_reading_history(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    tmp, rss = setup
+    watchlist(tmp, "desk", "")
+    async with Service(cfg.load(tmp / "monitor.yaml")) as service:
+        await cycle(service, feed_server, rss)
+        publish(rss, 1, Clock(datetime.now(UTC)))
+        slack_server.fail_next(1, status=429, retry_after=1)
+        await cycle(service, feed_server, rss)
+    assert len(slack_server.messages) == 1
+    assert "conversations.history" not in slack_server.calls  # Slack said no: nothing landed

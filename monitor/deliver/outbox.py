@@ -242,13 +242,13 @@ class Outbox:
 
     async def _deliver(self, sender: Sender, alert: Alert) -> None:
         name = sender.name
-        if alert.attempts > 0:
+        if alert.maybe_sent:
             find = getattr(sender, "find_posted", None)
             if find is not None:
                 try:
                     found = await find(alert.id)
                 except DeliveryError as exc:
-                    self._failed(alert, exc)
+                    self._failed(alert, exc, maybe_sent=True)
                     return
                 if found is not None:
                     logger.info("alert.reconciled alert=%s destination=%s", alert.id, name)
@@ -265,7 +265,8 @@ class Outbox:
         logger.info("alert.sent alert=%s destination=%s watchlist=%s", alert.id, name,
                     alert.watchlist)
 
-    def _failed(self, alert: Alert, exc: DeliveryError, attempts: int | None = None) -> None:
+    def _failed(self, alert: Alert, exc: DeliveryError, attempts: int | None = None,
+                maybe_sent: bool = False) -> None:
         attempts = alert.attempts if attempts is None else attempts
         reason = str(exc)
         if exc.permanent:
@@ -284,7 +285,8 @@ class Outbox:
         delay = self.policy.delay(attempts, exc.retry_after, self.rng)
         logger.warning("alert.retry alert=%s destination=%s attempt=%d in=%.1fs reason=%s",
                        alert.id, alert.destination, attempts, delay, reason)
-        self.store.mark_retry(alert.id, now + timedelta(seconds=delay), reason)
+        self.store.mark_retry(alert.id, now + timedelta(seconds=delay), reason,
+                              maybe_sent=maybe_sent or exc.uncertain)
 
     async def _update(self, sender: Sender, alert: Alert) -> None:
         """The story gained sources: edit the Slack message in place (and reply in thread)."""

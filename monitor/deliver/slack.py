@@ -327,7 +327,8 @@ class SlackSender:
             raise self._api_error(method, exc) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(
-                f"slack destination {self.name!r}: {method} failed: {_describe(exc)}"
+                f"slack destination {self.name!r}: {method} failed: {_describe(exc)}",
+                uncertain=True,
             ) from exc
         except SlackClientError as exc:
             raise PermanentDeliveryError(
@@ -359,7 +360,9 @@ class SlackSender:
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # `from None`: aiohttp's exceptions can quote the URL, whose path is the secret
-            raise DeliveryError(f"{where}: webhook post failed: {_describe(exc)}") from None
+            raise DeliveryError(
+                f"{where}: webhook post failed: {_describe(exc)}", uncertain=True
+            ) from None
         if response.status_code == 200:
             return
         body = (response.body or "").strip()

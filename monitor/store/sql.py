@@ -89,7 +89,8 @@ def _schema(serial: str) -> list[str]:
             created_at TEXT NOT NULL, sent_at TEXT,
             remote_id TEXT, remote_channel TEXT,
             update_due INTEGER NOT NULL DEFAULT 0,
-            hold_until TEXT, hold_reason TEXT)""",
+            hold_until TEXT, hold_reason TEXT,
+            maybe_sent INTEGER NOT NULL DEFAULT 0)""",
         "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, next_attempt_at)",
         "CREATE INDEX IF NOT EXISTS alerts_story ON alerts (story_id)",
     ]
@@ -116,7 +117,7 @@ class StoredEntry:
 _ALERT_COLS = (
     "a.seq, a.id, a.watchlist, a.destination, a.story_id, a.terms, a.status, a.attempts, "
     "a.next_attempt_at, a.last_error, a.created_at, a.sent_at, a.remote_id, a.remote_channel, "
-    "a.hold_until, a.hold_reason, e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
+    "a.hold_until, a.hold_reason, a.maybe_sent, e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
 )
 _ENTRY_COLS = "feed, key, guid, link, canonical_url, title, summary, published, seen_at, story_id"
 
@@ -132,7 +133,8 @@ def _alert(row: Sequence[Any]) -> Alert:
         terms=tuple(json.loads(row[5])), status=AlertStatus(row[6]), attempts=row[7],
         next_attempt_at=dt(row[8]), last_error=row[9], created_at=dt(row[10]) or datetime.min,
         sent_at=dt(row[11]), remote_id=row[12], remote_channel=row[13],
-        hold_until=dt(row[14]), hold_reason=row[15], entry=_entry(row[16:24]),
+        hold_until=dt(row[14]), hold_reason=row[15], maybe_sent=bool(row[16]),
+        entry=_entry(row[17:25]),
     )
 
 
@@ -403,22 +405,25 @@ class SqlStore:
         return self._alerts("a.status = ?", (status.value,), f"DESC LIMIT {int(limit)}")
 
     def mark_attempt(self, alert_id: str) -> None:
-        """Record that a send is about to start (committed first: after a crash,
-        attempts > 0 on a queued alert means it may have reached the destination)."""
+        """Record that a send is about to start. Committed before the send, so after a
+        crash ``maybe_sent`` says the alert may have reached the destination."""
         with self._tx():
-            self._x("UPDATE alerts SET attempts = attempts + 1 WHERE id = ?", (alert_id,))
+            self._x("UPDATE alerts SET attempts = attempts + 1, maybe_sent = 1 WHERE id = ?",
+                    (alert_id,))
 
     def mark_sent(self, alert_id: str, now: datetime, receipt: Receipt) -> None:
         with self._tx():
             self._x("UPDATE alerts SET status = ?, sent_at = ?, remote_id = ?, remote_channel = ?, "
-                    "last_error = NULL, next_attempt_at = NULL WHERE id = ?",
+                    "last_error = NULL, next_attempt_at = NULL, maybe_sent = 0 WHERE id = ?",
                     (AlertStatus.SENT.value, ts(now), receipt.remote_id, receipt.remote_channel,
                      alert_id))
 
-    def mark_retry(self, alert_id: str, at: datetime, error: str) -> None:
+    def mark_retry(self, alert_id: str, at: datetime, error: str,
+                   maybe_sent: bool = False) -> None:
+        """Try again at ``at``. ``maybe_sent``: the failed try may still have landed."""
         with self._tx():
-            self._x("UPDATE alerts SET next_attempt_at = ?, last_error = ? WHERE id = ?",
-                    (ts(at), error, alert_id))
+            self._x("UPDATE alerts SET next_attempt_at = ?, last_error = ?, maybe_sent = ? "
+                    "WHERE id = ?", (ts(at), error, int(maybe_sent), alert_id))
 
     def mark_failed(self, alert_id: str, error: str) -> None:
         with self._tx():
