@@ -1,0 +1,598 @@
+"""Canonical URLs and near-duplicate story clustering across outlets (pure).
+
+Issue #4: the team wants one alert per *story*, not one per outlet. Two things
+decide that an entry belongs to a story already alerted on:
+
+1. **Identity.** :func:`canonical_url` strips what differs between copies of
+   the same link (tracking parameters, AMP variants, ``http`` vs ``https``,
+   ``www.``, fragments, parameter order, a trailing slash). Two entries with
+   the same canonical URL are the same story, full stop.
+2. **Similarity.** Different outlets write different headlines for one event.
+   :class:`StoryIndex` keeps the story clusters of the last ``window`` and
+   scores a new entry against them lexically (see the class docstring).
+
+A false merge hides a story from the team, which is worse than a second alert
+for the same story, so every choice below leans towards *not* merging when
+in doubt.
+
+Nothing here reads the clock, the environment or the disk: ``now`` and
+``seen_at`` are arguments, so the service decides and this module computes.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import heapq
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from monitor.text import tokenize
+from monitor.types import Entry
+
+__all__ = [
+    "AMP_PARAMS",
+    "Method",
+    "TRACKING_PARAMS",
+    "TRACKING_PREFIXES",
+    "DedupeSettings",
+    "StoryIndex",
+    "canonical_url",
+    "story_id_for",
+]
+
+# --------------------------------------------------------------------------
+# Canonical URLs
+# --------------------------------------------------------------------------
+
+#: Query parameters that only say *how* a reader got to a page (campaign,
+#: click and share ids, referrers), never *which* page. Compared casefolded.
+#: Deliberately conservative: dropping a parameter that does select content
+#: (``id``, ``p``, ``story``...) would make two different articles "the same
+#: story" and hide one of them, so generic names like ``cid``, ``src``,
+#: ``mod`` or ``track`` are left alone even though some sites use them for
+#: tracking.
+TRACKING_PARAMS: frozenset[str] = frozenset(
+    {
+        # Ad-click ids: Facebook, Google, DoubleClick, Microsoft, Yandex, Instagram, TikTok, Twitter
+        "fbclid", "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "msclkid", "yclid",
+        "igshid", "igsh", "ttclid", "twclid", "li_fat_id", "epik",
+        # Mailchimp, HubSpot, Marketo, Vero, Oracle Eloqua, Salesforce
+        "mc_cid", "mc_eid", "_hsenc", "_hsmi", "__hssc", "__hstc", "__hsfp", "hsctatracking",
+        "mkt_tok", "vero_id", "vero_conv", "elqtrackid", "elqtrack", "sfmc_id", "sfmc_sub",
+        # Google Analytics cross-domain linker
+        "_ga", "_gl",
+        # Publisher campaign / placement codes (Microsoft Start, NYT, Guardian, WaPo, CNN, BBC...)
+        "ocid", "cmpid", "cmp", "icid", "smid", "smtyp", "partner", "ito", "xtor",
+        "wt.mc_id", "wt.mc_ev", "s_cid", "s_kwcid", "sr_share", "soc_src", "soc_trk",
+        "at_medium", "at_campaign", "at_custom1", "at_custom2", "at_custom3", "at_custom4",
+        "ftag", "taid", "mbid", "spm", "share_id", "rb_clickid", "oly_anon_id", "oly_enc_id",
+        "__twitter_impression", "rss_source", "feedtype", "ns_mchannel", "ns_source",
+        "ns_campaign", "ns_linkname", "ns_fee", "cmpgn", "trk", "trkcampaign",
+        # Referrers and sharing
+        "ref", "ref_src", "ref_url", "referrer", "referer", "utm_hp_ref",
+        # Yahoo consent redirects
+        "guccounter", "guce_referrer", "guce_referrer_sig",
+    }
+)
+
+#: Parameter *prefixes* that are tracking whatever follows (utm_source, pk_kwd, ...).
+TRACKING_PREFIXES: tuple[str, ...] = ("utm_", "pk_", "mtm_", "hsa_", "piwik_", "matomo_")
+
+#: AMP switches in the query: ``?amp``, ``?amp=1``, ``?outputType=amp``, and the
+#: parameters Google's AMP viewer appends.
+AMP_PARAMS: frozenset[str] = frozenset({"amp", "_amp", "amp_js_v", "amp_gsa", "usqp", "aoh"})
+
+_DEFAULT_PORTS = frozenset({80, 443})
+_HOST_PREFIXES = ("www.", "amp.", "m.")  # www.x.com, amp.x.com, m.x.com -> x.com
+_AMP_CACHE_PATH = re.compile(r"^/(?:amp/s/|[cvi]/(?:s/)?)(?P<rest>[^/].*)$")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# Characters left as they are when re-quoting a path: RFC 3986 reserved + unreserved + "%".
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+
+
+def canonical_url(url: str) -> str:
+    """The identity of a link: the same for every copy of one article URL.
+
+    Rules, applied to ``http``/``https`` URLs only:
+
+    * scheme ``http`` becomes ``https``: for dedupe they are the same page, and
+      feeds routinely mix them;
+    * host lowercased, trailing dot removed, one leading ``www.``, ``amp.`` or
+      ``m.`` removed (as long as a dot is left), user info dropped, default
+      ports (80, 443) dropped;
+    * Google AMP cache links (``google.com/amp/s/...``,
+      ``*.cdn.ampproject.org/c/s/...``) become the publisher's URL;
+    * AMP variants: a trailing ``/amp`` path segment or ``.amp`` suffix,
+      ``.amp.html`` -> ``.html``, and the query switches in :data:`AMP_PARAMS` and
+      ``outputType=amp`` are removed;
+    * fragment dropped; tracking parameters (:data:`TRACKING_PARAMS`,
+      :data:`TRACKING_PREFIXES`) dropped; the remaining parameters sorted;
+    * path: percent-escapes normalised, trailing slash removed, empty path ->
+      ``/``.
+
+    Anything else (other schemes, no host, a bad port, non-text garbage) is
+    returned stripped but otherwise untouched: this never raises, because a
+    broken link in one feed must not stop the loop.
+    """
+    stripped = url.strip()
+    try:
+        return _canonical(stripped)
+    except ValueError:
+        return stripped
+
+
+def _canonical(url: str) -> str:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return url
+    host = _canonical_host(parts)
+    path = _canonical_path(parts.path)
+
+    cached = _AMP_CACHE_PATH.match(path)
+    if cached and (host == "google.com" or host.endswith(".cdn.ampproject.org")):
+        inner = cached.group("rest")
+        if parts.query:
+            inner += "?" + parts.query
+        return _canonical("https://" + inner)
+
+    query = _canonical_query(parts.query)
+    return urlunsplit(("https", host, path, query, ""))
+
+
+def _canonical_host(parts: SplitResult) -> str:
+    host = (parts.hostname or "").rstrip(".")
+    stripping = True
+    while stripping:
+        stripping = False
+        for prefix in _HOST_PREFIXES:
+            if host.startswith(prefix) and "." in host[len(prefix) :]:
+                host = host[len(prefix) :]
+                stripping = True
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = parts.port  # raises ValueError on a bad port: caller returns the input
+    if port is not None and port not in _DEFAULT_PORTS:
+        host = f"{host}:{port}"
+    return host
+
+
+def _canonical_path(path: str) -> str:
+    path = _PERCENT_ESCAPE.sub(_normalise_escape, path)
+    path = quote(path, safe=_PATH_SAFE)
+    while True:
+        before = path
+        path = path.rstrip("/")
+        if path.endswith("/amp"):
+            path = path[: -len("/amp")]
+        if path.endswith(".amp.html"):
+            path = path[: -len(".amp.html")] + ".html"
+        if path.endswith(".amp"):
+            path = path[: -len(".amp")]
+        if path == before:
+            break
+    return path or "/"
+
+
+def _normalise_escape(match: re.Match[str]) -> str:
+    """``%7e`` -> ``~`` (unreserved characters need no escape), ``%2f`` -> ``%2F``."""
+    char = unquote(match.group(0))
+    if char.isascii() and (char.isalnum() or char in "-._~"):
+        return char
+    return match.group(0).upper()
+
+
+def _canonical_query(query: str) -> str:
+    if not query:
+        return ""
+    kept = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        folded = key.casefold()
+        if folded in TRACKING_PARAMS or folded.startswith(TRACKING_PREFIXES):
+            continue
+        if folded in AMP_PARAMS or (folded == "outputtype" and value.casefold() == "amp"):
+            continue
+        kept.append((key, value))
+    kept.sort()
+    return urlencode(kept)
+
+
+# --------------------------------------------------------------------------
+# Story clustering
+# --------------------------------------------------------------------------
+
+
+class Method(enum.StrEnum):
+    """How :class:`StoryIndex` decides that two entries tell the same story."""
+
+    #: Canonical URL (and feed GUID) identity only: the baseline, about 60
+    #: alerts per story on the benchmark.
+    URL = "url"
+    #: URL identity, then TF-IDF cosine between the entry and each story's
+    #: centroid over word-prefix unigrams and bigrams (see :class:`StoryIndex`).
+    TFIDF = "tfidf"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DedupeSettings:
+    """How stories are clustered.
+
+    ``window``: how long a story stays open to new members after its latest
+    member, and how much the index keeps in memory.
+    ``threshold``: the cosine similarity at which an entry joins a story. It
+    was tuned once on ``story-clusters-dev.csv`` (see ``bench/dedupe.py``);
+    raise it for fewer false merges, lower it for fewer duplicate alerts.
+    """
+
+    window: timedelta = timedelta(hours=48)
+    threshold: float = 0.10
+    method: Method = Method.TFIDF
+
+    def __post_init__(self) -> None:
+        if self.window <= timedelta(0):
+            raise ValueError(f"window must be positive, got {self.window}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        # Accept the plain string from a config file; Method() raises ValueError on a typo.
+        object.__setattr__(self, "method", Method(self.method))
+
+
+def story_id_for(entry: Entry) -> str:
+    """A fresh, deterministic id for a story that ``entry`` opens.
+
+    A hash of the entry's canonical URL (else its feed and key), so running
+    the same input twice names the same stories, and an article that comes
+    back after its story expired gets its old id back (and so no new alert).
+    """
+    identity = entry.canonical_url or f"{entry.feed}\0{entry.key}"
+    return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+# Function words and headline boilerplate that say nothing about which story
+# an entry tells. Online IDF would learn most of these on a long stream; the
+# list keeps the first minutes after a start (and small feeds) from treating
+# "what" or "update" as evidence.
+_STOPWORDS = frozenset(
+    """
+    a about above after again against all also am among an and any are as at be because been
+    before being below between both but by can could did do does doing down during each few for
+    from further had has have having he her here hers herself him himself his how i if in into is
+    it its itself just me more most my myself no nor not now of off on once only onto or other our
+    ours out over own same she should so some such than that the their theirs them then there
+    these they this those through to too under until up upon very was we were what when where
+    which while who whom why will with would you your yours yet via vs amid
+    s t ll re ve d m
+    says said say tells told report reports reported according
+    new update updated updates breaking live video videos photo photos watch exclusive
+    """.split()
+)
+
+_PREFIX = 5  # words are compared by their first five letters: troops~troop, korean~korea
+_SUMMARY_WEIGHT = 0.5  # a summary word is weaker evidence than a headline word
+_SUMMARY_SENTENCES = 2
+_SUMMARY_CHARS = 400
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_IDF_PRIOR = 50  # pseudo-documents: keeps IDF flat (uninformative) while the index is nearly empty
+_POSTING_LIMIT = 64  # a feature in more stories than this is too common to propose candidates
+_CANDIDATES = 128  # rarest features first, until this many stories are proposed
+_SHORTLIST = 16  # candidates that also get the common features' share of the score
+
+
+def _words(text: str) -> list[str]:
+    """Content words of ``text``, cut to a common prefix."""
+    out = []
+    for token in tokenize(text):
+        if token in _STOPWORDS:
+            continue
+        if len(token) == 1 and not token.isalnum():
+            continue
+        if len(token) == 1 and token.isascii():
+            continue  # stray letters and digits: "jos. a. bank", "update 2-"
+        if token.isalpha() and token.isascii():
+            token = token[:_PREFIX]
+        out.append(token)
+    return out
+
+
+def _features(entry: Entry) -> dict[str, float]:
+    """Weighted lexical features of an entry: words and adjacent word pairs.
+
+    Pairs ("north korea", "jc penney", "american eagle") are what tell two
+    stories sharing a common word apart. The summary's first sentences count
+    at half weight: they add the names a short headline leaves out, but
+    outlets that only repeat the headline must not outweigh it.
+    """
+    feats: dict[str, float] = {}
+    summary = entry.summary.strip()
+    parts = [(entry.title, 1.0)]
+    if summary:
+        sentences = _SENTENCE_END.split(summary, maxsplit=_SUMMARY_SENTENCES)
+        first = " ".join(sentences[:_SUMMARY_SENTENCES])
+        parts.append((first[:_SUMMARY_CHARS], _SUMMARY_WEIGHT))
+    for text, weight in parts:
+        words = _words(text)
+        grams = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+        for gram in grams:
+            if feats.get(gram, 0.0) < weight:
+                feats[gram] = weight
+    return feats
+
+
+@dataclass(slots=True, kw_only=True)
+class _Member:
+    story_id: str
+    url: str
+    seen_at: datetime
+    seq: int
+    vector: dict[str, float]  # unit length, IDF as it was when the member was added
+
+
+@dataclass(slots=True)
+class _Story:
+    counts: dict[str, int] = field(default_factory=dict)  # feature -> members holding it
+    norm2: float = 0.0  # |centroid|², kept up to date incrementally
+    norm: float = 0.0  # its square root, for scoring
+    size: int = 0
+    last_seen: datetime | None = None
+
+
+class StoryIndex:
+    """The stories of the last ``window``, and which one a new entry joins.
+
+    Deciding, not doing: the service asks :meth:`assign`, picks an id
+    (:func:`story_id_for` for a new story) and records the entry with
+    :meth:`add`; :meth:`expire` forgets what fell out of the window. Start-up
+    rebuilds the index by calling :meth:`add` for the stored entries of the
+    last ``window`` in the order they were seen, so memory is bounded by the
+    window, not by the size of the store.
+
+    How an entry is matched, cheapest and surest first:
+
+    1. *Identity.* The same canonical URL, or the same ``(feed, key)`` (a
+       GUID whose title was edited), as a member held: that member's story,
+       score 1.0.
+    2. *Similarity* (method ``tfidf``). The entry becomes a unit TF-IDF vector
+       of word prefixes and word pairs (:func:`_features`), with IDF learned
+       online from the entries held, so words that are everywhere this week
+       ("stocks", "ukraine") weigh little and names that are rare weigh a lot.
+       Each story keeps the sum of its members' vectors (its centroid); the
+       score is the cosine between the entry and the centroid, so a big story
+       is matched on the vocabulary its outlets share, not on one stray
+       headline. Candidates come from an inverted index over features (those
+       in at most ``_POSTING_LIMIT`` stories, so a common word never makes
+       lookups scan every story); the best candidate at or above the
+       threshold wins.
+
+    Members expire one by one, ``window`` after they were seen; a story goes
+    when its last member does. That keeps the index equal to what a rebuild
+    from the store would give (up to IDF drift, below) and bounds memory by
+    the window even for a story that runs for days.
+
+    Known limits, measured in ``bench/dedupe.py``: lexical similarity cannot
+    join headlines that share no words ("Both ways" with a story about eBay),
+    and merges different stories that share a distinctive word in the same
+    window (two car recalls, two Comcast deals). Time proximity is not used
+    beyond the window. A member's vector keeps the IDF of the moment it was
+    added, so an index rebuilt after some expiry can score borderline entries
+    slightly differently from the one it replaces.
+    """
+
+    def __init__(self, settings: DedupeSettings) -> None:
+        self.settings = settings
+        self._members: dict[tuple[str, str], _Member] = {}
+        self._stories: dict[str, _Story] = {}
+        self._by_url: dict[str, dict[str, int]] = {}  # canonical url -> story id -> members
+        self._postings: dict[str, dict[str, float]] = {}  # feature -> story id -> centroid weight
+        self._df: dict[str, int] = {}  # feature -> members holding it
+        self._queue: list[tuple[datetime, int, tuple[str, str]]] = []  # expiry order
+        self._seq = 0
+        self._changes = 0  # bumped by every add and removal: IDF may have moved
+        self._cached: tuple[Entry | None, int, dict[str, float]] = (None, 0, {})
+
+    def __len__(self) -> int:
+        """Entries held."""
+        return len(self._members)
+
+    def stories(self) -> int:
+        """Stories held."""
+        return len(self._stories)
+
+    # -- deciding ---------------------------------------------------------
+
+    def assign(self, entry: Entry, seen_at: datetime) -> tuple[str | None, float]:
+        """The story ``entry`` belongs to, or None for a new story, and the score.
+
+        Looks only at stories with a member seen within ``window`` before
+        ``seen_at``. Changes nothing: call :meth:`add` to record the decision.
+        """
+        horizon = seen_at - self.settings.window
+        member = self._members.get((entry.feed, entry.key))
+        if member is not None and self._is_open(member.story_id, horizon):
+            return member.story_id, 1.0
+        url = entry.canonical_url or canonical_url(entry.link)
+        for story_id in sorted(self._by_url.get(url, {})) if url else ():
+            if self._is_open(story_id, horizon):
+                return story_id, 1.0
+        if self.settings.method is Method.URL:
+            return None, 0.0
+        return self._most_similar(self._entry_vector(entry), horizon)
+
+    def _most_similar(
+        self, vector: dict[str, float], horizon: datetime
+    ) -> tuple[str | None, float]:
+        """Best story by cosine to its centroid, accumulated along the postings.
+
+        A feature held by at most ``_POSTING_LIMIT`` stories proposes those
+        stories as candidates and adds to their dot products. A feature held
+        by more (a word that is everywhere this week) proposes nothing and is
+        added only to the ``_SHORTLIST`` best candidates, so one lookup costs
+        at most about ``features x _POSTING_LIMIT`` steps however many stories
+        the window holds.
+        """
+        held = [
+            (len(stories), weight, stories)
+            for feature, weight in vector.items()
+            if (stories := self._postings.get(feature))
+        ]
+        held.sort(key=lambda item: item[0])
+        dots: dict[str, float] = {}
+        common: list[tuple[float, dict[str, float]]] = []
+        for size, weight, stories in held:
+            if size > _POSTING_LIMIT or len(dots) >= _CANDIDATES:
+                common.append((weight, stories))
+            elif dots:
+                get = dots.get
+                for story_id, value in stories.items():
+                    dots[story_id] = get(story_id, 0.0) + weight * value
+            else:
+                dots = {story_id: weight * value for story_id, value in stories.items()}
+        all_stories = self._stories
+        scores: dict[str, float] = {}
+        for story_id, dot in dots.items():
+            story = all_stories[story_id]
+            if story.norm > 0.0 and story.last_seen is not None and story.last_seen >= horizon:
+                scores[story_id] = dot / story.norm
+        if common and scores:
+            shortlist = heapq.nlargest(_SHORTLIST, scores, key=scores.__getitem__)
+            scores = {}
+            for story_id in shortlist:
+                dot = dots[story_id]
+                for weight, stories in common:
+                    shared = stories.get(story_id)
+                    if shared is not None:
+                        dot += weight * shared
+                scores[story_id] = dot / all_stories[story_id].norm
+        if not scores:
+            return None, 0.0
+        # Ties go to the smaller id, so the outcome never depends on dict order.
+        best_id = min(scores, key=lambda story_id: (-scores[story_id], story_id))
+        best = min(scores[best_id], 1.0)
+        if best >= self.settings.threshold:
+            return best_id, best
+        return None, best
+
+    def _entry_vector(self, entry: Entry) -> dict[str, float]:
+        """The entry's unit vector, remembered while nothing changes: the service
+        calls :meth:`add` right after :meth:`assign` with the same entry."""
+        cached_entry, changes, vector = self._cached
+        if cached_entry is not entry or changes != self._changes:
+            vector = self._vector(_features(entry))
+            self._cached = (entry, self._changes, vector)
+        return vector
+
+    def _is_open(self, story_id: str, horizon: datetime) -> bool:
+        story = self._stories.get(story_id)
+        return story is not None and story.last_seen is not None and story.last_seen >= horizon
+
+    def _vector(self, features: dict[str, float]) -> dict[str, float]:
+        """Unit TF-IDF vector, IDF smoothed by ``_IDF_PRIOR`` pseudo-documents."""
+        total = len(self._members) + _IDF_PRIOR
+        df = self._df
+        weighted = {f: w * math.log(total / (df.get(f, 0) + 1)) for f, w in features.items()}
+        norm = math.sqrt(sum(w * w for w in weighted.values()))
+        if norm == 0.0:
+            return {}
+        return {f: w / norm for f, w in weighted.items()}
+
+    # -- recording --------------------------------------------------------
+
+    def add(self, story_id: str, entry: Entry, seen_at: datetime) -> None:
+        """Record ``entry`` as a member of ``story_id``, seen at ``seen_at``.
+
+        Adding an entry whose ``(feed, key)`` is already held replaces the old
+        version (an edited title), so updates are not counted twice.
+        """
+        ident = (entry.feed, entry.key)
+        old = self._members.pop(ident, None)
+        if old is not None:
+            self._remove(old)
+        vector: dict[str, float] = {}
+        if self.settings.method is not Method.URL:
+            vector = self._entry_vector(entry)
+        self._seq += 1
+        self._changes += 1
+        url = entry.canonical_url or canonical_url(entry.link)
+        member = _Member(story_id=story_id, url=url, seen_at=seen_at, seq=self._seq, vector=vector)
+        self._members[ident] = member
+        heapq.heappush(self._queue, (seen_at, self._seq, ident))
+
+        story = self._stories.get(story_id)
+        if story is None:
+            story = self._stories[story_id] = _Story()
+        story.size += 1
+        if story.last_seen is None or seen_at > story.last_seen:
+            story.last_seen = seen_at
+        if url:
+            by_story = self._by_url.setdefault(url, {})
+            by_story[story_id] = by_story.get(story_id, 0) + 1
+        counts = story.counts
+        df = self._df
+        postings = self._postings
+        dot = 0.0
+        for feature, weight in vector.items():
+            df[feature] = df.get(feature, 0) + 1
+            counts[feature] = counts.get(feature, 0) + 1
+            stories = postings.get(feature)
+            if stories is None:
+                postings[feature] = {story_id: weight}
+            else:
+                value = stories.get(story_id, 0.0)
+                dot += value * weight
+                stories[story_id] = value + weight
+        story.norm2 += 2.0 * dot + sum(w * w for w in vector.values())
+        story.norm = math.sqrt(max(story.norm2, 0.0))
+
+    def expire(self, now: datetime) -> None:
+        """Forget members seen more than ``window`` before ``now``, and stories left empty."""
+        horizon = now - self.settings.window
+        queue = self._queue
+        while queue and queue[0][0] < horizon:
+            _, seq, ident = heapq.heappop(queue)
+            member = self._members.get(ident)
+            if member is not None and member.seq == seq:  # else replaced by a newer version
+                del self._members[ident]
+                self._remove(member)
+
+    def _remove(self, member: _Member) -> None:
+        self._changes += 1
+        story_id = member.story_id
+        story = self._stories[story_id]
+        story.size -= 1
+        if member.url:
+            by_story = self._by_url[member.url]
+            _decrement(by_story, story_id)
+            if not by_story:
+                del self._by_url[member.url]
+        dot = 0.0
+        for feature, weight in member.vector.items():
+            _decrement(self._df, feature)
+            stories = self._postings[feature]
+            value = stories[story_id]
+            dot += value * weight
+            _decrement(story.counts, feature)
+            if feature in story.counts:
+                stories[story_id] = value - weight
+            else:  # no member left with it: drop it, and any rounding error with it
+                del stories[story_id]
+                if not stories:
+                    del self._postings[feature]
+        if story.size == 0:
+            del self._stories[story_id]
+        elif member.vector:
+            norm2 = story.norm2 - 2.0 * dot + sum(w * w for w in member.vector.values())
+            if story.size <= 8 or norm2 <= 1e-9:  # cheap to be exact; never trust a tiny one
+                norm2 = sum(self._postings[f][story_id] ** 2 for f in story.counts)
+            story.norm2 = norm2
+            story.norm = math.sqrt(max(norm2, 0.0))
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
