@@ -296,7 +296,8 @@ _SHORTLIST = 16  # candidates that also get the common features' share of the sc
 
 
 def _words(text: str) -> list[str]:
-    """Content words of ``text``, cut to a common prefix."""
+    """Content words of ``text``; ASCII words cut to their first ``_PREFIX`` letters,
+    a crude stemmer that needs no dictionary and no language detection."""
     out = []
     for token in tokenize(text):
         if token in _STOPWORDS:
@@ -378,10 +379,11 @@ class StoryIndex:
        Each story keeps the sum of its members' vectors (its centroid); the
        score is the cosine between the entry and the centroid, so a big story
        is matched on the vocabulary its outlets share, not on one stray
-       headline. Candidates come from an inverted index over features (those
-       in at most ``_POSTING_LIMIT`` stories, so a common word never makes
-       lookups scan every story); the best candidate at or above the
-       threshold wins.
+       headline. Candidates come from an inverted index over features, rarest
+       first, skipping features held by more than ``_POSTING_LIMIT`` stories
+       (they only refine the scores of the best ``_SHORTLIST``), so a lookup
+       costs the same with 100,000 entries held as with 1,000. The best
+       candidate at or above the threshold wins; ties go to the smaller id.
 
     Members expire one by one, ``window`` after they were seen; a story goes
     when its last member does. That keeps the index equal to what a rebuild

@@ -309,6 +309,31 @@ def test_three_outlets_one_story_and_lookalikes_stay_apart(
     assert missile != grid
 
 
+def test_the_summary_lends_a_terse_headline_its_names() -> None:
+    index = StoryIndex(DedupeSettings())
+    seed = entry(
+        NK_TROOPS[0].title, feed="Newszop",
+        summary="Several thousand soldiers are undergoing intense military training inside "
+        "Russia, according to the Institute of the Study of War (ISW). The think tank said "
+        "that North Koreans will be deployed to the frontline by the end of 2024.",
+    )
+    [story] = feed(index, [seed])
+    terse = "Pyongyang's soldiers headed for Kursk"
+    assert index.assign(entry(terse, feed="Wire"), NOW)[0] is None
+    with_summary = entry(
+        terse, feed="Wire",
+        summary="North Korean infantry training in Russia could reach the Ukrainian frontline "
+        "by the end of the year, the Institute for the Study of War says. More follows.",
+    )
+    assert index.assign(with_summary, NOW)[0] == story
+    missile = entry(
+        NK_MISSILE.title, feed="AP",
+        summary="North Korea fired a ballistic missile into the sea off its east coast on "
+        "Thursday, South Korea's military said.",
+    )
+    assert index.assign(missile, NOW)[0] is None
+
+
 def test_assign_reports_its_score_and_changes_nothing() -> None:
     index = StoryIndex(DedupeSettings())
     first = feed(index, NK_TROOPS[:1])[0]
