@@ -2,7 +2,7 @@
 
 Matching one entry against 10,000 watchlists one by one would cost 10,000
 evaluations per entry; almost all of them fail. So the work is split into a
-part that does not grow with the number of watchlists and a part that only
+part that grows little with the number of watchlists and a part that only
 touches the few watchlists that could match.
 
 At compile time (:meth:`Matcher.compile`):
@@ -12,32 +12,33 @@ At compile time (:meth:`Matcher.compile`):
    stops the others.
 2. Every term becomes a *pattern* over the token string of a field: ``" korea "``
    for a word, ``" north korea "`` for a phrase, ``" north kor"`` for a prefix.
-   The leading and trailing spaces make the match land on word boundaries. A
-   ``link:`` term's pattern is its plain substring. Equal patterns of different
-   watchlists share one id, and all of them go into ONE Aho-Corasick automaton.
-3. Each watchlist picks a few *trigger* patterns: a set that must contain a hit
+   The spaces make a match land on word boundaries. A ``link:`` term's pattern
+   is its plain substring. Equal patterns of different watchlists share one id,
+   and all of them go into ONE Aho-Corasick automaton.
+3. Each watchlist picks *trigger* patterns: a set one of which must occur
    whenever the watchlist matches (for ``a AND (b OR c)``: ``{a}`` or ``{b, c}``;
-   terms under NOT never qualify). Of the possible sets it takes the one whose
+   a term under NOT never qualifies). Of the possible sets it takes the one whose
    patterns are shared by the fewest watchlists, a stand-in for "rare", so a
    common word does not make every watchlist that mentions it a candidate.
-   ``query.validate`` guarantees every watchlist has such a set.
-4. Each condition becomes a Python expression over integers (``7 in u and not
-   9 in u``), compiled with all others in one go. The generated source contains
-   only pattern ids, fixed operators and method names, never query text.
+   ``query.validate`` guarantees that every watchlist has such a set.
+4. Each condition becomes one Python expression over pattern ids
+   (``7 in u and not 9 in u``), compiled with all the others in one go. The
+   generated source holds only integers, operators and the helper names below,
+   never text from a query.
 
 Per entry (:meth:`Matcher.match`):
 
 1. Title and summary are tokenised once (``text.token_string``) into
-   ``" title words | summary words "``; the ``|`` stops a phrase from running from
-   the title into the summary.
+   ``" title words | summary words "``; the ``|`` stops a phrase from running
+   from the title into the summary.
 2. One Aho-Corasick pass gives the set of pattern ids that occur (``u``).
-3. The trigger index turns hit patterns into candidate watchlists; usually none.
+3. The trigger index turns those into candidate watchlists; usually none.
 4. Only candidates are evaluated. Field scopes, NEAR distances and the order of
-   matched terms need positions; those are found afterwards with ``str.find``
-   on the same string, only for the candidate that asks.
+   the matched terms need positions; ``str.find`` on the same string gives them,
+   only for the candidate that asks.
 
-``source:`` terms run over the feed name (cached per feed), ``link:`` terms over
-the link's host and path; both through the same automaton.
+``source:`` terms run over the feed's name (once per feed, then cached) and
+``link:`` terms over the link's host and path, through the same automaton.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -53,7 +53,7 @@ from operator import itemgetter
 import ahocorasick  # type: ignore[import-not-found]  # pyahocorasick ships no stubs
 
 from monitor.errors import QueryError
-from monitor.query import MAX_DEPTH, And, Near, Node, Not, Term, condition, terms
+from monitor.query import MAX_DEPTH, And, Near, Node, Not, Or, Term, condition, terms
 from monitor.text import normalize, token_string
 from monitor.types import Entry, Match, Watchlist
 
@@ -61,7 +61,7 @@ __all__ = ["Matcher"]
 
 logger = logging.getLogger(__name__)
 
-# Where a pattern is looked for. Unscoped terms (None) look in title and summary.
+# Which set of hits a term is looked up in. Unscoped terms (None) look in title and summary.
 _CHANNEL = {None: "text", "title": "text", "summary": "text", "source": "source", "link": "link"}
 _NEAR_FIELDS = {
     None: ("title", "summary"),
@@ -70,28 +70,35 @@ _NEAR_FIELDS = {
     "source": ("source",),
 }
 _EMPTY: frozenset[int] = frozenset()
+_first = itemgetter(0)
 _second = itemgetter(1)
 _URL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:)?(?://(?:[^@/?#]*@)?([^/?#:]*)(?::\d*)?)?([^?#]*)")
 
-Test = Callable[[set[int], "_Context"], bool]
-
 
 @dataclass(frozen=True, slots=True)
-class _NearSpec:
-    left: str  # pattern
-    left_words: int
-    right: str
-    right_words: int
-    distance: int
-    fields: tuple[str, ...]
+class _Feed:
+    """What a feed's name contributes; worked out once per feed."""
+
+    hits: frozenset[int]
+    hay: str
+    candidates: frozenset[int]  # watchlists triggered by a source: term
+
+
+_NO_FEED = _Feed(_EMPTY, "", _EMPTY)
+
+# One entry as a test sees it: (hay, index of the "|" in hay, feed, link hits, link hay).
+# A plain tuple because building it is on the hot path.
+_View = tuple[str, int, _Feed, frozenset[int], str]
+Test = Callable[[set[int], _View], bool]
 
 
 @dataclass(frozen=True, slots=True)
 class _Shown:
-    """A term that, if present, is reported in Match.terms."""
+    """A positive term of a watchlist, reported in Match.terms when present."""
 
     field: str | None
-    pattern: int
+    pattern_id: int
+    pattern: str
     text: str
 
 
@@ -101,6 +108,16 @@ class _Compiled:
     feeds: frozenset[str] | None
     test: Test
     shown: tuple[_Shown, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _NearSpec:
+    left: str  # pattern
+    left_words: int
+    right: str
+    right_words: int
+    distance: int
+    fields: tuple[str, ...]  # "title", "summary" or "source"
 
 
 class Matcher:
@@ -114,8 +131,6 @@ class Matcher:
         "_iter",
         "_link_keys",
         "_link_triggers",
-        "_nears",
-        "_patterns",
         "_source_keys",
         "_source_triggers",
         "_text_keys",
@@ -127,13 +142,10 @@ class Matcher:
         *,
         compiled: tuple[_Compiled, ...],
         patterns: tuple[str, ...],
-        nears: tuple[_NearSpec, ...],
         triggers: dict[str, dict[int, tuple[int, ...]]],
         channels: frozenset[str],
     ) -> None:
         self._compiled = compiled
-        self._patterns = patterns
-        self._nears = nears
         self._text_triggers = triggers["text"]
         self._source_triggers = triggers["source"]
         self._link_triggers = triggers["link"]
@@ -143,9 +155,8 @@ class Matcher:
         # Feed names and links are only looked at if some term is scoped to them.
         self._has_source = "source" in channels
         self._has_link = "link" in channels
-        # Feed name -> (pattern ids found in it, its token string); feeds are few.
-        self._feed_cache: dict[str, tuple[frozenset[int], str]] = {}
-        automaton = ahocorasick.Automaton()
+        self._feed_cache: dict[str, _Feed] = {}  # feeds are few
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         for pattern_id, pattern in enumerate(patterns):
             automaton.add_word(pattern, pattern_id)
         if patterns:
@@ -165,44 +176,46 @@ class Matcher:
 
     def match(self, entry: Entry) -> list[Match]:
         """The watchlists ``entry`` satisfies, in compile order."""
+        # The hot path: C-level set and map calls only, until a candidate shows up.
         title = token_string(entry.title)
         hay = f" {title} | {token_string(entry.summary)} "
         hits = set(map(_second, self._iter(hay)))
-        candidates = _triggered(self._text_triggers, hits & self._text_keys)
-        source_hits, source_hay = _EMPTY, ""
+        triggers = self._text_triggers
+        candidates = set(chain.from_iterable(map(triggers.__getitem__, hits & self._text_keys)))
+        feed = _NO_FEED
         if self._has_source:
-            source_hits, source_hay = self._feed(entry.feed)
-            candidates |= _triggered(self._source_triggers, source_hits & self._source_keys)
+            feed = self._feed_cache.get(entry.feed) or self._feed(entry.feed)
+            candidates |= feed.candidates
         link_hits, link_hay = _EMPTY, ""
         if self._has_link:
             link_hay = _link_text(entry.link)
             link_hits = frozenset(map(_second, self._iter(link_hay)))
-            candidates |= _triggered(self._link_triggers, link_hits & self._link_keys)
+            triggers = self._link_triggers
+            candidates.update(*map(triggers.__getitem__, link_hits & self._link_keys))
         if not candidates:
             return []
-        context = _Context(self, hay, len(title) + 2, source_hits, source_hay, link_hits, link_hay)
-        matches = []
+
+        view = (hay, len(title) + 2, feed, link_hits, link_hay)
         compiled = self._compiled
-        feed = entry.feed
+        matches = []
         for index in sorted(candidates):
             watchlist = compiled[index]
-            if watchlist.feeds is not None and feed not in watchlist.feeds:
+            if watchlist.feeds is not None and entry.feed not in watchlist.feeds:
                 continue
-            if watchlist.test(hits, context):
-                terms = context.shown(watchlist.shown)
+            if watchlist.test(hits, view):
+                terms = _present(hits, view, watchlist.shown)
                 matches.append(Match(watchlist=watchlist.name, entry=entry, terms=terms))
         return matches
 
-    def _feed(self, feed: str) -> tuple[frozenset[int], str]:
-        cached = self._feed_cache.get(feed)
-        if cached is None:
-            hay = f" {token_string(feed)} "
-            cached = self._feed_cache[feed] = (frozenset(map(_second, self._iter(hay))), hay)
-        return cached
-
-
-def _triggered(triggers: dict[int, tuple[int, ...]], found: AbstractSet[int]) -> set[int]:
-    return set(chain.from_iterable(map(triggers.__getitem__, found)))
+    def _feed(self, name: str) -> _Feed:
+        hay = f" {token_string(name)} "
+        hits = frozenset(map(_second, self._iter(hay)))
+        triggers = self._source_triggers
+        candidates = frozenset(
+            chain.from_iterable(map(triggers.__getitem__, hits & self._source_keys))
+        )
+        feed = self._feed_cache[name] = _Feed(hits, hay, candidates)
+        return feed
 
 
 def _no_hits(text: str) -> Iterator[tuple[int, int]]:
@@ -216,82 +229,33 @@ def _link_text(link: str) -> str:
     return "".join(normalize(host + path).split())
 
 
-class _Context:
-    """One entry, as the generated tests of candidate watchlists see it."""
-
-    __slots__ = ("cut", "hay", "link", "link_hay", "matcher", "source", "source_hay")
-
-    def __init__(
-        self,
-        matcher: Matcher,
-        hay: str,
-        cut: int,
-        source: frozenset[int],
-        source_hay: str,
-        link: frozenset[int],
-        link_hay: str,
-    ) -> None:
-        self.matcher = matcher
-        self.hay = hay  # " title | summary "
-        self.cut = cut  # index of the "|"
-        self.source = source
-        self.source_hay = source_hay
-        self.link = link
-        self.link_hay = link_hay
-
-    def title(self, pattern: int) -> bool:
-        return self.hay.find(self.matcher._patterns[pattern], 0, self.cut) >= 0
-
-    def summary(self, pattern: int) -> bool:
-        return self.hay.find(self.matcher._patterns[pattern], self.cut) >= 0
-
-    def near(self, index: int) -> bool:
-        spec = self.matcher._nears[index]
-        for field in spec.fields:
-            hay, start, end = self._region(field)
-            lefts = _word_positions(hay, spec.left, start, end)
-            if not lefts:
-                continue
-            rights = _word_positions(hay, spec.right, start, end)
-            for left in lefts:
-                for right in rights:
-                    gap = max(right - (left + spec.left_words), left - (right + spec.right_words))
-                    if gap <= spec.distance:
-                        return True
-        return False
-
-    def _region(self, field: str) -> tuple[str, int, int]:
-        if field == "title":
-            return self.hay, 0, self.cut
-        if field == "summary":
-            return self.hay, self.cut + 1, len(self.hay)
-        return self.source_hay, 0, len(self.source_hay)
-
-    def shown(self, shown: tuple[_Shown, ...]) -> tuple[str, ...]:
-        """Source texts of the present terms, in order of first occurrence."""
-        found: list[tuple[int, int, str]] = []
-        for order, term in enumerate(shown):
-            position = self._position(term.field, term.pattern)
-            if position >= 0:
-                found.append((position, order, term.text))
-        found.sort()
-        return tuple(dict.fromkeys(text for _, _, text in found))
-
-    def _position(self, field: str | None, pattern_id: int) -> int:
-        pattern = self.matcher._patterns[pattern_id]
-        if field is None:
-            return self.hay.find(pattern)
-        if field == "title":
-            return self.hay.find(pattern, 0, self.cut)
-        if field == "summary":
-            return self.hay.find(pattern, self.cut)
-        offset = len(self.hay)
+def _present(hits: set[int], view: _View, shown: tuple[_Shown, ...]) -> tuple[str, ...]:
+    """Source texts of the terms in ``shown`` that occur, in order of first
+    occurrence (title, summary, feed name, link), each once."""
+    if len(shown) == 1:
+        return (shown[0].text,)  # the test held, so its one positive term is present
+    hay, cut, feed, link_hits, link_hay = view
+    found = []
+    for term in shown:
+        field = term.field
         if field == "source":
-            found = self.source_hay.find(pattern)
+            at = feed.hay.find(term.pattern)
+            position = len(hay) + at if at >= 0 else -1
+        elif field == "link":
+            at = link_hay.find(term.pattern)
+            position = len(hay) + len(feed.hay) + at if at >= 0 else -1
+        elif term.pattern_id not in hits:
+            continue
+        elif field is None:
+            position = hay.find(term.pattern)
+        elif field == "title":
+            position = hay.find(term.pattern, 0, cut)
         else:
-            offset += len(self.source_hay)
-            found = self.link_hay.find(pattern)
-        return found + offset if found >= 0 else -1
+            position = hay.find(term.pattern, cut)
+        if position >= 0:
+            found.append((position, term.text))
+    found.sort(key=_first)  # stable: terms found at one place keep their query order
+    return tuple(dict.fromkeys([text for _, text in found]))
 
 
 def _word_positions(hay: str, pattern: str, start: int, end: int) -> list[int]:
@@ -318,6 +282,7 @@ class _Compiler:
 
     def __init__(self) -> None:
         self.pattern_ids: dict[str, int] = {}
+        self.patterns: list[str] = []
         self.nears: list[_NearSpec] = []
         self.near_ids: dict[_NearSpec, int] = {}
 
@@ -333,7 +298,7 @@ class _Compiler:
             for key in {self.key(term) for term in _positive_terms(node)}:
                 usage[key] = usage.get(key, 0) + 1
         sources = [f"lambda u, e: {self.expression(node)}" for _, node in accepted]
-        tests = _compile_lambdas(sources)
+        tests = _compile_lambdas(sources, self.helpers())
         triggers: dict[str, dict[int, list[int]]] = {"text": {}, "source": {}, "link": {}}
         compiled = []
         for index, ((watchlist, node), test) in enumerate(zip(accepted, tests, strict=True)):
@@ -342,17 +307,17 @@ class _Compiler:
             for channel, pattern_id in {self.key(term) for term in cover[1]}:
                 triggers[channel].setdefault(pattern_id, []).append(index)
             shown = tuple(
-                _Shown(term.field, self.key(term)[1], term.source_text)
+                _Shown(term.field, self.key(term)[1], _pattern(term), term.source_text)
                 for term in dict.fromkeys(_positive_terms(node))
             )
             compiled.append(_Compiled(watchlist.name, watchlist.feeds, test, shown))
-        patterns = tuple(self.pattern_ids)
         channels = frozenset(_CHANNEL[term.field] for _, node in accepted for term in terms(node))
-        logger.debug("matcher_compiled watchlists=%d patterns=%d", len(compiled), len(patterns))
+        logger.debug(
+            "matcher_compiled watchlists=%d patterns=%d", len(compiled), len(self.patterns)
+        )
         return cls(
             compiled=tuple(compiled),
-            patterns=patterns,
-            nears=tuple(self.nears),
+            patterns=tuple(self.patterns),
             triggers={
                 channel: {p: tuple(ids) for p, ids in table.items()}
                 for channel, table in triggers.items()
@@ -362,19 +327,25 @@ class _Compiler:
 
     def key(self, term: Term) -> tuple[str, int]:
         pattern = _pattern(term)
-        pattern_id = self.pattern_ids.setdefault(pattern, len(self.pattern_ids))
+        pattern_id = self.pattern_ids.get(pattern)
+        if pattern_id is None:
+            pattern_id = self.pattern_ids[pattern] = len(self.patterns)
+            self.patterns.append(pattern)
         return _CHANNEL[term.field], pattern_id
 
     def cost(self, term: Term, usage: dict[tuple[str, int], int]) -> float:
         """How bad a trigger ``term`` would be. A pattern that many watchlists
         share is probably a common word; prefixes hit more often than words,
-        phrases less often."""
+        phrases less often. A feed name or a site hits every entry of its feed,
+        so source: and link: terms are a last resort."""
         count = usage.get(self.key(term), 1)
+        if term.field in ("source", "link"):
+            return count * 1000.0
         return count * (2.0 if term.prefix else 1.0) / len(term.words)
 
     def expression(self, node: Node) -> str:
-        """Python source for ``node`` over ``u`` (pattern ids in title or
-        summary) and ``e`` (a _Context)."""
+        """Python source for ``node`` over ``u`` (the pattern ids found in title
+        and summary) and ``e`` (a _View), using the helpers T, S and N."""
         if isinstance(node, Term):
             return self.term_expression(node)
         if isinstance(node, Near):
@@ -392,10 +363,10 @@ class _Compiler:
             if index == len(self.nears):
                 self.nears.append(spec)
             left, right = self.term_expression(node.left), self.term_expression(node.right)
-            return f"({left} and {right} and e.near({index}))"
+            return f"({left} and {right} and N({index}, e))"
         if isinstance(node, Not):
             return f"not {self.expression(node.child)}"
-        # Cheap set look-ups first, method calls (fields, NEAR) last.
+        # Cheap set look-ups first, helper calls (fields, NEAR) last.
         children = sorted(node.children, key=_expensive)
         operator = " and " if isinstance(node, And) else " or "
         return "(" + operator.join(self.expression(child) for child in children) + ")"
@@ -404,19 +375,59 @@ class _Compiler:
         _, p = self.key(term)
         if term.field is None:
             return f"{p} in u"
-        if term.field in ("title", "summary"):
-            return f"({p} in u and e.{term.field}({p}))"
-        return f"{p} in e.{term.field}"
+        if term.field == "title":
+            return f"({p} in u and T({p}, e))"
+        if term.field == "summary":
+            return f"({p} in u and S({p}, e))"
+        if term.field == "source":
+            return f"{p} in e[2].hits"
+        return f"{p} in e[3]"  # link
+
+    def helpers(self) -> dict[str, object]:
+        """The functions generated tests call: is pattern ``p`` in the title (T),
+        in the summary (S); does NEAR spec ``k`` hold (N)."""
+        patterns, nears = self.patterns, self.nears  # complete by the time a test runs
+
+        def in_title(p: int, e: _View) -> bool:
+            return e[0].find(patterns[p], 0, e[1]) >= 0
+
+        def in_summary(p: int, e: _View) -> bool:
+            return e[0].find(patterns[p], e[1]) >= 0
+
+        def near(k: int, e: _View) -> bool:
+            spec = nears[k]
+            hay, cut, feed = e[0], e[1], e[2]
+            regions = {
+                "title": (hay, 0, cut),
+                "summary": (hay, cut + 1, len(hay)),
+                "source": (feed.hay, 0, len(feed.hay)),
+            }
+            for field in spec.fields:
+                text, start, end = regions[field]
+                lefts = _word_positions(text, spec.left, start, end)
+                if not lefts:
+                    continue
+                rights = _word_positions(text, spec.right, start, end)
+                for left in lefts:
+                    for right in rights:
+                        gap = max(
+                            right - (left + spec.left_words), left - (right + spec.right_words)
+                        )
+                        if gap <= spec.distance:
+                            return True
+            return False
+
+        return {"T": in_title, "S": in_summary, "N": near}
 
 
 def _expensive(node: Node) -> bool:
     return not (isinstance(node, Term) and node.field is None)
 
 
-def _compile_lambdas(sources: list[str]) -> list[Test]:
+def _compile_lambdas(sources: list[str], helpers: dict[str, object]) -> list[Test]:
     """Compile many lambda expressions with one call to the compiler per chunk."""
     tests: list[Test] = []
-    namespace: dict[str, object] = {"__builtins__": {}}
+    namespace: dict[str, object] = {"__builtins__": {}, **helpers}
     for start in range(0, len(sources), 1000):
         chunk = sources[start : start + 1000]
         tests.extend(eval("(" + ",\n".join(chunk) + ",)", namespace))  # noqa: S307
@@ -457,6 +468,15 @@ def _condition(watchlist: Watchlist) -> Node | None:
         )
         return None
     return node
+
+
+def _walk(node: Node) -> Iterator[Node]:
+    yield node
+    if isinstance(node, Not):
+        yield from _walk(node.child)
+    elif isinstance(node, (And, Or)):
+        for child in node.children:
+            yield from _walk(child)
 
 
 def _depth(node: Node) -> int:

@@ -12,9 +12,10 @@ token of its own and a phrase of them matches as a run of consecutive tokens.
 the matcher runs on every entry title and summary, so it takes shortcuts that
 tests/test_text.py checks against :func:`tokenize`:
 
-- ASCII text (most English news) is split with one ``str.translate`` that turns
-  every non-alphanumeric character into a space, then ``split``/``join``; that
-  is about three times faster than the regular expression.
+- ASCII text (most English news) is lower-cased and split with one
+  ``bytes.translate`` that turns every non-alphanumeric character into a space,
+  then runs of spaces are squeezed; that is about five times faster than the
+  regular expression.
 - Typographic punctuation (curly quotes, dashes, guillemets) only ever separates
   words, so it is blanked first; text that is ASCII after that takes the fast
   path too. Anything else (accents, Cyrillic, CJK) takes the regular expression.
@@ -37,9 +38,10 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 
-# Every ASCII character that is not a letter or digit becomes a space.
-_ASCII_SPLIT = str.maketrans(
-    {chr(c): " " for c in range(128) if chr(c) not in string.ascii_letters + string.digits}
+# ASCII bytes: letters to lower case, digits kept, everything else a space.
+_ASCII_SPLIT = bytes(
+    ord(c.lower()) if c in string.ascii_letters + string.digits else ord(" ")
+    for c in map(chr, range(256))
 )
 # Punctuation common in English news that NFKC leaves non-ASCII.
 _TYPOGRAPHIC = (
@@ -103,14 +105,18 @@ def tokenize(text: str) -> list[str]:
 
 def token_string(text: str) -> str:
     """The words of :func:`tokenize` joined by single spaces, none at either end."""
-    folded = _fold(text)
-    if not folded.isascii():
+    if not text.isascii():
+        text = _fold(text)
         for mark in _TYPOGRAPHIC:
-            if mark in folded:
-                folded = folded.replace(mark, " ")
-        if not folded.isascii():
-            return " ".join(_TOKEN.findall(_strip_accents(folded)))
-    return " ".join(folded.translate(_ASCII_SPLIT).split())
+            if mark in text:
+                text = text.replace(mark, " ")
+        if not text.isascii():
+            return " ".join(_TOKEN.findall(_strip_accents(text)))
+    # ASCII is its own NFKC, and lower() is its casefold.
+    spaced = text.encode("ascii").translate(_ASCII_SPLIT)
+    while b"  " in spaced:
+        spaced = spaced.replace(b"  ", b" ")
+    return spaced.strip().decode("ascii")
 
 
 def is_cjk(token: str) -> bool:
