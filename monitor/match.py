@@ -53,7 +53,7 @@ from operator import itemgetter
 import ahocorasick  # type: ignore[import-not-found]  # pyahocorasick ships no stubs
 
 from monitor.errors import QueryError
-from monitor.query import MAX_DEPTH, And, Near, Node, Not, Or, Term, condition, terms
+from monitor.query import MAX_DEPTH, And, Near, Node, Not, Term, condition, terms
 from monitor.text import normalize, token_string
 from monitor.types import Entry, Match, Watchlist
 
@@ -435,48 +435,31 @@ def _compile_lambdas(sources: list[str], helpers: dict[str, object]) -> list[Tes
 
 
 def _condition(watchlist: Watchlist) -> Node | None:
+    """The watchlist's validated condition, or None (logged) if it cannot be matched."""
     try:
         node = condition(
             all=watchlist.all, any=watchlist.any, none=watchlist.none, query=watchlist.query
         )
     except QueryError as exc:
-        logger.warning(
-            "watchlist_skipped watchlist=%s path=%s line=%s offset=%d error=%s",
-            watchlist.name,
-            watchlist.path,
-            watchlist.query_line or watchlist.line,
-            exc.offset,
-            exc.message,
-        )
+        _skip(watchlist, f"{exc.message} (at offset {exc.offset})")
         return None
     if node is None:
-        logger.warning(
-            "watchlist_skipped watchlist=%s path=%s line=%s error=%s",
-            watchlist.name,
-            watchlist.path,
-            watchlist.line,
-            "no terms",
-        )
-        return None
-    if _depth(node) > MAX_DEPTH + 4:
-        logger.warning(
-            "watchlist_skipped watchlist=%s path=%s line=%s error=%s",
-            watchlist.name,
-            watchlist.path,
-            watchlist.line,
-            "condition nests too deeply",
-        )
-        return None
-    return node
+        _skip(watchlist, "no terms")
+    elif _depth(node) > MAX_DEPTH + 4:  # only trees built by hand get this deep
+        _skip(watchlist, "condition nests too deeply")
+    else:
+        return node
+    return None
 
 
-def _walk(node: Node) -> Iterator[Node]:
-    yield node
-    if isinstance(node, Not):
-        yield from _walk(node.child)
-    elif isinstance(node, (And, Or)):
-        for child in node.children:
-            yield from _walk(child)
+def _skip(watchlist: Watchlist, reason: str) -> None:
+    logger.warning(
+        "watchlist_skipped watchlist=%s path=%s line=%s error=%s",
+        watchlist.name,
+        watchlist.path,
+        watchlist.query_line or watchlist.line,
+        reason,
+    )
 
 
 def _depth(node: Node) -> int:
