@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
+from typing import NamedTuple
 
 import ahocorasick  # type: ignore[import-not-found]  # pyahocorasick ships no stubs
 
@@ -92,9 +93,9 @@ _View = tuple[str, int, _Feed, frozenset[int], str]
 Test = Callable[[set[int], _View], bool]
 
 
-@dataclass(frozen=True, slots=True)
-class _Shown:
-    """A positive term of a watchlist, reported in Match.terms when present."""
+class _Shown(NamedTuple):
+    """A positive term of a watchlist, reported in Match.terms when present.
+    A tuple, because ``_present`` unpacks it on the hot path."""
 
     field: str | None
     pattern_id: int
@@ -236,24 +237,25 @@ def _present(hits: set[int], view: _View, shown: tuple[_Shown, ...]) -> tuple[st
         return (shown[0].text,)  # the test held, so its one positive term is present
     hay, cut, feed, link_hits, link_hay = view
     found = []
-    for term in shown:
-        field = term.field
+    for field, pattern_id, pattern, text in shown:
         if field == "source":
-            at = feed.hay.find(term.pattern)
+            at = feed.hay.find(pattern)
             position = len(hay) + at if at >= 0 else -1
         elif field == "link":
-            at = link_hay.find(term.pattern)
+            at = link_hay.find(pattern)
             position = len(hay) + len(feed.hay) + at if at >= 0 else -1
-        elif term.pattern_id not in hits:
+        elif pattern_id not in hits:
             continue
         elif field is None:
-            position = hay.find(term.pattern)
+            position = hay.find(pattern)
         elif field == "title":
-            position = hay.find(term.pattern, 0, cut)
+            position = hay.find(pattern, 0, cut)
         else:
-            position = hay.find(term.pattern, cut)
+            position = hay.find(pattern, cut)
         if position >= 0:
-            found.append((position, term.text))
+            found.append((position, text))
+    if len(found) == 1:
+        return (found[0][1],)
     found.sort(key=_first)  # stable: terms found at one place keep their query order
     return tuple(dict.fromkeys([text for _, text in found]))
 
