@@ -12,17 +12,18 @@ The data is news-like, built with a seeded RNG from the real headlines in
   capitalised words plus blends of them ("Plosley"), 30,000 in all, so that
   names are mostly rare, as real ones are. Stories differ in popularity (Zipf).
 - An *entry* is about one story: its title is a real headline with its names
-  swapped for the story's; its summary is about 80 words in sentences, three quarters
-  common English, a quarter lower-case headline words, with the story's entities and topic
-  words mentioned once or more. Feed names and links are real publishers/URLs.
+  swapped for the story's; its summary is about 80 words in sentences, three
+  quarters common English, a quarter lower-case headline words, with the
+  story's names and topic words mentioned once or more. Feed names and links
+  are the headlines' real publishers and URLs.
 - A *watchlist* is what a team would write about one story: 1-4 of its names,
   name parts, prefix wildcards and topic words, in shapes from a single term to
   ``(a OR b) AND (c OR d) NOT e``, with NOT (a name from another story), NEAR/5,
   title: and source: scopes.
 
-So most entries hit none of a given watchlist, yet a fair share of entries
-hit some watchlist; the table reports how many, and how many watchlists an
-entry hits on average.
+So each watchlist matches few entries, yet a fair share of entries match some
+watchlist; the table reports how many, and how many watchlists an entry matches
+on average.
 
 The naive baseline is what one would write first: one compiled regex per term
 of every watchlist, each watchlist evaluated in turn on every entry. It runs on
@@ -81,7 +82,6 @@ SHAPES = (
 )
 STORY_COUNT = 20_000
 NAME_PARTS = 30_000
-_FILLER_SORTED: list[str] = []  # every word that fills a summary, for prefix checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +104,7 @@ class World:
     stories: list[Story]
     names: frozenset[str]  # capitalised headline words that are names
     popularity: list[float]  # cumulative Zipf weights over stories
+    words: list[str]  # every word a summary is made of, sorted, for prefix checks
 
     def story(self, rng: random.Random) -> Story:
         return self.stories[bisect.bisect(self.popularity, rng.random() * self.popularity[-1])]
@@ -144,8 +145,8 @@ def make_world(rng: random.Random) -> World:
         stories.append(Story(names, tuple(rng.sample(topics, rng.randint(1, 2)))))
     popularity = list(itertools.accumulate(1 / (rank + 100) for rank in range(STORY_COUNT)))
     filler = [w for w in words if w.islower()]
-    _FILLER_SORTED[:] = sorted(set(filler) | set(COMMON))
-    return World(headlines, filler, stories, frozenset(capitals), popularity)
+    summary_words = sorted(set(filler) | set(COMMON))
+    return World(headlines, filler, stories, frozenset(capitals), popularity, summary_words)
 
 
 # --- Entries -------------------------------------------------------------------------
@@ -203,8 +204,8 @@ def make_watchlists(rng: random.Random, world: World, count: int) -> list[Watchl
         # Some teams watch what is popular, most something of their own.
         story = world.story(rng) if rng.random() < 0.1 else rng.choice(world.stories)
         shape = rng.choices(shapes, weights)[0]
-        n1, n2 = name_term(rng, story), name_term(rng, story)
-        t1, t2 = any_term(rng, story), any_term(rng, story)
+        n1, n2 = name_term(rng, world, story), name_term(rng, world, story)
+        t1, t2 = any_term(rng, world, story), any_term(rng, world, story)
         if len({n1, n2, t1, t2}) < 4:
             continue
         other = rng.choice(rng.choice(world.stories).names)
@@ -214,7 +215,7 @@ def make_watchlists(rng: random.Random, world: World, count: int) -> list[Watchl
         elif shape == "all":
             wl = Watchlist(name=name, all=(n1, t1))
         elif shape == "any":
-            wl = Watchlist(name=name, any=(n1, n2, name_term(rng, story)))
+            wl = Watchlist(name=name, any=(n1, n2, name_term(rng, world, story)))
         elif shape == "and-or":
             wl = Watchlist(name=name, query=f"{q(n1)} AND ({q(t1)} OR {q(t2)})")
         elif shape == "not":
@@ -234,7 +235,7 @@ def make_watchlists(rng: random.Random, world: World, count: int) -> list[Watchl
     return out
 
 
-def name_term(rng: random.Random, story: Story) -> str:
+def name_term(rng: random.Random, world: World, story: Story) -> str:
     """One of a story's names, a part of it, or a part as a prefix (Snowden*)."""
     name = rng.choice(story.names)
     roll = rng.random()
@@ -243,20 +244,20 @@ def name_term(rng: random.Random, story: Story) -> str:
     part = rng.choice(name.split())
     if roll < 0.85 and len(part) >= 6 and part.isalpha():
         stem = part[: max(5, len(part) - 1)]
-        if not _is_prefix_of_common(stem.lower()):
+        if not starts_a_word(world, stem.lower()):
             return stem + "*"
     return part
 
 
-def _is_prefix_of_common(stem: str) -> bool:
+def starts_a_word(world: World, stem: str) -> bool:
     """Whether ``stem`` starts a filler word (Natio* would hit "national")."""
-    i = bisect.bisect_left(_FILLER_SORTED, stem)
-    return i < len(_FILLER_SORTED) and _FILLER_SORTED[i].startswith(stem)
+    i = bisect.bisect_left(world.words, stem)
+    return i < len(world.words) and world.words[i].startswith(stem)
 
 
-def any_term(rng: random.Random, story: Story) -> str:
+def any_term(rng: random.Random, world: World, story: Story) -> str:
     """A name term or one of the story's topic words."""
-    return rng.choice(story.topics) if rng.random() < 0.4 else name_term(rng, story)
+    return rng.choice(story.topics) if rng.random() < 0.4 else name_term(rng, world, story)
 
 
 def q(text: str) -> str:

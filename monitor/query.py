@@ -123,14 +123,15 @@ def _word_term(text: str, *, field: str | None, offset: int, literal: bool) -> T
         raise QueryError(
             "wildcard * is only allowed at the end of a term", offset=offset + body.index("*")
         )
+    if prefix and not literal and not _ends_in_word(body):
+        raise QueryError(
+            "wildcard * must follow a word directly (inside the quotes for a phrase)",
+            offset=offset + len(text) - 1,
+        )
     words = tuple(tokenize(body))
     if not words:
         raise QueryError(f"term {text!r} has no letters or digits", offset=offset)
     if prefix:
-        if not literal and not _ends_in_word(body):
-            raise QueryError(
-                "wildcard * must follow a word directly", offset=offset + len(text) - 1
-            )
         last = words[-1]
         if len(last) < 2 and not is_cjk(last):
             raise QueryError(

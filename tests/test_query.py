@@ -200,7 +200,10 @@ def test_parse(query: str, expected: Node) -> None:
             '"North Korea *"', "wildcard * must follow a word directly", 13, id="loose-star"
         ),
         pytest.param("x OR K*", "wildcard * needs at least two letters", 6, id="short-prefix"),
-        pytest.param("a OR *", "term '*' has no letters or digits", 5, id="bare-star"),
+        pytest.param("a OR *", "wildcard * must follow a word directly", 5, id="bare-star"),
+        pytest.param(
+            '"North Korea"*', "wildcard * must follow a word directly", 13, id="star-after-quote"
+        ),
         pytest.param("a && b", "term '&&' has no letters or digits", 2, id="no-letters"),
         pytest.param("titel:Kim", "unknown field 'titel'", 0, id="unknown-field"),
         pytest.param("a title:", "title: needs a term, phrase or (group)", 2, id="field-at-end"),
