@@ -41,8 +41,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    base: float = 2.0  # seconds before the first retry
-    cap: float = 600.0  # longest wait between tries
+    base: float = 1.0  # seconds before the first retry
+    # Longest wait between tries. An alert is worth little late, and a paced
+    # destination sees at most a couple of tries a minute during an outage.
+    cap: float = 30.0
     give_up_after: timedelta = timedelta(hours=24)
 
     def delay(self, attempts: int, retry_after: float | None, rng: random.Random) -> float:
