@@ -550,13 +550,11 @@ def load_watchlist(
         raise errors[0] if len(errors) == 1 else _Many(errors) from None
 
     query_line = query_column = None
-    if model.query is not None:
-        query_line, query_column = located.where(("query",))
-        node = located.scalars.get(("query",))
-        _check_query(model, located, node)
-        if node is not None:
-            query_line, query_column = node.start_mark.line + 1, node.start_mark.column + 1
+    node = located.scalars.get(("query",))
+    if node is not None:
+        query_line, query_column = node.start_mark.line + 1, node.start_mark.column + 1
     _check_terms(model, located)
+    _check_query(model, located, node)
     if destinations is not None:
         for i, d in enumerate(model.notify):
             if d not in destinations:
@@ -587,18 +585,22 @@ def _check_terms(model: WatchlistFile, located: _Located) -> None:
 
 
 def _check_query(model: WatchlistFile, located: _Located, node: yaml.ScalarNode | None) -> None:
+    """Parse the query (errors point into it) and validate the whole condition."""
     from monitor import query as q  # pure; imported here so config stays importable first
 
-    assert model.query is not None
+    if model.query is not None:
+        try:
+            q.parse(model.query)
+        except QueryError as exc:
+            line, column = _query_position(node, model.query, exc.offset)
+            raise ConfigError(f"query: {exc.message}", path=located.file, line=line,
+                              column=column) from None
     try:
-        tree = q.parse(model.query)
-        validate = getattr(q, "validate", None)
-        if validate is not None and not (model.all or model.any):
-            validate(tree)
+        q.condition(all=model.all, any=model.any, none=model.none, query=model.query)
     except QueryError as exc:
-        line, column = _query_position(node, model.query, exc.offset)
-        raise ConfigError(f"query: {exc.message}", path=located.file, line=line,
-                          column=column) from None
+        key = "query" if model.query is not None else next(
+            (k for k in ("all", "any", "none") if getattr(model, k)), "name")
+        raise located.error(f"{key}: {exc.message}", (key,)) from None
 
 
 def _query_position(node: yaml.ScalarNode | None, text: str,

@@ -135,3 +135,17 @@ def test_repo_default_config_is_valid() -> None:
     c = cfg.load(root / "monitor.yaml", env={})
     assert c.feeds and c.watchlists and not c.watchlist_errors
     assert c.destinations.keys() == {"console"}
+
+
+@pytest.mark.parametrize(("body", "line", "needle"), [
+    pytest.param("name: q\nquery: 'NOT Ukraine'\nnotify: [console]\n", 2, "query",
+                 id="negative-only-query"),
+    pytest.param("name: q\nquery: 'titel:Kim'\nnotify: [console]\n", 2, "query",
+                 id="unknown-field"),
+    pytest.param("name: q\nall: [Kim]\nquery: 'Putin NEAR/x Kim'\nnotify: [console]\n", 3,
+                 "NEAR", id="near-without-number"),
+])
+def test_query_errors(tmp_path: Path, body: str, line: int, needle: str) -> None:
+    p = write(tmp_path, "destinations: {console: {type: console}}\n", {"q.yaml": body})
+    [err] = cfg.load(p, env={}).watchlist_errors
+    assert err.line == line and needle in str(err), str(err)
