@@ -130,17 +130,22 @@ def _watchlist_from_arg(arg: str) -> object:
     return Watchlist(name="query", query=arg, notify=("console",), path="<query>")
 
 
-async def _entries_from(sources: Sequence[str], timeout: float) -> list[object]:
+def _feed_sources(sources: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(as given, URL, feed name) for each feed URL or file named on the command line."""
+    return [(src, src if "://" in src else "file://" + os.path.abspath(src),
+             src if "://" in src else Path(src).stem) for src in sources]
+
+
+async def _entries_from(feeds: Sequence[tuple[str, str, str]],
+                        fetch_timeout: float) -> list[object]:
     from monitor.dedupe import canonical_url
     from monitor.fetch import Fetcher
     from monitor.parse import parse_feed
     from monitor.types import Feed
 
     out: list[object] = []
-    async with Fetcher(timeout=timeout) as fetcher:
-        for src in sources:
-            url = src if "://" in src else "file://" + str(Path(src).resolve())
-            name = Path(src).stem if "://" not in src else src
+    async with Fetcher(timeout=fetch_timeout) as fetcher:
+        for src, url, name in feeds:
             try:
                 result = await fetcher.fetch(Feed(name=name, url=url,
                                                   interval=timedelta(minutes=5)))
@@ -183,7 +188,7 @@ def cmd_try(args: argparse.Namespace) -> int:
         finally:
             store.close()
     if args.feeds:
-        entries += [(e, None) for e in asyncio.run(_entries_from(args.feeds, 20.0))
+        entries += [(e, None) for e in asyncio.run(_entries_from(_feed_sources(args.feeds), 20.0))
                     if isinstance(e, Entry)]
     if not args.since and not args.feeds:
         _err("give one or more feeds (URL or file) to try against, or --since 7d to "

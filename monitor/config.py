@@ -444,8 +444,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     try:
         model = MonitorFile.model_validate(raw)
     except ValidationError as exc:
-        errors = _validation_errors(exc, located)
-        raise errors[0] if len(errors) == 1 else _Many(errors) from None
+        found = _validation_errors(exc, located)
+        raise found[0] if len(found) == 1 else _Many(found) from None
     base = path.resolve().parent
 
     state = model.state

@@ -5,13 +5,13 @@ exceptions (aiohttp, slack-sdk, aiosmtplib, sqlite3, yaml) are mapped to ours at
 the boundary with ``raise ... from exc``::
 
     MonitorError
-     ├── ConfigError          bad monitor.yaml / watchlist / template; carries path:line[:col]
+     ├── ConfigError          bad monitor.yaml, watchlist or template: path:line[:col]
      │    └── QueryError      a watchlist query that does not parse; carries the column
-     ├── FetchError           one feed could not be fetched (DNS, refused, timeout, 4xx/5xx, too big)
+     ├── FetchError           one feed could not be fetched (DNS, timeout, 4xx/5xx, too big)
      ├── ParseError           one feed's body is not a feed we can read
      ├── StoreError           the state store failed or has an unknown schema
      └── DeliveryError        one destination refused or failed one alert
-          └── PermanentDeliveryError   retrying will not help (invalid_auth, channel_not_found, SMTP 5xx)
+          └── PermanentDeliveryError   retrying will not help (invalid_auth, SMTP 5xx...)
 
 "Not modified" and "no match" are return values, never exceptions.
 """

@@ -88,8 +88,8 @@ def parse_feed(
         raise ParseError(f"unparseable feed: {type(exc).__name__}: {exc}") from exc
     raw_entries = parsed.get("entries") or []
     if not raw_entries and parsed.get("bozo") and not parsed.get("feed"):
-        exc = parsed.get("bozo_exception")
-        raise ParseError(f"not a feed: {exc or 'no RSS or Atom found'}")
+        problem = parsed.get("bozo_exception")
+        raise ParseError(f"not a feed: {problem or 'no RSS or Atom found'}")
     if not raw_entries and not parsed.get("version") and parsed.get("bozo"):
         raise ParseError(f"not a feed: {parsed.get('bozo_exception') or 'unknown format'}")
 

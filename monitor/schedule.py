@@ -46,20 +46,21 @@ def quiet_until(qh: QuietHours | None, now: datetime) -> datetime | None:
 def next_digest(wl: Watchlist, now: datetime) -> datetime:
     """The next time ``wl``'s digest goes out, strictly after ``now`` (UTC)."""
     if wl.at:
-        fires = []
+        fires: list[datetime] = []
         for hhmm in wl.at:
             t = _clock(hhmm)
             trig = CronTrigger(hour=t.hour, minute=t.minute, timezone=ZoneInfo(wl.timezone))
             fire = trig.get_next_fire_time(None, now + timedelta(microseconds=1))
             if fire is not None:
-                fires.append(fire.astimezone(UTC))
+                fires.append(datetime.fromtimestamp(fire.timestamp(), tz=UTC))
         return min(fires)
     every = wl.every or timedelta(hours=1)
     # Anchor at the epoch so restarts keep the same rhythm (every 1h = on the hour).
     step = every.total_seconds()
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     n = int((now - epoch).total_seconds() // step) + 1
-    return epoch + timedelta(seconds=n * step)
+    due: datetime = epoch + timedelta(seconds=n * step)
+    return due
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,7 +27,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
@@ -184,8 +184,9 @@ class Service:
                 if isinstance(d, cfg.SlackDestination)}
         self.outbox = Outbox(self.store, self.senders, self.renderer, now=self.now,
                              min_interval=pace)
-        settings = DedupeSettings(window=c.dedupe.window, **(
-            {"threshold": c.dedupe.threshold} if c.dedupe.threshold is not None else {}))
+        settings = DedupeSettings(window=c.dedupe.window)
+        if c.dedupe.threshold is not None:
+            settings = replace(settings, threshold=c.dedupe.threshold)
         self.index = StoryIndex(settings)
         now = self.now()
         for se in self.store.entries_since(now - c.dedupe.window):
@@ -211,8 +212,9 @@ class Service:
             result = await self.fetcher.fetch(feed, state)
             if result.not_modified:
                 self.store.record_poll(PollRecord(
-                    feed=feed.name, at=now, etag=result.etag or (state and state.etag),
-                    last_modified=result.last_modified or (state and state.last_modified)))
+                    feed=feed.name, at=now,
+                    etag=result.etag or (state.etag if state else None),
+                    last_modified=result.last_modified or (state.last_modified if state else None)))
                 logger.debug("feed.not_modified feed=%s", feed.name)
                 return 0
             assert result.body is not None
@@ -293,7 +295,7 @@ class Service:
     async def run_once(self, drain_timeout: float = 60.0) -> int:
         """Poll every feed once, deliver what resulted; returns alerts left queued."""
         await self.poll_all()
-        left = await self.outbox.drain(timeout=drain_timeout)
+        left = await self.outbox.drain(within=drain_timeout)
         if left:
             logger.warning("outbox.left queued=%d (they go out on the next run)", left)
         return left

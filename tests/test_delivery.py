@@ -60,7 +60,7 @@ def watchlist(tmp: Path, name: str, body: str) -> None:
 async def cycle(service: Service, feed_server: FeedServer, rss: RSS) -> None:
     feed_server.set("/f.xml", rss.render())
     await service.poll_all()
-    await service.outbox.drain(timeout=10)
+    await service.outbox.drain(within=10)
 
 
 HEADLINES = [
@@ -93,10 +93,10 @@ async def test_digest_every_hour(setup: tuple[Path, RSS], feed_server: FeedServe
         await cycle(service, feed_server, rss)
         assert slack_server.messages == [] and smtp_server.received == []
         clock.advance(minutes=49)  # 12:59: not yet
-        await service.outbox.drain(timeout=5)
+        await service.outbox.drain(within=5)
         assert slack_server.messages == []
         clock.advance(minutes=2)  # 13:01: the digest is due
-        await service.outbox.drain(timeout=5)
+        await service.outbox.drain(within=5)
         [digest] = slack_text(slack_server)
         assert all(t in digest for t in titles) and "Digest" in digest
         [mail] = smtp_server.received
@@ -121,7 +121,7 @@ async def test_digest_at_fixed_times_survives_restart(
     # Down overnight; back at 09:30 Berlin (08:30 UTC): the 08:00 digest goes out on start.
     clock.t = datetime(2026, 11, 26, 8, 30, tzinfo=UTC)
     async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
-        await service.outbox.drain(timeout=5)
+        await service.outbox.drain(within=5)
     [digest] = slack_text(slack_server)
     assert all(t in digest for t in titles)
 
@@ -142,10 +142,10 @@ async def test_quiet_hours_hold_until_morning_and_urgent_bypasses(
         [urgent] = slack_text(slack_server)
         assert "Kursk" in urgent  # urgent: through at once
         clock.t = datetime(2026, 11, 26, 6, 59, tzinfo=UTC)
-        await service.outbox.drain(timeout=5)
+        await service.outbox.drain(within=5)
         assert len(slack_server.messages) == 1
         clock.t = datetime(2026, 11, 26, 7, 0, 30, tzinfo=UTC)
-        await service.outbox.drain(timeout=5)
+        await service.outbox.drain(within=5)
         assert len(slack_server.messages) == 2
         flushed = slack_text(slack_server)[1]
         assert all(t in flushed for t in titles) and "quiet" in flushed.lower()
@@ -162,7 +162,7 @@ async def test_max_per_hour_folds_the_rest(
         await cycle(service, feed_server, rss)
         assert len(slack_server.messages) == 2  # the first two, one by one
         clock.t = datetime(2026, 11, 25, 13, 0, 1, tzinfo=UTC)
-        await service.outbox.drain(timeout=5)
+        await service.outbox.drain(within=5)
         assert len(slack_server.messages) == 3
         summary = slack_text(slack_server)[2]
         assert "3 more stories" in summary

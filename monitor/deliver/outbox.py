@@ -50,8 +50,8 @@ class RetryPolicy:
     def delay(self, attempts: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds before the next try after ``attempts`` failed tries (pure)."""
         if retry_after is not None:
-            return max(0.0, retry_after) + rng.random() * 0.25
-        backoff = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+            return max(0.0, float(retry_after)) + rng.random() * 0.25
+        backoff = min(self.cap, self.base * 2.0 ** max(0, attempts - 1))
         return backoff * (0.5 + rng.random())  # full jitter around the backoff
 
 
@@ -110,13 +110,13 @@ class Outbox:
             for name in self.senders:
                 tg.create_task(self._lane_forever(name), name=f"outbox:{name}")
 
-    async def drain(self, timeout: float = 60.0) -> int:
-        """Deliver every queued alert that can go within ``timeout`` seconds, then return.
+    async def drain(self, within: float = 60.0) -> int:
+        """Deliver every queued alert that can go within ``within`` seconds, then return.
 
         Used by ``run --once``. Returns how many alerts are still queued.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         async with asyncio.TaskGroup() as tg:
             for name in self.senders:
                 tg.create_task(self._lane_until_empty(name, deadline))

@@ -117,7 +117,8 @@ class StoredEntry:
 _ALERT_COLS = (
     "a.seq, a.id, a.watchlist, a.destination, a.story_id, a.terms, a.status, a.attempts, "
     "a.next_attempt_at, a.last_error, a.created_at, a.sent_at, a.remote_id, a.remote_channel, "
-    "a.hold_until, a.hold_reason, a.maybe_sent, e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
+    "a.hold_until, a.hold_reason, a.maybe_sent, "
+    "e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
 )
 _ENTRY_COLS = "feed, key, guid, link, canonical_url, title, summary, published, seen_at, story_id"
 
@@ -386,8 +387,9 @@ class SqlStore:
 
     def due_alerts(self, now: datetime, limit: int = 100) -> list[Alert]:
         """Queued alerts whose time has come, in the order their stories were found."""
-        return self._alerts("a.status = ? AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?)",
-                            (AlertStatus.QUEUED.value, ts(now)), f"LIMIT {int(limit)}")
+        return self._alerts(
+            "a.status = ? AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?)",
+            (AlertStatus.QUEUED.value, ts(now)), f"LIMIT {int(limit)}")
 
     def pending(self, destination: str) -> list[Alert]:
         """All queued alerts of one destination, due or not, in order."""
