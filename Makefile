@@ -4,6 +4,7 @@
 #   make demo   serve the bundled sample feeds on 127.0.0.1 and watch alerts arrive
 #   make check  validate monitor.yaml, the watchlists and the templates
 #   make bench  run the benchmarks in bench/
+#   make lint   ruff and mypy --strict
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,6 +12,10 @@ BIN    := $(VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .PHONY: run test demo check bench lint postgres clean
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +48,10 @@ postgres:
 
 test: $(VENV)/.installed-test postgres
 	NEWS_MONITOR_TEST_PG=$(PG_URL) $(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check monitor tests bench demo
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/match.py

@@ -21,12 +21,17 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor import config as cfg
 from monitor.errors import ConfigError, MonitorError
+
+if TYPE_CHECKING:
+    from monitor.store import SqlStore
 
 logger = logging.getLogger("monitor")
 
@@ -64,11 +69,7 @@ def _print_config_error(exc: ConfigError) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.service import Service
 
-    try:
-        config = _load(args)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        return 1
+    config = _load(args)
 
     async def main() -> int:
         async with Service(config) as service:
@@ -94,11 +95,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from monitor.render import Renderer
 
     path = cfg.find_config(args.config)
-    try:
-        config = cfg.load(path)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        return 1
+    config = cfg.load(path)
     problems = [str(e) for e in config.watchlist_errors]
     problems += Renderer(config.templates).check()
     for p in problems:
@@ -161,11 +158,7 @@ def cmd_try(args: argparse.Namespace) -> int:
     from monitor.match import Matcher
     from monitor.types import Entry, Watchlist
 
-    try:
-        wl = _watchlist_from_arg(args.watchlist)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        return 1
+    wl = _watchlist_from_arg(args.watchlist)
     assert isinstance(wl, Watchlist)
     matcher = Matcher.compile([wl])
     if len(matcher) == 0:
@@ -173,20 +166,9 @@ def cmd_try(args: argparse.Namespace) -> int:
         return 1
     entries: list[tuple[Entry, datetime | None]] = []
     if args.since:
-        since = cfg.parse_duration(args.since)
-        try:
-            config = _load(args)
-        except ConfigError as exc:
-            _print_config_error(exc)
-            return 1
-        from monitor.store import open_store
-
-        store = open_store(config.state)
-        try:
-            start = datetime.now(UTC) - since
+        start = datetime.now(UTC) - cfg.parse_duration(args.since)
+        with _opened_store(args) as store:
             entries += [(se.entry, se.seen_at) for se in store.entries_since(start)]
-        finally:
-            store.close()
     if args.feeds:
         entries += [(e, None) for e in asyncio.run(_entries_from(_feed_sources(args.feeds), 20.0))
                     if isinstance(e, Entry)]
@@ -223,21 +205,22 @@ def cmd_try(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------ alerts, stories, feeds
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+@contextmanager
+def _opened_store(args: argparse.Namespace) -> Iterator[SqlStore]:
+    """The configured store, closed afterwards. Raises ConfigError for a bad config."""
     from monitor.store import open_store
 
-    return open_store(_load(args).state)
+    store = open_store(_load(args).state)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from monitor.types import AlertStatus
 
-    try:
-        store = _store(args)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        return 1
-    try:
+    with _opened_store(args) as store:
         if args.action == "retry":
             if not args.all and not args.ids:
                 _err("alerts retry: give alert ids or --all")
@@ -262,17 +245,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             if a.last_error:
                 _out(f"{'':<36}error: {a.last_error}")
         return 0
-    finally:
-        store.close()
 
 
 def cmd_stories(args: argparse.Namespace) -> int:
-    try:
-        store = _store(args)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        return 1
-    try:
+    with _opened_store(args) as store:
         since = datetime.now(UTC) - cfg.parse_duration(args.since)
         stories = store.stories_since(since)
         for s in stories:
@@ -291,28 +267,17 @@ def cmd_stories(args: argparse.Namespace) -> int:
         if not args.json:
             _out(f"{len(stories)} stories since {since:%Y-%m-%d %H:%M} UTC")
         return 0
-    finally:
-        store.close()
 
 
 def cmd_feeds(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        return 1
-    from monitor.store import open_store
-
-    store = open_store(config.state)
-    try:
+    config = _load(args)
+    with _opened_store(args) as store:
         for feed in config.feeds:
             st = store.feed_state(feed.name)
             last = f"{st.last_polled_at:%Y-%m-%d %H:%M}" if st and st.last_polled_at else "never"
             status = f"FAILING x{st.failures}: {st.last_error}" if st and st.failures else "ok"
             _out(f"{feed.name:<24} every {feed.interval}  last {last}  {status}\n    {feed.url}")
         return 0
-    finally:
-        store.close()
 
 
 # -------------------------------------------------------------------------- parser
@@ -372,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args))
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
     except MonitorError as exc:
         _err(f"news-monitor: {exc}")
         return 1

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -423,6 +423,18 @@ _UNION_TAGS = {"slack", "email", "console", "function-after[_check(), SlackDesti
                "function-after[_check(), EmailDestination]"}
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validate(model: type[_M], raw: dict[Any, Any], located: _Located) -> _M:
+    """pydantic validation with errors mapped back to the file's lines."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        found = _validation_errors(exc, located)
+        raise found[0] if len(found) == 1 else _Many(found) from None
+
+
 def _resolve(base: Path, p: str) -> Path:
     q = Path(os.path.expanduser(p))
     return q if q.is_absolute() else base / q
@@ -441,11 +453,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise located.error("expected a mapping of settings at the top level")
-    try:
-        model = MonitorFile.model_validate(raw)
-    except ValidationError as exc:
-        found = _validation_errors(exc, located)
-        raise found[0] if len(found) == 1 else _Many(found) from None
+    model = _validate(MonitorFile, raw, located)
     base = path.resolve().parent
 
     state = model.state
@@ -543,11 +551,7 @@ def load_watchlist(
     raw, located = _load_yaml(path, env)
     if not isinstance(raw, dict):
         raise located.error("a watchlist is a mapping with name, all/any/none or query, notify")
-    try:
-        model = WatchlistFile.model_validate(raw)
-    except ValidationError as exc:
-        errors = _validation_errors(exc, located)
-        raise errors[0] if len(errors) == 1 else _Many(errors) from None
+    model = _validate(WatchlistFile, raw, located)
 
     query_line = query_column = None
     node = located.scalars.get(("query",))
