@@ -1,0 +1,22 @@
+"""`make demo` shows real alerts within seconds, with no network and no Slack token."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_shows_one_alert_per_story() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "demo" / "run.py"), "--gap", "1.5"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    # The console destination prints "[watchlist] title"; the North Korea story is
+    # published by two outlets but alerts once.
+    assert out.count("[North Korean troops in Ukraine]") == 1, out
+    assert out.count("[Climate summit]") == 1, out
+    assert out.count("[Pandemic treatments and variants]") == 1, out
+    assert "Traceback" not in r.stderr, r.stderr
