@@ -311,6 +311,7 @@ class _Item:
     summary: str
     terms: list[str]
     watchlist: str
+    also_reported_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +323,7 @@ class _Group:
     count: int
 
 
-def _item(alert: Alert) -> _Item:
+def _item(alert: Alert, story: Story | None = None) -> _Item:
     entry: Entry = alert.entry
     return _Item(
         title=one_line(entry.title) or one_line(entry.link) or "(untitled)",
@@ -334,6 +335,7 @@ def _item(alert: Alert) -> _Item:
         summary=entry.summary,
         terms=list(alert.terms),
         watchlist=alert.watchlist,
+        also_reported_by=also_reported_by(entry.feed, story),
     )
 
 
@@ -467,16 +469,23 @@ class Renderer:
         raise ValueError(f"unknown destination kind {kind!r}; expected one of {KINDS}")
 
     def digest(
-        self, kind: str, title: str, groups: Sequence[tuple[str, Sequence[Alert]]]
+        self,
+        kind: str,
+        title: str,
+        groups: Sequence[tuple[str, Sequence[Alert]]],
+        stories: Mapping[str, Story] | None = None,
     ) -> Rendered:
         """One message listing stories grouped by watchlist.
 
         Used for scheduled digests, quiet-hour flushes and "N more stories"
-        summaries. Groups without alerts are left out.
+        summaries. Groups without alerts are left out. ``stories`` (by id) lets
+        each item say which other outlets carried it.
         """
         title = one_line(title)
+        known = stories or {}
         context_groups = [
-            _Group(watchlist=watchlist, items=[_item(a) for a in alerts], count=len(alerts))
+            _Group(watchlist=watchlist, items=[_item(a, known.get(a.story_id)) for a in alerts],
+                   count=len(alerts))
             for watchlist, alerts in groups
             if alerts
         ]

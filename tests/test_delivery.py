@@ -196,3 +196,37 @@ async def test_a_plain_429_is_retried_without_reading_history(
         await cycle(service, feed_server, rss)
     assert len(slack_server.messages) == 1
     assert "conversations.history" not in slack_server.calls  # Slack said no: nothing landed
+
+
+async def test_email_digest_lists_the_other_outlets_under_the_story(
+        setup: tuple[Path, RSS], feed_server: FeedServer, smtp_server: SMTPServer) -> None:
+    from feeds import seed_story
+
+    tmp, rss = setup
+    (tmp / "watchlists" / "nk.yaml").write_text(
+        "name: nk\nall: ['North Korea*', Ukraine]\nnotify: [desk-mail]\nmode: digest\n"
+        "every: 1h\n")
+    other = RSS()
+    feed_server.set("/other.xml", other.render())
+    text = (tmp / "monitor.yaml").read_text().replace(
+        "feeds: [", f"feeds: [{{name: Herald, url: '{feed_server.url('/other.xml')}'}}, ")
+    (tmp / "monitor.yaml").write_text(text)
+    clock = Clock(datetime(2026, 11, 25, 12, 10, tzinfo=UTC))
+    async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
+        await cycle(service, feed_server, rss)
+        title, summary = seed_story()
+        rss.add(title, "https://wire.example/nk", summary, published=clock())
+        await cycle(service, feed_server, rss)
+        other.add("Thousands of North Korean troops training in Russia for Ukraine frontline, "
+                  "ISW says", "https://herald.example/nk",
+                  "Several thousand North Korean soldiers are training in Russia for the "
+                  "Ukraine frontline, the Institute for the Study of War says.",
+                  published=clock())
+        feed_server.set("/other.xml", other.render())
+        await cycle(service, feed_server, rss)
+        clock.advance(hours=1)
+        await service.outbox.drain(within=5)
+    [mail] = smtp_server.received
+    body = mail.message.get_body(("plain",)).get_content()
+    assert "also reported by Herald" in body, body
+    assert body.count("North Korean") == 1  # one story, not two

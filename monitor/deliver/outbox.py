@@ -215,7 +215,8 @@ class Outbox:
                 if found is not None:
                     self.store.mark_status(ids, AlertStatus.FOLDED, self.now())
                     return
-        message = self.renderer.digest(kind_of(sender), title, list(groups.items()))
+        stories = {a.story_id: s for a in held if (s := self.store.story(a.story_id))}
+        message = self.renderer.digest(kind_of(sender), title, list(groups.items()), stories)
         self.store.set_meta(marker, "1")
         try:
             await sender.send(carrier, message)
