@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from feeds import RSS, seed_story
 from servers import FeedServer, SlackServer, SMTPServer
+from stores import state_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +27,7 @@ notify: [newsroom, desk-mail]
 
 def make_config(tmp: Path, feeds: FeedServer, slack: SlackServer, smtp: SMTPServer,
                 paths: dict[str, str], watchlists: dict[str, str] | None = None,
-                extra: str = "") -> Path:
+                extra: str = "", state: str = "sqlite:///state/monitor.db") -> Path:
     wl = tmp / "watchlists"
     wl.mkdir(exist_ok=True)
     for name, body in (watchlists or {"nk.yaml": NK_WATCHLIST}).items():
@@ -35,7 +36,7 @@ def make_config(tmp: Path, feeds: FeedServer, slack: SlackServer, smtp: SMTPServ
                          for name, path in paths.items())
     cfg = tmp / "monitor.yaml"
     cfg.write_text(
-        "state: sqlite:///state/monitor.db\n"
+        f"state: '{state}'\n"
         "poll: {interval: 5m, timeout: 3s}\n"
         f"feeds:\n{feed_lines}"
         "watchlists: watchlists/\n"
@@ -58,14 +59,22 @@ def cli(config: Path, *args: str, token: str = "xoxb-test-token",
                           cwd=config.parent)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_seed_story_alerts_once_on_slack_and_email(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
-        smtp_server: SMTPServer) -> None:
+        smtp_server: SMTPServer, backend: str) -> None:
+    with state_url(backend, tmp_path) as state:
+        seed_story_run(tmp_path, feed_server, slack_server, smtp_server, state)
+
+
+def seed_story_run(tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+                   smtp_server: SMTPServer, state: str) -> None:
     world = RSS(title="World")
     world.add("Old news about Ukraine and North Korea", "https://news.example/old")
     world.add("Markets rally", "https://news.example/markets")
     feed_server.set("/world.xml", world.render())
-    config = make_config(tmp_path, feed_server, slack_server, smtp_server, {"World": "/world.xml"})
+    config = make_config(tmp_path, feed_server, slack_server, smtp_server, {"World": "/world.xml"},
+                         state=state)
 
     # First poll: existing items are recorded, nothing alerts.
     r = cli(config, "run", "--once")
