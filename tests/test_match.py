@@ -614,3 +614,15 @@ def test_matcher_agrees_with_reference(
             if valid[i] and (feeds is None or item.feed in feeds) and holds(node, doc)
         ]
         assert [(m.watchlist, m.terms) for m in matcher.match(item)] == expected
+
+
+def test_matches_are_built_like_the_dataclass_would() -> None:
+    """The matcher fills Match's slots directly (faster than the frozen __init__)."""
+    from monitor.match import _new_match
+    from monitor.types import Match
+
+    item = entry("North Korea", "Ukraine")
+    built = _new_match("w", item, ("North Korea",))
+    assert type(built) is Match
+    assert built == Match(watchlist="w", entry=item, terms=("North Korea",))
+    assert hash(built) == hash(Match(watchlist="w", entry=item, terms=("North Korea",)))
