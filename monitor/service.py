@@ -169,6 +169,14 @@ class Service:
         self.renderer = Renderer(config.templates)
 
     async def __aenter__(self) -> Service:
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()  # close what was opened before the failure
+            raise
+        return self
+
+    async def _open(self) -> None:
         c = self.config
         self.store = open_store(c.state)
         self._stack.callback(self.store.close)
@@ -195,7 +203,6 @@ class Service:
             logger.warning("watchlist.invalid %s", err)
         logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s",
                     len(c.feeds), len(self.matcher), len(self.senders), _safe_url(c.state))
-        return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
