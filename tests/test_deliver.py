@@ -128,6 +128,20 @@ async def test_find_posted_after_the_answer_was_lost(
     assert found is not None and found.remote_id == slack_server.messages[0].ts
 
 
+async def test_history_reads_ride_out_a_passing_5xx(
+    slack: SlackSender, slack_server: SlackServer
+) -> None:
+    """Reads are retried by slack-sdk's own handlers (posts are not: the outbox owns those)."""
+    alert = make_alert()
+    receipt = await slack.send(alert, rendered("slack", alert))
+    slack_server.fail_next(2, status=503)
+    assert await slack.find_posted(alert.id) == receipt
+    slack_server.fail_next(1, status=503)
+    with pytest.raises(DeliveryError):
+        await slack.send(make_alert("alert-2"), rendered("slack", make_alert("alert-2")))
+    assert len(slack_server.messages) == 1
+
+
 async def test_update_changes_the_stored_message(
     slack: SlackSender, slack_server: SlackServer
 ) -> None:
