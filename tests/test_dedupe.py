@@ -4,11 +4,14 @@ hand-written and real headlines."""
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
@@ -483,3 +486,164 @@ def test_real_headlines_precision_does_not_regress() -> None:
     assert precision >= 0.9
     assert openers == set(truth)  # no story hidden
     assert len(set(assigned)) / len(set(truth)) <= 25  # far fewer alerts than one per link
+
+
+# --------------------------------------------------------------------------- method semantic
+
+needs_semantic = pytest.mark.skipif(
+    os.environ.get("NEWS_MONITOR_NO_SEMANTIC") == "1",
+    reason="NEWS_MONITOR_NO_SEMANTIC=1: the semantic extra is not installed here",
+)
+SEMANTIC = DedupeSettings(method=Method.SEMANTIC)
+
+
+class Counting:
+    """The real embedder, each text encoded once per module, counting what it is asked."""
+
+    def __init__(self) -> None:
+        from monitor.embed import Embedder
+
+        self.embed = Embedder()
+        self.known: dict[str, Any] = {}
+        self.asked: list[str] = []
+
+    def __call__(self, texts: Sequence[str]) -> list[Any]:
+        self.asked.extend(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in self.known]
+        self.known.update(zip(missing, self.embed(missing), strict=True))
+        return [self.known[t] for t in texts]
+
+
+@pytest.fixture(scope="module")
+def embed() -> Counting:
+    return Counting()
+
+
+def replay_sample(index: StoryIndex) -> tuple[list[str], list[str], set[str]]:
+    """Assigned ids, true stories, stories that opened a cluster; a poll of 32 embedded at once."""
+    rows = load_sample()
+    assigned, openers = [], set()
+    for i, (story, e, seen) in enumerate(rows):
+        if i % 32 == 0:
+            index.prepare(r[1] for r in rows[i : i + 32])
+        story_id, _ = index.assign(e, seen)
+        if story_id is None:
+            story_id = story_id_for(e)
+            openers.add(story)
+        index.add(story_id, e, seen)
+        assigned.append(story_id)
+    return assigned, [story for story, _, _ in rows], openers
+
+
+def test_semantic_needs_an_embed_function() -> None:
+    with pytest.raises(ValueError, match="embed"):
+        StoryIndex(SEMANTIC)
+    assert DedupeSettings(method="semantic").method is Method.SEMANTIC  # type: ignore[arg-type]
+
+
+@needs_semantic
+@pytest.mark.parametrize("warm", [False, True], ids=["empty-index", "with-background"])
+def test_semantic_three_outlets_one_story_and_lookalikes_stay_apart(
+    warm: bool, embed: Counting
+) -> None:
+    index = StoryIndex(SEMANTIC, embed=embed)
+    if warm:
+        for _, e, _ in load_sample()[:300]:
+            story_id, _ = index.assign(e, NOW - timedelta(hours=3))
+            index.add(story_id or story_id_for(e), e, NOW - timedelta(hours=3))
+    troops = feed(index, NK_TROOPS)
+    assert troops[0] == troops[1] == troops[2]
+    missile, grid = feed(index, [NK_MISSILE, UKRAINE_GRID])
+    assert missile != troops[0]
+    assert grid != troops[0]
+    assert missile != grid
+
+
+@needs_semantic
+@pytest.mark.parametrize("after", [1, 2, 3], ids=["after-one", "after-two", "after-three"])
+def test_semantic_missile_stays_apart_whatever_the_troops_story_holds(
+    after: int, embed: Counting
+) -> None:
+    """The missile headline scores 0.42-0.44 against the troops story: inside the
+    concept band, where sharing only 'North Korea' must not be enough."""
+    index = StoryIndex(SEMANTIC, embed=embed)
+    troops = feed(index, NK_TROOPS[:after])
+    story_id, score = index.assign(NK_MISSILE, NOW)
+    assert story_id is None
+    assert score < SEMANTIC.semantic_threshold
+    assert troops[0] == troops[-1]
+
+
+@needs_semantic
+def test_semantic_joins_what_shares_no_word(embed: Counting) -> None:
+    """What the lexical rule cannot do: no content word in common."""
+    outage = entry("Twitter suffers outage, returns after 47 minutes down", feed="Wire")
+    blackout = entry("Twitter blacks out for all users", feed="Blog")
+    lexical = StoryIndex(DedupeSettings())
+    semantic = StoryIndex(SEMANTIC, embed=embed)
+    for index in (lexical, semantic):
+        feed(index, [outage])
+    assert lexical.assign(blackout, NOW)[0] is None
+    assert semantic.assign(blackout, NOW)[0] == story_id_for(outage)
+
+
+@needs_semantic
+def test_semantic_embeds_each_entry_once(embed: Counting) -> None:
+    index = StoryIndex(SEMANTIC, embed=embed)
+    embed.asked.clear()
+    index.prepare(NK_TROOPS)
+    assert len(embed.asked) == 3  # one call for the batch...
+    feed(index, NK_TROOPS)
+    assert len(embed.asked) == 3  # ...and assign + add reuse it
+    feed(index, [NK_MISSILE])
+    assert embed.asked[3:] == [NK_MISSILE.title]  # unprepared: embedded once, not twice
+    assert not index._embedded  # added entries leave the cache: their member holds the vector
+
+
+@needs_semantic
+def test_semantic_rebuilding_from_add_gives_the_same_assignments(embed: Counting) -> None:
+    rows = load_sample()
+    history, later = rows[:400], rows[400:]
+    live = StoryIndex(SEMANTIC, embed=embed)
+    decided = []
+    for _, e, seen in history:
+        story_id, _ = live.assign(e, seen)
+        story_id = story_id or story_id_for(e)
+        live.add(story_id, e, seen)
+        decided.append((story_id, e, seen))
+    rebuilt = StoryIndex(SEMANTIC, embed=embed)
+    rebuilt.prepare(e for _, e, _ in decided)
+    for story_id, e, seen in decided:
+        rebuilt.add(story_id, e, seen)
+    assert len(rebuilt) == len(live)
+    for _, e, seen in later:
+        assert rebuilt.assign(e, seen) == live.assign(e, seen)
+
+
+@needs_semantic
+def test_semantic_expiry_drops_the_vectors(embed: Counting) -> None:
+    index = StoryIndex(replace(SEMANTIC, window=timedelta(hours=2)), embed=embed)
+    story = feed(index, NK_TROOPS[:2], NOW)[0]
+    index.add(story, NK_TROOPS[2], NOW + timedelta(hours=1))
+    later = NOW + timedelta(hours=2, minutes=30)
+    index.expire(later)
+    assert len(index) == 1
+    index.expire(later + timedelta(hours=1))
+    assert len(index) == 0
+    assert index._centroids is not None and not index._centroids._slot
+    assert index.assign(NK_TROOPS[0], later + timedelta(hours=1)) == (None, 0.0)
+
+
+@needs_semantic
+def test_semantic_real_headlines_precision_floor(embed: Counting) -> None:
+    """The 12 look-alike stories. Numbers at the time of writing: precision 0.84,
+    recall 0.50, 6.9 alerts per story; the lexical default has 0.93, 0.15, 19.
+    Worse than lexical here: the embedding rates two days' market wraps and
+    the two Comcast deals as one story (a known limit, see StoryIndex), so
+    this floor guards against getting worse, not a level we are happy with."""
+    assigned, truth, openers = replay_sample(StoryIndex(SEMANTIC, embed=embed))
+    precision, recall = pairwise(assigned, truth)
+    assert precision >= 0.8
+    assert recall >= 0.4
+    assert openers == set(truth)  # no story hidden
+    assert len(set(assigned)) / len(set(truth)) <= 10
