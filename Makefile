@@ -13,9 +13,9 @@ PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .PHONY: run test demo check bench lint postgres clean
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[test,dev]'
-	touch $@ $(VENV)/.installed $(VENV)/.installed-test
+$(VENV)/.installed-dev: $(VENV)/.installed-test
+	$(BIN)/pip install -q -e '.[test,semantic,dev]'
+	touch $@
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# The tests cover the optional semantic dedupe too, so they install its extra.
+# TORCH pins PyTorch first: on our machines 2.13.0 is a CPU build on local disk,
+# where an unpinned torch would download a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
 $(VENV)/.installed-test: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q '$(TORCH)'
+	$(BIN)/pip install -q -e '.[test,semantic]'
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed

@@ -219,7 +219,15 @@ class PollSettings(_Model):
 
 class DedupeConfig(_Model):
     window: Duration = timedelta(hours=48)
+    method: Literal["tfidf", "semantic", "url"] = "tfidf"
     threshold: float | None = Field(None, gt=0, le=1)
+    one_concept_threshold: float | None = Field(None, gt=0, le=1)
+    semantic_threshold: float | None = Field(None, gt=0, le=1)
+    semantic_concept_threshold: float | None = Field(None, gt=0, le=1)
+
+    def settings(self) -> dict[str, Any]:
+        """The values for ``dedupe.DedupeSettings`` that the file sets."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class QuietHoursConfig(_Model):

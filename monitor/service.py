@@ -27,12 +27,12 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from monitor import config as cfg
-from monitor.dedupe import DedupeSettings, StoryIndex, canonical_url, story_id_for
+from monitor.dedupe import DedupeSettings, Method, StoryIndex, canonical_url, story_id_for
 from monitor.deliver.console import ConsoleSender
 from monitor.deliver.email import EmailSender
 from monitor.deliver.outbox import Outbox
@@ -159,6 +159,7 @@ class Service:
         self.outbox: Outbox
         self.senders: dict[str, Sender] = {}
         self._inflight: set[asyncio.Task[None]] = set()
+        self._ingesting = asyncio.Lock()
         self._apply(config)
 
     def _apply(self, config: cfg.Config) -> None:
@@ -192,17 +193,29 @@ class Service:
                 if isinstance(d, cfg.SlackDestination)}
         self.outbox = Outbox(self.store, self.senders, self.renderer, now=self.now,
                              min_interval=pace)
-        settings = DedupeSettings(window=c.dedupe.window)
-        if c.dedupe.threshold is not None:
-            settings = replace(settings, threshold=c.dedupe.threshold)
-        self.index = StoryIndex(settings)
-        now = self.now()
-        for se in self.store.entries_since(now - c.dedupe.window):
-            self.index.add(se.story_id, se.entry, se.seen_at)
+        self.index = await asyncio.to_thread(self._rebuild_index, c.dedupe)
         for err in c.watchlist_errors:
             logger.warning("watchlist.invalid %s", err)
         logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s",
                     len(c.feeds), len(self.matcher), len(self.senders), _safe_url(c.state))
+
+    def _rebuild_index(self, dedupe: cfg.DedupeConfig) -> StoryIndex:
+        """The story index of the last ``window``, rebuilt from the store (memory stays
+        bounded by the window, never by what the store holds)."""
+        settings = DedupeSettings(**dedupe.settings())
+        embed = None
+        if settings.method is Method.SEMANTIC:
+            from monitor.embed import Embedder  # the optional extra; heavy
+
+            embedder = Embedder()
+            embedder.load()  # a missing extra is a ConfigError now, not at the first story
+            embed = embedder
+        index = StoryIndex(settings, embed=embed)
+        stored = self.store.entries_since(self.now() - dedupe.window)
+        index.prepare(se.entry for se in stored)
+        for se in stored:
+            index.add(se.story_id, se.entry, se.seen_at)
+        return index
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -230,7 +243,11 @@ class Service:
                 canonicalize=canonical_url)
         except (FetchError, ParseError) as exc:
             return self._feed_failed(feed, now, exc)
-        queued = self._ingest(feed, state, entries, now, result.etag, result.last_modified)
+        # Off the loop (story assignment can embed text, and the store writes), one
+        # feed at a time: the story index is not shared between threads.
+        async with self._ingesting:
+            queued = await asyncio.to_thread(self._ingest, feed, state, entries, now,
+                                             result.etag, result.last_modified)
         if queued:
             self.outbox.wake()
         return queued
@@ -250,6 +267,7 @@ class Service:
         d = decide(entries, known, first_poll=first, now=now, backfill=c.backfill,
                    retention=c.retention)
         by_url = self.store.story_by_url(e.canonical_url for e in d.new)
+        self.index.prepare(e for e in d.new if e.canonical_url not in by_url)
         stored: list[StoredEntry] = []
         matches: list[tuple[Match, str]] = []
         for e in d.new:

@@ -219,16 +219,19 @@ OUTLETS = {
 }
 
 
+@pytest.mark.parametrize("method", ["tfidf", "semantic"])
 def test_one_story_three_outlets_one_alert_then_updates(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
-        smtp_server: SMTPServer) -> None:
+        smtp_server: SMTPServer, method: str) -> None:
     feeds = {name: RSS(title=name) for name in OUTLETS}
     for name, (path, _) in OUTLETS.items():
         feeds[name].add(f"Unrelated item from {name}", f"https://{path[1]}.example/old")
         feed_server.set(path, feeds[name].render())
     config = make_config(tmp_path, feed_server, slack_server, smtp_server,
-                         {name: path for name, (path, _) in OUTLETS.items()})
-    assert cli(config, "run", "--once").returncode == 0
+                         {name: path for name, (path, _) in OUTLETS.items()},
+                         extra=f"dedupe: {{method: {method}}}\n")
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
 
     title, summary = seed_story()
     feeds["Daily Wire Service"].add(title, "https://dailywire.example/nk-troops?utm_campaign=x",
