@@ -157,24 +157,34 @@ class Outbox:
         for alert in self.store.updates_due_for(name):
             await self._update(sender, alert)
         now = self.now()
+        paced = self._pace_wait(name)
         if loop.time() >= self._flush_after.get(name, 0.0):
             held = self.store.held_due(name, now)
             if held:
+                if paced:
+                    return paced
                 await self._flush(sender, held)
+                self._last_sent[name] = loop.time()
                 return None
-        pending = self.store.pending(name)
-        if not pending:
+        head = self.store.pending(name, limit=1)  # in order: nothing overtakes the head
+        if not head:
             return self._idle_wait(name, now)
-        alert = pending[0]
+        alert = head[0]
         if alert.next_attempt_at is not None and alert.next_attempt_at > now:
             return min((alert.next_attempt_at - now).total_seconds(), self._idle_wait(name, now))
-        gap = self.min_interval.get(name, 0.0)
-        last = self._last_sent.get(name)
-        if gap and last is not None and loop.time() - last < gap:
-            return gap - (loop.time() - last)
+        if paced:
+            return paced
         await self._deliver(sender, alert)
         self._last_sent[name] = loop.time()
         return None
+
+    def _pace_wait(self, name: str) -> float:
+        """Seconds until the destination may take another message (0: now)."""
+        gap = self.min_interval.get(name, 0.0)
+        last = self._last_sent.get(name)
+        if not gap or last is None:
+            return 0.0
+        return max(0.0, gap - (asyncio.get_running_loop().time() - last))
 
     def _idle_wait(self, name: str, now: datetime) -> float:
         """Nothing queued: sleep until the next held alert is due (or an hour)."""

@@ -391,10 +391,11 @@ class SqlStore:
             "a.status = ? AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?)",
             (AlertStatus.QUEUED.value, ts(now)), f"LIMIT {int(limit)}")
 
-    def pending(self, destination: str) -> list[Alert]:
-        """All queued alerts of one destination, due or not, in order."""
+    def pending(self, destination: str, limit: int | None = None) -> list[Alert]:
+        """Queued alerts of one destination, due or not, in order (the first ``limit``)."""
         return self._alerts("a.status = ? AND a.destination = ?",
-                            (AlertStatus.QUEUED.value, destination))
+                            (AlertStatus.QUEUED.value, destination),
+                            "" if limit is None else f"LIMIT {int(limit)}")
 
     def next_due(self) -> datetime | None:
         rows = self._q("SELECT MIN(next_attempt_at) FROM alerts WHERE status = ?",
