@@ -1,9 +1,11 @@
 """When things should happen (pure): digests, quiet hours, per-hour caps.
 
 Every function takes ``now`` and the settings and returns a time or a
-decision; none reads the clock. Digest times at fixed hours use APScheduler's
-``CronTrigger`` as a pure calculator (it is also what a cron job would use),
-so "08:00 Europe/Berlin" means what a person means across DST changes.
+decision; none reads the clock. Digest times use APScheduler's triggers as
+pure calculators (``CronTrigger`` for ``at:``, ``IntervalTrigger`` for
+``every:``), so "08:00 Europe/Berlin" means what a person means across DST
+changes. The time an alert is held until is stored with it, which is what
+makes a digest due during downtime go out at the next start.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.types import AlertStatus, Mode, QuietHours, Watchlist
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _clock(hhmm: str) -> time:
@@ -55,12 +60,10 @@ def next_digest(wl: Watchlist, now: datetime) -> datetime:
                 fires.append(datetime.fromtimestamp(fire.timestamp(), tz=UTC))
         return min(fires)
     every = wl.every or timedelta(hours=1)
-    # Anchor at the epoch so restarts keep the same rhythm (every 1h = on the hour).
-    step = every.total_seconds()
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    n = int((now - epoch).total_seconds() // step) + 1
-    due: datetime = epoch + timedelta(seconds=n * step)
-    return due
+    # Anchored at the epoch so restarts keep the same rhythm (every 1h = on the hour).
+    trig = IntervalTrigger(seconds=every.total_seconds(), start_date=_EPOCH, timezone=UTC)
+    fire = trig.get_next_fire_time(None, now + timedelta(microseconds=1))
+    return datetime.fromtimestamp(fire.timestamp(), tz=UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
