@@ -636,14 +636,15 @@ def test_semantic_expiry_drops_the_vectors(embed: Counting) -> None:
 
 @needs_semantic
 def test_semantic_real_headlines_precision_floor(embed: Counting) -> None:
-    """The 12 look-alike stories. Numbers at the time of writing: precision 0.84,
-    recall 0.50, 6.9 alerts per story; the lexical default has 0.93, 0.15, 19.
-    Worse than lexical here: the embedding rates two days' market wraps and
-    the two Comcast deals as one story (a known limit, see StoryIndex), so
-    this floor guards against getting worse, not a level we are happy with."""
+    """The 12 look-alike stories. Numbers at the time of writing: precision 0.90,
+    recall 0.34, 9.9 alerts per story (before the member bar and the rare-word
+    veto: 0.84, 0.50, 6.9); the lexical default has 0.93, 0.15, 19. Still
+    below lexical: two days' market wraps share no rare word that tells them
+    apart (a known limit, see StoryIndex), so this floor guards against
+    getting worse, not a level we are happy with."""
     assigned, truth, openers = replay_sample(StoryIndex(SEMANTIC, embed=embed))
     precision, recall = pairwise(assigned, truth)
-    assert precision >= 0.8
-    assert recall >= 0.4
+    assert precision >= 0.88
+    assert recall >= 0.3
     assert openers == set(truth)  # no story hidden
-    assert len(set(assigned)) / len(set(truth)) <= 10
+    assert len(set(assigned)) / len(set(truth)) <= 11
