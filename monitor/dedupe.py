@@ -765,7 +765,8 @@ class StoryIndex:
             nearest = float((self._centroids.members(story_id) @ embedding).max())
             if nearest < settings.semantic_member_threshold:
                 continue
-            if score < settings.semantic_veto_below and self._conflicts(texts, story_id, everywhere):
+            if (score < settings.semantic_veto_below
+                    and self._conflicts(texts, story_id, everywhere)):
                 continue
             if score >= settings.semantic_threshold:
                 return story_id, score
