@@ -909,11 +909,10 @@ class StoryIndex:
         if self.settings.method is not Method.URL:
             vector = self._entry_vector(entry)[0]
         embedding = None
+        self._seq += 1
         if self._centroids is not None:
             embedding = self._embedding(entry)
             self._embedded.pop((entry.feed, entry.key, _embed_text(entry)), None)
-        self._seq += 1
-        if embedding is not None:
             self._centroids.add(story_id, embedding, self._seq)
         self._changes += 1
         url = entry.canonical_url or canonical_url(entry.link)
