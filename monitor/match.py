@@ -13,16 +13,21 @@ At compile time (:meth:`Matcher.compile`):
 2. Every term becomes a *pattern* over the token string of a field: ``" korea "``
    for a word, ``" north korea "`` for a phrase, ``" north kor"`` for a prefix.
    The spaces make a match land on word boundaries. A ``link:`` term's pattern
-   is its plain substring. Equal patterns of different watchlists share one id,
-   and all of them go into ONE Aho-Corasick automaton.
+   is its plain substring. Equal patterns of different watchlists share one id.
 3. Each watchlist picks *trigger* patterns: a set one of which must occur
    whenever the watchlist matches (for ``a AND (b OR c)``: ``{a}`` or ``{b, c}``;
    a term under NOT never qualifies). Of the possible sets it takes the one whose
    patterns are shared by the fewest watchlists, a stand-in for "rare", so a
    common word does not make every watchlist that mentions it a candidate.
-   ``query.validate`` guarantees that every watchlist has such a set.
-4. Each condition becomes one Python expression over pattern ids
-   (``7 in u and not 9 in u``), compiled with all the others in one go. The
+   ``query.validate`` guarantees that every watchlist has such a set. The
+   trigger patterns of all watchlists, and only those, go into ONE Aho-Corasick
+   automaton: it exists to find candidates, and a pattern that makes no
+   watchlist a candidate would only make it bigger and hit more often.
+4. Each condition becomes one Python expression, compiled with all the others
+   in one go: a trigger is looked up among the automaton's hits (``7 in u``),
+   any other term searched for in the entry's token string (``P[9] in h``: the
+   pattern's sentinel spaces give the word boundaries, and a hit of the
+   automaton is exactly an occurrence of the pattern in that string). The
    generated source holds only integers, operators and the helper names below,
    never text from a query.
 
@@ -31,25 +36,50 @@ Per entry (:meth:`Matcher.match`):
 1. Title and summary are tokenised once (``text.token_string``) into
    ``" title words | summary words "``; the ``|`` stops a phrase from running
    from the title into the summary.
-2. One Aho-Corasick pass gives the set of pattern ids that occur (``u``).
-3. The trigger index turns those into candidate watchlists; usually none.
+2. One Aho-Corasick pass gives the set of trigger ids that occur (``u``). An
+   entry with no hit at all (most of them, when watchlists are few) and no
+   ``source:``/``link:`` trigger is done here.
+3. The trigger index turns those into candidate watchlists.
 4. Only candidates are evaluated. Field scopes, NEAR distances and the order of
    the matched terms need positions; ``str.find`` on the same string gives them,
    only for the candidate that asks. For the usual watchlist, whose terms all
    look in title and summary, the order is one C-level ``map(hay.find, ...)``
    and a sort, and the Match is built by filling its slots (``_new_match``).
 
-Where the time goes (bench/match.py, 10,000 watchlists, ~17,000 patterns, one
-core): tokenising ~4.5 us, the automaton pass ~10 us (against ~4 us with 100
-watchlists: a big trie is walked with cache misses, and common topic words hit
-~17 patterns per entry), trigger look-ups ~2 us, candidates and building ~1.2
-matches ~6 us. Tried and not faster: whole-word dict look-ups on the split
-tokens (~7.6 us before prefixes and phrases), a string of token ids for the
-automaton (~11 us to build), inserting patterns sorted or unpickling the
-automaton for locality, STORE_ANY instead of STORE_INTS.
+Where the time goes (bench/match.py, 10,000 watchlists, one core, per entry):
+tokenising ~4.3 us; the automaton pass ~7.3 us over ~11,400 trigger patterns
+and ~2.4 hits (it was ~11 us over all ~17,300 patterns, ~13 hits, most of them
+topic words that are never triggers); trigger look-ups ~1.2 us (was ~2); ~2.4
+candidates evaluated and ~1.2 matches built ~5.5 us, each term that is not a
+trigger costing one ``str.find`` (~0.45 us for 500 characters). With 100
+watchlists an entry costs ~9 us, nearly all of it tokenising and the walk of a
+small automaton (~4 us for ~600 characters whatever its size).
 
-``source:`` terms run over the feed's name (once per feed, then cached) and
-``link:`` terms over the link's host and path, through the same automaton.
+Tried and not faster (measured, then dropped):
+
+- Whole-word dict look-ups on the split tokens (~7.6 us before prefixes and
+  phrases); likewise a frozenset of the ~3,500 single-word triggers intersected
+  with the entry's tokens: splitting the hay alone costs ~5 us, a per-entry
+  token set ~15 us, against ~7 us for the whole automaton pass.
+- A string of token ids for the automaton (~11 us to build); inserting
+  patterns sorted (alphabetically, by letter frequency, at random) or
+  unpickling the automaton for locality; STORE_ANY with the candidate tuples
+  as values instead of STORE_INTS and a dict (within noise).
+- Also putting non-trigger patterns used by a single watchlist into the
+  automaton, so that their test is a set look-up instead of a ``str.find``:
+  +4,800 patterns, +2 hits, +1.2 us per entry for the pass.
+- Triggers cut to their first 6 or 8 characters (a smaller trie): more hits,
+  slower (8.9 and 7.8 us against 7.4).
+- ``text.token_string`` alternatives: one ``lower()`` and one
+  ``re.sub("[^a-z0-9]+", " ")`` is ~3x slower (14.7 us a title and summary
+  against 4.5: a replacement at nearly every space); translating title and
+  summary in one ``bytes`` object saves ~0.2 us. Most of the 4.3 us is squeezing
+  the runs of spaces that punctuation leaves (~2.7 us for a summary), and
+  ``bytes.replace``, ``split``/``join`` and other patterns are no faster.
+
+``source:`` triggers run over the feed's name (once per feed, then cached) and
+``link:`` triggers over the link's host and path, through the same automaton;
+their other terms are searched for in those strings.
 """
 
 from __future__ import annotations
@@ -58,7 +88,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
-from itertools import chain
+from itertools import chain, islice
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -84,6 +114,7 @@ _NEAR_FIELDS = {
 _EMPTY: frozenset[int] = frozenset()
 _first = itemgetter(0)
 _second = itemgetter(1)
+_third = itemgetter(2)
 _URL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:)?(?://(?:[^@/?#]*@)?([^/?#:]*)(?::\d*)?)?([^?#]*)")
 
 
@@ -91,7 +122,7 @@ _URL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:)?(?://(?:[^@/?#]*@)?([^/?#:]*)(
 class _Feed:
     """What a feed's name contributes; worked out once per feed."""
 
-    hits: frozenset[int]
+    hits: frozenset[int]  # trigger ids found in the name
     hay: str
     candidates: frozenset[int]  # watchlists triggered by a source: term
 
@@ -101,7 +132,7 @@ _NO_FEED = _Feed(_EMPTY, "", _EMPTY)
 # One entry as a test sees it: (hay, index of the "|" in hay, feed, link hits, link hay).
 # A plain tuple because building it is on the hot path.
 _View = tuple[str, int, _Feed, frozenset[int], str]
-Test = Callable[[set[int], _View], bool]
+Test = Callable[[set[int], str, _View], bool]
 
 
 class _Shown(NamedTuple):
@@ -109,7 +140,6 @@ class _Shown(NamedTuple):
     A tuple, because ``_present`` unpacks it on the hot path."""
 
     field: str | None
-    pattern_id: int
     pattern: str
     text: str
 
@@ -162,7 +192,7 @@ class Matcher:
         self,
         *,
         compiled: tuple[_Compiled, ...],
-        patterns: tuple[str, ...],
+        patterns: dict[int, str],
         triggers: dict[str, dict[int, tuple[int, ...]]],
         channels: frozenset[str],
     ) -> None:
@@ -178,7 +208,7 @@ class Matcher:
         self._has_link = "link" in channels
         self._feed_cache: dict[str, _Feed] = {}  # feeds are few
         automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
-        for pattern_id, pattern in enumerate(patterns):
+        for pattern_id, pattern in patterns.items():
             automaton.add_word(pattern, pattern_id)
         if patterns:
             automaton.make_automaton()
@@ -201,16 +231,19 @@ class Matcher:
         title = token_string(entry.title)
         hay = f" {title} | {token_string(entry.summary)} "
         hits = set(map(_second, self._iter(hay)))
-        triggers = self._text_triggers
-        candidates = set(chain.from_iterable(map(triggers.__getitem__, hits & self._text_keys)))
         feed = _NO_FEED
+        link_hits, link_hay = _EMPTY, ""
         if self._has_source:
             feed = self._feed_cache.get(entry.feed) or self._feed(entry.feed)
-            candidates |= feed.candidates
-        link_hits, link_hay = _EMPTY, ""
         if self._has_link:
             link_hay = _link_text(entry.link)
             link_hits = frozenset(map(_second, self._iter(link_hay)))
+        if not (hits or feed.candidates or link_hits):
+            return []  # most entries, when watchlists are few
+        triggers = self._text_triggers
+        candidates = set(chain.from_iterable(map(triggers.__getitem__, hits & self._text_keys)))
+        candidates |= feed.candidates
+        if link_hits:
             triggers = self._link_triggers
             candidates.update(*map(triggers.__getitem__, link_hits & self._link_keys))
         if not candidates:
@@ -224,16 +257,18 @@ class Matcher:
             name, feeds, test, shown, patterns, texts = compiled[index]
             if feeds is not None and entry.feed not in feeds:
                 continue
-            if not test(hits, view):
+            if not test(hits, hay, view):
                 continue
             if texts is None:
-                terms = _present(hits, view, shown)
+                terms = _present(view, shown)
             elif len(texts) == 1:
                 terms = texts  # the test held, so its one positive term is present
             else:
-                # Stable order of first occurrence, query order on ties; -1 is absent.
-                found = sorted(zip(map(find, patterns), _INDEXES, strict=False))
-                terms = tuple([texts[i] for at, i in found if at >= 0])
+                # Order of first occurrence, query order on ties. Absent terms
+                # (at -1) sort first: skip as many as there are.
+                at = list(map(find, patterns))
+                found = sorted(zip(at, _INDEXES, texts, strict=False))
+                terms = tuple(map(_third, islice(found, at.count(-1), None)))
             matches.append(_new_match(name, entry, terms))
         return matches
 
@@ -289,22 +324,20 @@ def _link_text(link: str) -> str:
     return "".join(normalize(host + path).split())
 
 
-def _present(hits: set[int], view: _View, shown: tuple[_Shown, ...]) -> tuple[str, ...]:
+def _present(view: _View, shown: tuple[_Shown, ...]) -> tuple[str, ...]:
     """Source texts of the terms in ``shown`` that occur, in order of first
     occurrence (title, summary, feed name, link), each once."""
     if len(shown) == 1:
         return (shown[0].text,)  # the test held, so its one positive term is present
     hay, cut, feed, link_hits, link_hay = view
     found = []
-    for field, pattern_id, pattern, text in shown:
+    for field, pattern, text in shown:
         if field == "source":
             at = feed.hay.find(pattern)
             position = len(hay) + at if at >= 0 else -1
         elif field == "link":
             at = link_hay.find(pattern)
             position = len(hay) + len(feed.hay) + at if at >= 0 else -1
-        elif pattern_id not in hits:
-            continue
         elif field is None:
             position = hay.find(pattern)
         elif field == "title":
@@ -344,6 +377,7 @@ class _Compiler:
     def __init__(self) -> None:
         self.pattern_ids: dict[str, int] = {}
         self.patterns: list[str] = []
+        self.triggers: set[int] = set()  # ids of the patterns that go into the automaton
         self.nears: list[_NearSpec] = []
         self.near_ids: dict[_NearSpec, int] = {}
 
@@ -358,17 +392,19 @@ class _Compiler:
         for _, node in accepted:
             for key in {self.key(term) for term in _positive_terms(node)}:
                 usage[key] = usage.get(key, 0) + 1
-        sources = [f"lambda u, e: {self.expression(node)}" for _, node in accepted]
-        tests = _compile_lambdas(sources, self.helpers())
         triggers: dict[str, dict[int, list[int]]] = {"text": {}, "source": {}, "link": {}}
-        compiled = []
-        for index, ((watchlist, node), test) in enumerate(zip(accepted, tests, strict=True)):
+        for index, (_, node) in enumerate(accepted):
             cover = _cover(node, True, lambda term: self.cost(term, usage))
             assert cover is not None, "query.validate lets no trigger-less condition through"
             for channel, pattern_id in {self.key(term) for term in cover[1]}:
                 triggers[channel].setdefault(pattern_id, []).append(index)
+                self.triggers.add(pattern_id)
+        sources = [f"lambda u, h, e: {self.expression(node)}" for _, node in accepted]
+        tests = _compile_lambdas(sources, self.helpers())
+        compiled = []
+        for (watchlist, node), test in zip(accepted, tests, strict=True):
             shown = tuple(
-                _Shown(term.field, self.key(term)[1], _pattern(term), term.source_text)
+                _Shown(term.field, _pattern(term), term.source_text)
                 for term in dict.fromkeys(_positive_terms(node))
             )
             written = tuple(s.text for s in shown)
@@ -380,11 +416,14 @@ class _Compiler:
             )
         channels = frozenset(_CHANNEL[term.field] for _, node in accepted for term in terms(node))
         logger.debug(
-            "matcher_compiled watchlists=%d patterns=%d", len(compiled), len(self.patterns)
+            "matcher_compiled watchlists=%d patterns=%d triggers=%d",
+            len(compiled),
+            len(self.patterns),
+            len(self.triggers),
         )
         return cls(
             compiled=tuple(compiled),
-            patterns=tuple(self.patterns),
+            patterns={p: self.patterns[p] for p in sorted(self.triggers)},
             triggers={
                 channel: {p: tuple(ids) for p, ids in table.items()}
                 for channel, table in triggers.items()
@@ -433,22 +472,28 @@ class _Compiler:
             return f"({left} and {right} and N({index}, e))"
         if isinstance(node, Not):
             return f"not {self.expression(node.child)}"
-        # Cheap set look-ups first, helper calls (fields, NEAR) last.
-        children = sorted(node.children, key=_expensive)
+        # Set look-ups first, then searches of the hay, helper calls (fields, NEAR) last.
+        children = sorted(node.children, key=self.cost_to_test)
         operator = " and " if isinstance(node, And) else " or "
         return "(" + operator.join(self.expression(child) for child in children) + ")"
+
+    def cost_to_test(self, node: Node) -> int:
+        if not isinstance(node, Term) or node.field is not None:
+            return 2
+        return 0 if self.key(node)[1] in self.triggers else 1
 
     def term_expression(self, term: Term) -> str:
         _, p = self.key(term)
         if term.field is None:
-            return f"{p} in u"
+            # A trigger's hit is in u; any other pattern is looked for in the hay.
+            return f"{p} in u" if p in self.triggers else f"P[{p}] in h"
         if term.field == "title":
-            return f"({p} in u and T({p}, e))"
+            return f"T({p}, e)"
         if term.field == "summary":
-            return f"({p} in u and S({p}, e))"
+            return f"S({p}, e)"
         if term.field == "source":
-            return f"{p} in e[2].hits"
-        return f"{p} in e[3]"  # link
+            return f"P[{p}] in e[2].hay"
+        return f"P[{p}] in e[4]"  # link
 
     def helpers(self) -> dict[str, object]:
         """The functions generated tests call: is pattern ``p`` in the title (T),
@@ -484,11 +529,7 @@ class _Compiler:
                             return True
             return False
 
-        return {"T": in_title, "S": in_summary, "N": near}
-
-
-def _expensive(node: Node) -> bool:
-    return not (isinstance(node, Term) and node.field is None)
+        return {"P": patterns, "T": in_title, "S": in_summary, "N": near}
 
 
 def _compile_lambdas(sources: list[str], helpers: dict[str, object]) -> list[Test]:
