@@ -50,6 +50,17 @@ def make_config(tmp: Path, feeds: FeedServer, slack: SlackServer, smtp: SMTPServ
     return cfg
 
 
+def first_run(tmp: Path, feeds: FeedServer, slack: SlackServer,
+              smtp: SMTPServer) -> tuple[RSS, Path]:
+    """One empty feed "F" at /f.xml, a config for it, and the first poll done."""
+    feed = RSS()
+    feeds.set("/f.xml", feed.render())
+    config = make_config(tmp, feeds, slack, smtp, {"F": "/f.xml"})
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    return feed, config
+
+
 def cli(config: Path, *args: str, token: str = "xoxb-test-token",
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SLACK_BOT_TOKEN": token, "PYTHONUNBUFFERED": "1"}
@@ -134,10 +145,7 @@ def test_broken_feeds_do_not_stop_the_good_one(
 def test_hostile_title_pings_no_one(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
         smtp_server: SMTPServer) -> None:
-    feed = RSS()
-    feed_server.set("/f.xml", feed.render())
-    config = make_config(tmp_path, feed_server, slack_server, smtp_server, {"F": "/f.xml"})
-    assert cli(config, "run", "--once").returncode == 0
+    feed, config = first_run(tmp_path, feed_server, slack_server, smtp_server)
     feed.add("<!channel> <@U123> North Korea sends troops to Ukraine <https://evil.example|x>",
              "https://news.example/hostile", "<script>alert(1)</script> Ukraine")
     feed_server.set("/f.xml", feed.render())
@@ -269,10 +277,7 @@ def test_one_story_three_outlets_one_alert_then_updates(
 def test_backtest_and_dead_letter_retry(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
         smtp_server: SMTPServer) -> None:
-    feed = RSS()
-    feed_server.set("/f.xml", feed.render())
-    config = make_config(tmp_path, feed_server, slack_server, smtp_server, {"F": "/f.xml"})
-    assert cli(config, "run", "--once").returncode == 0
+    feed, config = first_run(tmp_path, feed_server, slack_server, smtp_server)
     title, summary = seed_story()
     feed.add(title, "https://news.example/nk", summary)
     feed.add("Kursk offensive stalls as winter sets in", "https://news.example/kursk")
