@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from monitor import config as cfg
 from monitor.errors import ConfigError, MonitorError
+from monitor.types import Entry, Feed, Watchlist
 
 if TYPE_CHECKING:
     from monitor.store import SqlStore
@@ -110,9 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- try
 
 
-def _watchlist_from_arg(arg: str) -> object:
-    from monitor.types import Watchlist
-
+def _watchlist_from_arg(arg: str) -> Watchlist:
     p = Path(arg)
     if p.suffix in (".yaml", ".yml") and p.exists():
         return cfg.load_watchlist(p)
@@ -134,13 +133,12 @@ def _feed_sources(sources: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 async def _entries_from(feeds: Sequence[tuple[str, str, str]],
-                        fetch_timeout: float) -> list[object]:
+                        fetch_timeout: float) -> list[Entry]:
     from monitor.dedupe import canonical_url
     from monitor.fetch import Fetcher
     from monitor.parse import parse_feed
-    from monitor.types import Feed
 
-    out: list[object] = []
+    out: list[Entry] = []
     async with Fetcher(timeout=fetch_timeout) as fetcher:
         for src, url, name in feeds:
             try:
@@ -156,10 +154,8 @@ async def _entries_from(feeds: Sequence[tuple[str, str, str]],
 
 def cmd_try(args: argparse.Namespace) -> int:
     from monitor.match import Matcher
-    from monitor.types import Entry, Watchlist
 
     wl = _watchlist_from_arg(args.watchlist)
-    assert isinstance(wl, Watchlist)
     matcher = Matcher.compile([wl])
     if len(matcher) == 0:
         _err(f"{args.watchlist}: this watchlist has no term that could match")
@@ -170,8 +166,7 @@ def cmd_try(args: argparse.Namespace) -> int:
         with _opened_store(args) as store:
             entries += [(se.entry, se.seen_at) for se in store.entries_since(start)]
     if args.feeds:
-        entries += [(e, None) for e in asyncio.run(_entries_from(_feed_sources(args.feeds), 20.0))
-                    if isinstance(e, Entry)]
+        entries += [(e, None) for e in asyncio.run(_entries_from(_feed_sources(args.feeds), 20.0))]
     if not args.since and not args.feeds:
         _err("give one or more feeds (URL or file) to try against, or --since 7d to "
              "backtest against the stored entries")

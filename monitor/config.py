@@ -401,10 +401,6 @@ class Config:
     destinations: Mapping[str, SlackDestination | EmailDestination | ConsoleDestination]
     watchlist_errors: tuple[ConfigError, ...] = field(default=())
 
-    @property
-    def errors(self) -> tuple[ConfigError, ...]:
-        return self.watchlist_errors
-
 
 def find_config(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env

@@ -27,7 +27,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
@@ -137,22 +137,12 @@ def build_sender(name: str, dest: cfg.SlackDestination | cfg.EmailDestination
     return ConsoleSender(name)
 
 
-@dataclass(slots=True)
-class Stats:
-    polls: int = 0
-    poll_errors: int = 0
-    new_entries: int = 0
-    alerts_queued: int = 0
-    errors_by_feed: dict[str, str] = field(default_factory=dict)
-
-
 class Service:
     """The monitor. ``async with Service(config) as s: await s.run()`` (or ``run_once()``)."""
 
     def __init__(self, config: cfg.Config, *, now: Callable[[], datetime] = utcnow) -> None:
         self.config = config
         self.now = now
-        self.stats = Stats()
         self._stack = AsyncExitStack()
         self.store: SqlStore
         self.fetcher: Fetcher
@@ -227,7 +217,6 @@ class Service:
         """Poll one feed; returns the number of alerts queued. Never raises for feed trouble."""
         now = self.now()
         state = self.store.feed_state(feed.name)
-        self.stats.polls += 1
         try:
             result = await self.fetcher.fetch(feed, state)
             if result.not_modified:
@@ -253,8 +242,6 @@ class Service:
         return queued
 
     def _feed_failed(self, feed: Feed, now: datetime, exc: MonitorError) -> int:
-        self.stats.poll_errors += 1
-        self.stats.errors_by_feed[feed.name] = str(exc)
         logger.warning("feed.error feed=%s url=%s error=%s", feed.name, feed.url, exc)
         self.store.record_poll(PollRecord(feed=feed.name, at=now, error=str(exc)))
         return 0
@@ -290,9 +277,6 @@ class Service:
         queued = self.store.ingest(
             PollRecord(feed=feed.name, at=now, etag=etag, last_modified=last_modified),
             stored, alerts, d.retitled)
-        self.stats.new_entries += len(d.new)
-        self.stats.alerts_queued += len(queued)
-        self.stats.errors_by_feed.pop(feed.name, None)
         logger.info("feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s",
                     feed.name, len(entries), len(d.new), len(matches), len(queued),
                     " first_poll=1" if first else "")

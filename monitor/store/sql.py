@@ -226,10 +226,6 @@ class SqlStore:
         return FeedState(name=r[0], etag=r[1], last_modified=r[2], first_polled_at=dt(r[3]),
                          last_polled_at=dt(r[4]), last_error=r[5], failures=r[6])
 
-    def feed_states(self) -> list[FeedState]:
-        rows = self._q("SELECT name FROM feeds ORDER BY name")
-        return [s for (name,) in rows if (s := self.feed_state(name)) is not None]
-
     def _record_poll(self, poll: PollRecord) -> None:
         if poll.error is None:
             self._x(
@@ -303,11 +299,10 @@ class SqlStore:
                     "ON CONFLICT (feed, key) DO NOTHING",
                     (e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary,
                      ts(e.published), ts(se.seen_at), se.story_id))
-                inserted = self._x(
+                self._x(
                     "INSERT INTO stories (id, title, first_seen, last_seen) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
                     (se.story_id, e.title, ts(se.seen_at), ts(se.seen_at)))
-                del inserted
                 self._x("UPDATE alerts SET update_due = 1 WHERE story_id = ? AND status = ? "
                         "AND remote_id IS NOT NULL AND entry_feed <> ?",
                         (se.story_id, AlertStatus.SENT.value, e.feed))
@@ -397,11 +392,6 @@ class SqlStore:
                             (AlertStatus.QUEUED.value, destination),
                             "" if limit is None else f"LIMIT {int(limit)}")
 
-    def next_due(self) -> datetime | None:
-        rows = self._q("SELECT MIN(next_attempt_at) FROM alerts WHERE status = ?",
-                       (AlertStatus.QUEUED.value,))
-        return dt(rows[0][0]) if rows and rows[0][0] else None
-
     def list_alerts(self, status: AlertStatus | None = None, limit: int = 100) -> list[Alert]:
         if status is None:
             return self._alerts("1 = 1", (), f"DESC LIMIT {int(limit)}")
@@ -478,10 +468,6 @@ class SqlStore:
         rows = self._q("SELECT MIN(hold_until) FROM alerts WHERE status = ? AND destination = ?",
                        (AlertStatus.HELD.value, destination))
         return dt(rows[0][0]) if rows and rows[0][0] else None
-
-    def counts(self) -> dict[str, int]:
-        return {status: n for status, n in
-                self._q("SELECT status, COUNT(*) FROM alerts GROUP BY status")}
 
     def immediate_since(self, watchlist: str, since: datetime) -> dict[str, int]:
         """Per destination, alerts of ``watchlist`` created since ``since`` that were not
