@@ -564,8 +564,8 @@ def test_semantic_three_outlets_one_story_and_lookalikes_stay_apart(
 def test_semantic_missile_stays_apart_whatever_the_troops_story_holds(
     after: int, embed: Counting
 ) -> None:
-    """The missile headline scores 0.42-0.44 against the troops story: inside the
-    concept band, where sharing only 'North Korea' must not be enough."""
+    """The missile headline's average cosine to the troops story is 0.38-0.42:
+    sharing only 'North Korea' must not be enough."""
     index = StoryIndex(SEMANTIC, embed=embed)
     troops = feed(index, NK_TROOPS[:after])
     story_id, score = index.assign(NK_MISSILE, NOW)
@@ -636,15 +636,52 @@ def test_semantic_expiry_drops_the_vectors(embed: Counting) -> None:
 
 @needs_semantic
 def test_semantic_real_headlines_precision_floor(embed: Counting) -> None:
-    """The 12 look-alike stories. Numbers at the time of writing: precision 0.90,
-    recall 0.34, 9.9 alerts per story (before the member bar and the rare-word
-    veto: 0.84, 0.50, 6.9); the lexical default has 0.93, 0.15, 19. Still
-    below lexical: two days' market wraps share no rare word that tells them
-    apart (a known limit, see StoryIndex), so this floor guards against
-    getting worse, not a level we are happy with."""
+    """The 12 look-alike stories. Numbers at the time of writing: precision 0.91,
+    recall 0.29, 9.2 alerts per story (the earlier centroid rule with a member
+    bar and a veto: 0.90, 0.34, 9.9; the average cosine alone at 0.34: 0.84,
+    7.2); the lexical default has 0.93, 0.15, 19. The recall bar went from 0.3
+    to 0.28 with the average-cosine rule: fewer alerts, and fewer of the big
+    false pairs that pairwise recall also rewards. Still below lexical: two
+    days' market wraps carry the same headlines under two story ids (a known
+    limit, see StoryIndex), so this floor guards against getting worse."""
     assigned, truth, openers = replay_sample(StoryIndex(SEMANTIC, embed=embed))
     precision, recall = pairwise(assigned, truth)
-    assert precision >= 0.88
-    assert recall >= 0.3
+    assert precision >= 0.9
+    assert recall >= 0.28
     assert openers == set(truth)  # no story hidden
-    assert len(set(assigned)) / len(set(truth)) <= 11
+    assert len(set(assigned)) / len(set(truth)) <= 10
+
+
+@needs_semantic
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_semantic_look_alikes_hold_up_in_shuffled_order(seed: int, embed: Counting) -> None:
+    """The same stories interleaved (each is a one-minute burst in the file):
+    0.86-0.92 at the time of writing (the earlier centroid rule: 0.77-0.85)."""
+    index = StoryIndex(SEMANTIC, embed=embed)
+    rows = load_sample()
+    random.Random(seed).shuffle(rows)
+    assigned, openers = [], set()
+    for story, e, _ in rows:
+        story_id, _ = index.assign(e, NOW)
+        if story_id is None:
+            story_id = story_id_for(e)
+            openers.add(story)
+        index.add(story_id, e, NOW)
+        assigned.append(story_id)
+    truth = [story for story, _, _ in rows]
+    precision, _ = pairwise(assigned, truth)
+    assert precision >= 0.85
+    assert openers == set(truth)
+
+
+@needs_semantic
+def test_semantic_a_young_story_needs_a_close_match(embed: Counting) -> None:
+    """Two troops headlines average 0.42 against the missile headline: above
+    semantic_threshold, under the bar for a story of fewer than three members."""
+    index = StoryIndex(SEMANTIC, embed=embed)
+    feed(index, NK_TROOPS[:2])
+    relaxed = StoryIndex(replace(SEMANTIC, semantic_single_threshold=SEMANTIC.semantic_threshold),
+                         embed=embed)
+    troops = feed(relaxed, NK_TROOPS[:2])
+    assert index.assign(NK_MISSILE, NOW)[0] is None
+    assert relaxed.assign(NK_MISSILE, NOW)[0] == troops[0]
