@@ -21,7 +21,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# setup.py builds the matcher's C core: a change to it reinstalls.
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c
 	$(BIN)/pip install -q -e .
 	touch $@
 
@@ -30,7 +31,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 # where an unpinned torch would download a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c
 	$(BIN)/pip install -q '$(TORCH)'
 	$(BIN)/pip install -q -e '.[test,semantic]'
 	touch $@ $(VENV)/.installed

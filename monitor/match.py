@@ -20,33 +20,72 @@ At compile time (:meth:`Matcher.compile`):
    patterns are shared by the fewest watchlists, a stand-in for "rare", so a
    common word does not make every watchlist that mentions it a candidate.
    ``query.validate`` guarantees that every watchlist has such a set. The
-   trigger patterns of all watchlists, and only those, go into ONE Aho-Corasick
-   automaton: it exists to find candidates, and a pattern that makes no
-   watchlist a candidate would only make it bigger and hit more often.
-4. Each condition becomes one Python expression, compiled with all the others
-   in one go: a trigger is looked up among the automaton's hits (``7 in u``),
-   any other term searched for in the entry's token string (``P[9] in h``: the
-   pattern's sentinel spaces give the word boundaries, and a hit of the
-   automaton is exactly an occurrence of the pattern in that string). The
-   generated source holds only integers, operators and the helper names below,
-   never text from a query.
+   trigger patterns of all watchlists, and only those, are what an entry is
+   scanned for (one Aho-Corasick automaton in Python, one hash table in C):
+   that finds candidates, and a pattern that makes no watchlist a candidate
+   would only make the scan bigger and hit more often.
+4. For the Python path, each condition becomes one Python expression, compiled
+   with all the others in one go: a trigger is looked up among the automaton's
+   hits (``7 in u``), any other term searched for in the entry's token string
+   (``P[9] in h``: the pattern's sentinel spaces give the word boundaries, and a
+   hit of the automaton is exactly an occurrence of the pattern in that
+   string). The generated source holds only integers, operators and the helper
+   names below, never text from a query. For the C core, :meth:`_Compiler.core`
+   makes flat tables instead (below).
 
-Per entry (:meth:`Matcher.match`):
+Per entry (:meth:`Matcher.match`) there are two implementations of the same
+steps, held to the same answers by tests/test_match.py (every test runs on
+both, and both against a reference evaluator):
 
-1. Title and summary are tokenised once (``text.token_string``) into
+**The C core** (monitor/_matchcore.c, built by ``pip install``; the default).
+:meth:`_Compiler.core` hands it flat tables: the patterns, which are traced,
+the trigger index, and each condition in postfix (TERM field pattern, NEAR k,
+NOT, AND n, OR n). Per entry it
+
+1. tokenises title and summary into ``" title words | summary words "``: ASCII
+   and the characters of ``text.ascii_folds`` (accented Latin letters,
+   typographic punctuation) in C, anything else through ``text.token_string``;
+2. looks every word up, once, in a hash table of the trigger patterns keyed by
+   their first word (a prefix ``" sanction"`` by its first bytes), behind a
+   32 KB bit filter that answers "not here" for most words without touching
+   the table; ``link:`` texts are found by a trie walk over the link;
+3. turns the hits into candidate watchlists, sorted;
+4. evaluates each candidate's program: a trigger term reads the hit records
+   (first and last position), any other term is compared at the words whose
+   key is its first word's (keys the look-ups left behind), NEAR counts words;
+5. orders the matched terms by first occurrence and builds the Match by
+   filling its slots.
+
+bench/match.py, one core: about 1.9 us an entry with 100 watchlists, 3.6 us
+with 10,000 (64% of entries match one, 1.2 matches an entry): tokenising
+~0.9 us, look-ups ~1.1 us (1.8 us with 10,000, where about 26 words an entry
+hit the table), evaluating ~2.4 candidates ~0.7 us, building matches ~0.2 us.
+Tried on the way: a trie of all patterns walked from every word start (a
+double array: 6.4 us with 10,000, the walk ~4.5 steps a word, each a likely
+cache miss), all patterns in the table (more look-ups that hit, 4.2 us), a
+4-byte key for words and prefixes alike (verification of every pattern
+sharing a prefix, 6 us), memmem for untraced terms (as slow as the look-ups
+it saved).
+
+**The Python path** (``native=False``, and the fallback when the extension is
+not built; ``matcher_pure_python`` is logged):
+
+1. Title and summary are tokenised once (``text.token_string``) into the same
    ``" title words | summary words "``; the ``|`` stops a phrase from running
    from the title into the summary.
-2. One Aho-Corasick pass gives the set of trigger ids that occur (``u``). An
+2. One pyahocorasick pass gives the set of trigger ids that occur (``u``). An
    entry with no hit at all (most of them, when watchlists are few) and no
    ``source:``/``link:`` trigger is done here.
 3. The trigger index turns those into candidate watchlists.
-4. Only candidates are evaluated. Field scopes, NEAR distances and the order of
-   the matched terms need positions; ``str.find`` on the same string gives them,
-   only for the candidate that asks. For the usual watchlist, whose terms all
-   look in title and summary, the order is one C-level ``map(hay.find, ...)``
-   and a sort, and the Match is built by filling its slots (``_new_match``).
+4. Only candidates are evaluated, each by one Python expression compiled with
+   all the others in one go. Field scopes, NEAR distances and the order of
+   the matched terms need positions; ``str.find`` on the same string gives
+   them, only for the candidate that asks. For the usual watchlist, whose
+   terms all look in title and summary, the order is one C-level
+   ``map(hay.find, ...)`` and a sort, and the Match is built by filling its
+   slots (``_new_match``).
 
-Where the time goes (bench/match.py, 10,000 watchlists, one core, per entry):
+Where its time goes (10,000 watchlists, per entry, about 23 us in all):
 tokenising ~4.3 us; the automaton pass ~7.3 us over ~11,400 trigger patterns
 and ~2.4 hits (it was ~11 us over all ~17,300 patterns, ~13 hits, most of them
 topic words that are never triggers); trigger look-ups ~1.2 us (was ~2); ~2.4
@@ -55,7 +94,7 @@ trigger costing one ``str.find`` (~0.45 us for 500 characters). With 100
 watchlists an entry costs ~9 us, nearly all of it tokenising and the walk of a
 small automaton (~4 us for ~600 characters whatever its size).
 
-Tried and not faster (measured, then dropped):
+Tried in Python and not faster (measured, then dropped):
 
 - Whole-word dict look-ups on the split tokens (~7.6 us before prefixes and
   phrases); likewise a frozenset of the ~3,500 single-word triggers intersected
@@ -84,22 +123,31 @@ their other terms are searched for in those strings.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from itertools import chain, islice
 from operator import itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import ahocorasick  # pyahocorasick ships no stubs: see [tool.mypy] overrides
 
 from monitor.errors import QueryError
 from monitor.query import MAX_DEPTH, And, Near, Node, Not, Term, condition, terms
-from monitor.text import normalize, token_string
+from monitor.text import ascii_folds, normalize, token_string
 from monitor.types import Entry, Match, Watchlist
 
-__all__ = ["Matcher"]
+try:
+    from monitor import _matchcore  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - the wheel or `pip install -e .` builds it
+    _matchcore = None
+
+__all__ = ["NATIVE", "Matcher"]
+
+#: Whether the C half of the matcher (monitor/_matchcore.c) is built and in use.
+NATIVE: bool = _matchcore is not None
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +160,10 @@ _NEAR_FIELDS = {
     "source": ("source",),
 }
 _EMPTY: frozenset[int] = frozenset()
+# The C core's codes (monitor/_matchcore.c): opcodes, fields, NEAR field bits.
+_OP_TERM, _OP_NEAR, _OP_NOT, _OP_AND, _OP_OR = range(5)
+_FIELD_CODE = {None: 0, "title": 1, "summary": 2, "source": 3, "link": 4}
+_NEAR_FIELD_BIT = {"title": 1, "summary": 2, "source": 4}
 _first = itemgetter(0)
 _second = itemgetter(1)
 _third = itemgetter(2)
@@ -176,6 +228,7 @@ class Matcher:
 
     __slots__ = (
         "_compiled",
+        "_core",
         "_feed_cache",
         "_has_link",
         "_has_source",
@@ -195,8 +248,11 @@ class Matcher:
         patterns: dict[int, str],
         triggers: dict[str, dict[int, tuple[int, ...]]],
         channels: frozenset[str],
+        core: object = None,
     ) -> None:
         self._compiled = compiled
+        # The C core when built (monitor/_matchcore.c), else None: match() runs in Python.
+        self._core: Callable[[Entry], list[Match]] | None = getattr(core, "match", None)
         self._text_triggers = triggers["text"]
         self._source_triggers = triggers["source"]
         self._link_triggers = triggers["link"]
@@ -217,16 +273,34 @@ class Matcher:
             self._iter = _no_hits
 
     @classmethod
-    def compile(cls, watchlists: Iterable[Watchlist]) -> Matcher:
+    def compile(cls, watchlists: Iterable[Watchlist], *, native: bool | None = None) -> Matcher:
         """Compile ``watchlists``; those whose condition is invalid or empty are
-        logged and skipped."""
-        return _Compiler().build(cls, watchlists)
+        logged and skipped.
+
+        ``native``: run on the C core (True; an error if it is not built), on
+        the Python path (False), or on the C core when it is built (None).
+        """
+        if native and _matchcore is None:
+            raise RuntimeError("monitor._matchcore is not built: reinstall news-monitor")
+        if native is None and _matchcore is None:
+            _warn_pure_python()
+        return _Compiler().build(cls, watchlists, native=NATIVE if native is None else native)
 
     def __len__(self) -> int:
         return len(self._compiled)
 
+    @property
+    def native(self) -> bool:
+        """Whether this matcher runs on the C core."""
+        return self._core is not None
+
     def match(self, entry: Entry) -> list[Match]:
         """The watchlists ``entry`` satisfies, in compile order."""
+        if self._core is not None:
+            return self._core(entry)
+        return self._match(entry)
+
+    def _match(self, entry: Entry) -> list[Match]:
         # The hot path: C-level set and map calls only, until a candidate shows up.
         title = token_string(entry.title)
         hay = f" {title} | {token_string(entry.summary)} "
@@ -286,19 +360,44 @@ class Matcher:
 _INDEXES = range(1 << 30)
 
 
+@functools.cache
+def _warn_pure_python() -> None:
+    logger.warning(
+        "matcher_pure_python reason=%s",
+        "monitor._matchcore is not built (no C compiler at install?): matching runs in Python,"
+        " several times slower",
+    )
+
+
+class _Slot(Protocol):
+    """A slot's member descriptor: what ``__set__`` fills."""
+
+    def __set__(self, instance: Match, value: object) -> None: ...
+
+
+def _match_slots() -> tuple[_Slot, _Slot, _Slot] | None:
+    """Match's slot descriptors (watchlist, entry, terms), if filling them is
+    all that building a Match takes: exactly these three fields, no
+    ``__post_init__``. Else None, and Matches are built by their ``__init__``."""
+    names = [f.name for f in fields(Match)]
+    if names != ["watchlist", "entry", "terms"] or hasattr(Match, "__post_init__"):
+        return None
+    watchlist, entry, terms = (Match.__dict__[n] for n in names)
+    return watchlist, entry, terms
+
+
 def _match_maker() -> Callable[[str, Entry, tuple[str, ...]], Match]:
     """``Match(watchlist=, entry=, terms=)``, three times cheaper.
 
     The frozen dataclass's ``__init__`` sets each field through
-    ``object.__setattr__``; filling the slots directly skips that. It is only
-    used while Match is exactly these three slots with no ``__post_init__``;
-    tests/test_match.py checks that it builds an equal Match.
+    ``object.__setattr__``; filling the slots directly skips that (the C core
+    does the same). tests/test_match.py checks that it builds an equal Match.
     """
-    names = [f.name for f in fields(Match)]
-    if names != ["watchlist", "entry", "terms"] or hasattr(Match, "__post_init__"):
+    slots = _match_slots()
+    if slots is None:
         return lambda name, entry, terms: Match(watchlist=name, entry=entry, terms=terms)
     new = object.__new__
-    set_name, set_entry, set_terms = (getattr(Match, n).__set__ for n in names)
+    set_name, set_entry, set_terms = (slot.__set__ for slot in slots)
 
     def make(name: str, entry: Entry, terms: tuple[str, ...]) -> Match:
         match = new(Match)
@@ -381,7 +480,9 @@ class _Compiler:
         self.nears: list[_NearSpec] = []
         self.near_ids: dict[_NearSpec, int] = {}
 
-    def build(self, cls: type[Matcher], watchlists: Iterable[Watchlist]) -> Matcher:
+    def build(
+        self, cls: type[Matcher], watchlists: Iterable[Watchlist], *, native: bool
+    ) -> Matcher:
         accepted: list[tuple[Watchlist, Node]] = []
         for watchlist in watchlists:
             node = _condition(watchlist)
@@ -416,20 +517,86 @@ class _Compiler:
             )
         channels = frozenset(_CHANNEL[term.field] for _, node in accepted for term in terms(node))
         logger.debug(
-            "matcher_compiled watchlists=%d patterns=%d triggers=%d",
+            "matcher_compiled watchlists=%d patterns=%d triggers=%d native=%s",
             len(compiled),
             len(self.patterns),
             len(self.triggers),
+            native,
         )
+        frozen = {
+            channel: {p: tuple(ids) for p, ids in table.items()}
+            for channel, table in triggers.items()
+        }
         return cls(
             compiled=tuple(compiled),
-            patterns={p: self.patterns[p] for p in sorted(self.triggers)},
-            triggers={
-                channel: {p: tuple(ids) for p, ids in table.items()}
-                for channel, table in triggers.items()
-            },
+            patterns={} if native else {p: self.patterns[p] for p in sorted(self.triggers)},
+            triggers=frozen,
             channels=channels,
+            core=self.core(accepted, compiled, frozen, channels) if native else None,
         )
+
+    def core(
+        self,
+        accepted: list[tuple[Watchlist, Node]],
+        compiled: list[_Compiled],
+        triggers: dict[str, dict[int, tuple[int, ...]]],
+        channels: frozenset[str],
+    ) -> object:
+        """The same watchlists as flat tables for the C core (monitor/_matchcore.c)."""
+        assert _matchcore is not None
+        programs = [self.program(node) for _, node in accepted]  # may add patterns and NEARs
+        shown: list[list[int]] = []
+        texts: list[tuple[str, ...]] = []
+        for watchlist in compiled:
+            written = tuple(dict.fromkeys(s.text for s in watchlist.shown))
+            shown.append([
+                number
+                for s in watchlist.shown
+                for number in (
+                    _FIELD_CODE[s.field], self.pattern_ids[s.pattern], written.index(s.text)
+                )
+            ])
+            texts.append(written)
+        nears = [
+            (
+                self.pattern_ids[spec.left],
+                spec.left_words,
+                self.pattern_ids[spec.right],
+                spec.right_words,
+                spec.distance,
+                sum(_NEAR_FIELD_BIT[f] for f in spec.fields),
+            )
+            for spec in self.nears
+        ]
+        slots = _match_slots()
+        return _matchcore.Core(
+            patterns=[p.encode("utf-8", "surrogatepass") for p in self.patterns],
+            traced=sorted(self.triggers),
+            triggers=[sorted(triggers[channel].items()) for channel in ("text", "source", "link")],
+            programs=programs,
+            shown=shown,
+            texts=tuple(texts),
+            names=tuple(w.name for w in compiled),
+            feeds=tuple(w.feeds for w in compiled),
+            nears=nears,
+            tokenize=token_string,
+            fold=ascii_folds(),
+            link_text=_link_text if "link" in channels else None,
+            make=(Match, *slots) if slots is not None else _new_match,
+            has_source="source" in channels,
+        )
+
+    def program(self, node: Node) -> list[int]:
+        """``node`` in postfix for the C core: TERM field pattern, NEAR k, NOT,
+        AND n, OR n (the opcodes of monitor/_matchcore.c)."""
+        if isinstance(node, Term):
+            return [_OP_TERM, _FIELD_CODE[node.field], self.key(node)[1]]
+        if isinstance(node, Near):
+            return [_OP_NEAR, self.near_index(node)]
+        if isinstance(node, Not):
+            return [*self.program(node.child), _OP_NOT]
+        out = [op for child in node.children for op in self.program(child)]
+        return [*out, _OP_AND if isinstance(node, And) else _OP_OR, len(node.children)]
 
     def key(self, term: Term) -> tuple[str, int]:
         pattern = _pattern(term)
@@ -455,19 +622,7 @@ class _Compiler:
         if isinstance(node, Term):
             return self.term_expression(node)
         if isinstance(node, Near):
-            spec = _NearSpec(
-                _pattern(node.left),
-                len(node.left.words),
-                _pattern(node.right),
-                len(node.right.words),
-                node.distance,
-                tuple(
-                    f for f in _NEAR_FIELDS[node.left.field] if f in _NEAR_FIELDS[node.right.field]
-                ),
-            )
-            index = self.near_ids.setdefault(spec, len(self.nears))
-            if index == len(self.nears):
-                self.nears.append(spec)
+            index = self.near_index(node)
             left, right = self.term_expression(node.left), self.term_expression(node.right)
             return f"({left} and {right} and N({index}, e))"
         if isinstance(node, Not):
@@ -476,6 +631,21 @@ class _Compiler:
         children = sorted(node.children, key=self.cost_to_test)
         operator = " and " if isinstance(node, And) else " or "
         return "(" + operator.join(self.expression(child) for child in children) + ")"
+
+    def near_index(self, node: Near) -> int:
+        """The index of ``node``'s NEAR spec in ``nears``, added if new."""
+        spec = _NearSpec(
+            _pattern(node.left),
+            len(node.left.words),
+            _pattern(node.right),
+            len(node.right.words),
+            node.distance,
+            tuple(f for f in _NEAR_FIELDS[node.left.field] if f in _NEAR_FIELDS[node.right.field]),
+        )
+        index = self.near_ids.setdefault(spec, len(self.nears))
+        if index == len(self.nears):
+            self.nears.append(spec)
+        return index
 
     def cost_to_test(self, node: Node) -> int:
         if not isinstance(node, Term) or node.field is not None:

@@ -118,6 +118,44 @@ def token_string(text: str) -> str:
     return _SPACES.sub(b" ", spaced).strip().decode("ascii")
 
 
+#: The C tokeniser (monitor/_matchcore.c) folds characters below this itself.
+FOLD_LIMIT = 0x2070
+_FOLD_RANGES = (range(0x80, 0x300), range(0x1E00, 0x1F00), range(0x2000, FOLD_LIMIT))
+_FOLD_MAX = 8
+_WORD_CHAR = re.compile(rf"[^\W_{_CJK}]")
+
+
+@functools.cache
+def ascii_folds() -> bytes:
+    """What :func:`token_string` makes of each character below FOLD_LIMIT, for the
+    C tokeniser: 9 bytes a code point, a length and that many bytes (lower-case
+    ASCII letters and digits, and spaces for what separates words), or length
+    255 for a character it must leave to :func:`token_string`.
+
+    Only characters that fold on their own are given: Latin letters with
+    accents (é -> e, ß -> ss, ǅ -> dz), Latin-1 symbols, typographic
+    punctuation. Each is a starter that composes with nothing after it and
+    decomposes to nothing that could, so folding it alone gives what folding
+    the whole text does; combining marks, and letters that stay non-ASCII
+    (Cyrillic, Greek, ʼ), are left to :func:`token_string`.
+    tests/test_match.py holds the two to the same output on random text.
+    """
+    table = bytearray(b"\xff" + bytes(_FOLD_MAX)) * FOLD_LIMIT
+    for code in range(128):
+        table[code * 9 : code * 9 + 2] = bytes([1, _ASCII_SPLIT[code]])
+    for code in (c for r in _FOLD_RANGES for c in r):
+        char = chr(code)
+        if unicodedata.combining(char) or unicodedata.category(char).startswith("M"):
+            continue
+        folded = "".join(
+            c if c.isascii() and c.isalnum() else "\0" if _WORD_CHAR.match(c) else " "
+            for c in normalize(char)
+        )
+        if folded and "\0" not in folded and len(folded) <= _FOLD_MAX:
+            table[code * 9 : code * 9 + 1 + len(folded)] = bytes([len(folded)]) + folded.encode()
+    return bytes(table)
+
+
 def is_cjk(token: str) -> bool:
     """Whether ``token`` is one CJK/kana/hangul character (which is a word of its own)."""
     return _CJK_CHAR.fullmatch(token) is not None

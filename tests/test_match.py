@@ -1,5 +1,8 @@
 """monitor.match: the compiled matcher, as tables, against real headlines, and as a
-property against a small reference evaluator that is obviously correct."""
+property against a small reference evaluator that is obviously correct.
+
+Every test here runs twice: on the C core (monitor/_matchcore.c) and on the
+pure-Python path it falls back to, so the two are held to the same answers."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_query import WRITTEN, trees
 
+import monitor.match
 from monitor.match import Matcher
 from monitor.query import And, Near, Node, Not, Term, render
 from monitor.text import normalize, tokenize
@@ -24,6 +28,22 @@ from monitor.types import Entry, Watchlist
 STORIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "story-clusters-dev.csv"
 SEED_TITLE = "'Several thousands' of North Korean troops set to be sent to Ukraine frontline"
 ISSUE_QUERY = '("North Korea*" OR Pyongyang OR DPRK) AND (Ukraine OR Kursk) NOT "South Korea"'
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Matcher.compile builds on the C core, then on the Python path."""
+    native = request.param == "c"
+    if native and not monitor.match.NATIVE:
+        pytest.fail("monitor._matchcore is not built: `pip install -e .` compiles it")
+    monkeypatch.setattr(monitor.match, "NATIVE", native)
+    return str(request.param)
+
+
+def test_compile_uses_the_implementation_asked_for(implementation: str) -> None:
+    matcher = Matcher.compile([Watchlist(name="w", all=("Kim",))])
+    assert matcher.native is (implementation == "c")
+    assert Matcher.compile([Watchlist(name="w", all=("Kim",))], native=False).native is False
 
 
 def entry(
@@ -591,7 +611,12 @@ def entries(draw: st.DrawFn) -> Entry:
     )
 
 
-@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    deadline=None,
+    max_examples=300,
+    # the implementation fixture only picks C or Python: the same for every example
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     st.lists(st.tuples(trees, st.sampled_from([None, frozenset(FEEDS[:2])])), max_size=6),
     st.lists(entries(), min_size=1, max_size=4),
@@ -626,3 +651,4 @@ def test_matches_are_built_like_the_dataclass_would() -> None:
     assert type(built) is Match
     assert built == Match(watchlist="w", entry=item, terms=("North Korea",))
     assert hash(built) == hash(Match(watchlist="w", entry=item, terms=("North Korea",)))
+

@@ -5,10 +5,13 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from monitor.text import is_cjk, normalize, token_string, tokenize
+import monitor.match
+from monitor.match import Matcher
+from monitor.text import ascii_folds, is_cjk, normalize, token_string, tokenize
+from monitor.types import Entry, Watchlist
 
 
 def reference_normalize(text: str) -> str:
@@ -94,3 +97,54 @@ def test_token_string_is_joined_tokenize(text: str) -> None:
 @given(st.text(_ALPHABET))
 def test_normalize_matches_reference(text: str) -> None:
     assert normalize(text) == reference_normalize(text)
+
+
+# --- The C core's tokeniser -----------------------------------------------------------
+
+FOLDED = [chr(c) for c in range(0x80, 0x2070) if ascii_folds()[c * 9] < 255]
+NOT_FOLDED = ["ж", "Σ", "ς", "朝", "鲜", "\u0301", "\u0308", "ŉ", "µ", "ﬁ", "Å", "\U0001f600", "\ud800"]
+
+
+def native_tokens(text: str) -> str:
+    """The words the C core puts in its hay for ``text`` (Core.tokens, a test hook)."""
+    if not monitor.match.NATIVE:
+        pytest.fail("monitor._matchcore is not built: `pip install -e .` compiles it")
+    matcher = Matcher.compile([Watchlist(name="w", all=("x",))], native=True)
+    core = matcher._core.__self__  # type: ignore[union-attr]
+    return str(core.tokens(text))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.text(
+        st.one_of(
+            st.characters(max_codepoint=127),
+            st.sampled_from(FOLDED),
+            st.sampled_from(NOT_FOLDED),
+            st.characters(),
+        ),
+        max_size=30,
+    )
+)
+def test_c_tokens_are_token_string(text: str) -> None:
+    """ASCII and the characters of the fold table are tokenised in C; the rest by
+    token_string. Either way the words are token_string's."""
+    assert native_tokens(text) == token_string(text)
+
+
+@pytest.mark.parametrize(
+    "char",
+    [pytest.param(c, id=f"U+{ord(c):04X}") for c in "’–—“”\xa0…·«»"],
+)
+def test_news_punctuation_and_accents_fold_in_c(char: str) -> None:
+    """The punctuation and accents real English and Spanish headlines carry are
+    in the fold table, so such a headline never waits for Python's Unicode
+    normalisation, and it still separates words and folds accents."""
+    assert ascii_folds()[ord(char) * 9] < 255
+    assert all(ascii_folds()[ord(c) * 9] < 255 for c in "ñáéíóúüçàèßǅİ½ạ")
+    title = f"Peñas {char} win in Bogotá{char}"
+    assert native_tokens(title) == token_string(title)
+    entry = Entry(feed="f", key="k", guid=None, link="", canonical_url="", title=title,
+                  summary="", published=None)
+    matcher = Matcher.compile([Watchlist(name="w", all=("Penas", "Bogota"))], native=True)
+    assert [m.terms for m in matcher.match(entry)] == [("Penas", "Bogota")]
