@@ -64,6 +64,23 @@ typedef struct {
     int32_t field, pattern, text;
 } Shown;
 
+/* What evaluating a candidate reads of a pattern, together: one cache line
+ * where five arrays would be five. */
+typedef struct {
+    const char *bytes;
+    int32_t len;
+    uint32_t key;   /* KIND_WORD: its first word's */
+    uint8_t kind;
+    uint8_t traced;
+} PatHot;
+
+/* And of a watchlist. */
+typedef struct {
+    int32_t prog, prog_end;   /* its program: prog[prog:prog_end] */
+    int32_t shown, shown_end; /* its terms to report: shown[shown:shown_end] */
+    int32_t has_feeds;        /* a feeds: list to check */
+} WlHot;
+
 /* The word table. A pattern that starts with a whole word (" korea ",
  * " north korea ", " north kor") is found by looking that word up. A
  * single-word prefix (" sanction") is keyed by its first PREFIX_BYTES bytes
@@ -123,6 +140,8 @@ typedef struct {
     uint8_t *traced;  /* per pattern: recorded by the walks (a trigger, a link: text);
                        * any other is searched for, in candidates only */
     uint32_t *first_key; /* per KIND_WORD pattern: its first word's key */
+    PatHot *hot;         /* per pattern */
+    WlHot *wl;           /* per watchlist */
     WordEntry *words;
     uint32_t words_mask; /* slots - 1, a power of two minus one */
     uint8_t *words_pool;
@@ -796,20 +815,31 @@ typedef struct {
  * this reads the walk's records: title is [0, cut), summary from cut on. */
 /* Where pattern p first occurs in the field, on one axis: hay, then the feed
  * name, then the link (match._present's order); -1 when absent. A search. */
+/* Whether pattern h occurs at the hay's k-th start. A text pattern starts
+ * at a space, so these are the only places to look; a KIND_WORD one only at
+ * a word whose key (left by the walk) is its first word's. */
+static inline int at_start(const View *v, const PatHot *h, Py_ssize_t k) {
+    if (h->kind == KIND_WORD && v->keys[k] != h->key) return 0;
+    int32_t start = v->starts[k];
+    return start + h->len <= v->len
+           && same((const uint8_t *)v->hay + start, (const uint8_t *)h->bytes, h->len);
+}
+
+/* The starts to look at for a field of the hay: [*from, *to). */
+static inline void start_range(const View *v, int32_t field, Py_ssize_t *from, Py_ssize_t *to) {
+    *from = field == F_SUMMARY ? v->first_summary : 0;
+    *to = field == F_TITLE ? v->first_summary : v->n_starts;
+}
+
 static Py_ssize_t search(const Core *c, const View *v, int32_t field, int32_t p) {
-    const char *pat = c->pat[p], *at;
-    Py_ssize_t plen = c->pat_len[p];
-    if (c->kind[p] == KIND_WORD && field <= F_SUMMARY) {
-        /* at a word whose key is its first word's: compare the keys the walk left */
-        uint32_t key = c->first_key[p];
-        Py_ssize_t k = field == F_SUMMARY ? v->first_summary : 0;
-        Py_ssize_t end = field == F_TITLE ? v->first_summary : v->n_starts;
-        for (; k < end; k++) {
-            if (v->keys[k] != key) continue;
-            int32_t start = v->starts[k];
-            if (start + plen <= v->len && same((const uint8_t *)v->hay + start, (const uint8_t *)pat, plen))
-                return start;
-        }
+    const PatHot *h = &c->hot[p];
+    const char *pat = h->bytes, *at;
+    Py_ssize_t plen = h->len;
+    if (field <= F_SUMMARY) {
+        Py_ssize_t k, end;
+        start_range(v, field, &k, &end);
+        for (; k < end; k++)
+            if (at_start(v, h, k)) return v->starts[k];
         return -1;
     }
     switch (field) {
@@ -828,7 +858,7 @@ static Py_ssize_t search(const Core *c, const View *v, int32_t field, int32_t p)
 /* Whether pattern p occurs in the field: from the walks' records when they
  * trace it (title is [0, cut), summary from cut on), else by a search. */
 static int present(const Core *c, const Scratch *s, const View *v, int32_t field, int32_t p) {
-    if (!c->traced[p]) return search(c, v, field, p) >= 0;
+    if (!c->hot[p].traced) return search(c, v, field, p) >= 0;
     uint32_t gen = s->gen;
     switch (field) {
     case F_TEXT: return s->hit[CH_TEXT][p].gen == gen;
@@ -844,8 +874,8 @@ static int present(const Core *c, const Scratch *s, const View *v, int32_t field
 static Py_ssize_t positions(const Core *c, const char *text, Py_ssize_t start, Py_ssize_t end,
                             int32_t p, int32_t *out) {
     Py_ssize_t n = 0, counted_to = start, spaces = 0;
-    const char *pat = c->pat[p];
-    Py_ssize_t plen = c->pat_len[p];
+    const char *pat = c->hot[p].bytes;
+    Py_ssize_t plen = c->hot[p].len;
     Py_ssize_t from = start;
     for (;;) {
         const char *at = find(text, from, end, pat, plen);
@@ -861,8 +891,8 @@ static Py_ssize_t positions(const Core *c, const char *text, Py_ssize_t start, P
 static int near(const Core *c, Scratch *s, const View *v, int32_t k) {
     const NearSpec *spec = &c->nears[k];
     int ch = spec->fields & NEAR_SOURCE ? CH_SOURCE : CH_TEXT;
-    if ((c->traced[spec->left] && s->hit[ch][spec->left].gen != s->gen)
-        || (c->traced[spec->right] && s->hit[ch][spec->right].gen != s->gen))
+    if ((c->hot[spec->left].traced && s->hit[ch][spec->left].gen != s->gen)
+        || (c->hot[spec->right].traced && s->hit[ch][spec->right].gen != s->gen))
         return 0;
     for (int f = 0; f < 3; f++) {
         const char *text;
@@ -877,9 +907,22 @@ static int near(const Core *c, Scratch *s, const View *v, int32_t k) {
             if (!(spec->fields & NEAR_SOURCE)) continue;
             text = v->source; start = 0; end = v->source_len;
         }
-        Py_ssize_t nl = positions(c, text, start, end, spec->left, s->lefts);
-        if (!nl) continue;
-        Py_ssize_t nr = positions(c, text, start, end, spec->right, s->rights);
+        Py_ssize_t nl, nr;
+        if (f < 2) { /* word indexes in the title or the summary, from the starts */
+            Py_ssize_t from, to;
+            start_range(v, f == 0 ? F_TITLE : F_SUMMARY, &from, &to);
+            const PatHot *left = &c->hot[spec->left], *right = &c->hot[spec->right];
+            nl = nr = 0;
+            for (Py_ssize_t k = from; k < to; k++)
+                if (at_start(v, left, k)) s->lefts[nl++] = (int32_t)(k - from);
+            if (!nl) continue;
+            for (Py_ssize_t k = from; k < to; k++)
+                if (at_start(v, right, k)) s->rights[nr++] = (int32_t)(k - from);
+        } else {
+            nl = positions(c, text, start, end, spec->left, s->lefts);
+            if (!nl) continue;
+            nr = positions(c, text, start, end, spec->right, s->rights);
+        }
         for (Py_ssize_t i = 0; i < nl; i++) {
             int64_t l = s->lefts[i];
             for (Py_ssize_t j = 0; j < nr; j++) {
@@ -893,7 +936,7 @@ static int near(const Core *c, Scratch *s, const View *v, int32_t k) {
 }
 
 static int evaluate(const Core *c, Scratch *s, const View *v, int32_t w) {
-    const int32_t *op = c->prog + c->prog_off[w], *end = c->prog + c->prog_off[w + 1];
+    const int32_t *op = c->prog + c->wl[w].prog, *end = c->prog + c->wl[w].prog_end;
     char *stack = s->stack;
     int32_t sp = 0;
     while (op < end) {
@@ -927,7 +970,7 @@ static int evaluate(const Core *c, Scratch *s, const View *v, int32_t w) {
 /* Where a shown term first occurs, on one axis: hay, then the feed name, then
  * the link (match._present's order). -1 when absent. */
 static Py_ssize_t first_at(const Core *c, const Scratch *s, const View *v, const Shown *t) {
-    if (!c->traced[t->pattern]) return search(c, v, t->field, t->pattern);
+    if (!c->hot[t->pattern].traced) return search(c, v, t->field, t->pattern);
     int ch = t->field == F_SOURCE ? CH_SOURCE : t->field == F_LINK ? CH_LINK : CH_TEXT;
     const Hit *h = &s->hit[ch][t->pattern];
     if (h->gen != s->gen) return -1;
@@ -946,8 +989,8 @@ static Py_ssize_t first_at(const Core *c, const Scratch *s, const View *v, const
 
 /* The watchlist's matched texts, in order, as indexes into its texts tuple. */
 static Py_ssize_t order_terms(const Core *c, Scratch *s, const View *v, int32_t w) {
-    const Shown *shown = c->shown + c->shown_off[w];
-    int32_t n = c->shown_off[w + 1] - c->shown_off[w];
+    const Shown *shown = c->shown + c->wl[w].shown;
+    int32_t n = c->wl[w].shown_end - c->wl[w].shown;
     int32_t *order = s->order;
     if (n == 1) { /* the test held, so its one positive term is present */
         order[0] = shown[0].text;
@@ -1068,8 +1111,8 @@ static PyObject *match_entry(Core *c, Scratch *s, PyObject *entry, Text *title, 
 
     for (int32_t i = 0; i < ncand; i++) {
         int32_t x = s->cands[i];
-        PyObject *feeds = PyTuple_GET_ITEM(c->feeds, x);
-        if (feeds != Py_None) {
+        if (c->wl[x].has_feeds) {
+            PyObject *feeds = PyTuple_GET_ITEM(c->feeds, x);
             int in = PySet_Contains(feeds, feed);
             if (in < 0) goto fail;
             if (!in) continue;
@@ -1403,6 +1446,17 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwargs) {
     c->feed_cache = PyDict_New();
     if (!c->feed_cache) return -1;
     c->has_source = has_source;
+    c->hot = PyMem_Calloc((size_t)np + 1, sizeof(PatHot));
+    c->wl = PyMem_Calloc((size_t)n_wl + 1, sizeof(WlHot));
+    if (!c->hot || !c->wl) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < np; i++)
+        c->hot[i] = (PatHot){c->pat[i], (int32_t)c->pat_len[i], c->first_key[i], c->kind[i], c->traced[i]};
+    for (Py_ssize_t i = 0; i < n_wl; i++) {
+        PyObject *f = PyTuple_GET_ITEM(feeds, i);
+        if (f != Py_None && !PyAnySet_Check(f)) return bad("feeds (a frozenset or None)");
+        c->wl[i] = (WlHot){c->prog_off[i], c->prog_off[i + 1], c->shown_off[i], c->shown_off[i + 1],
+                           f != Py_None};
+    }
     return scratch_init(&c->scratch, c);
 }
 
@@ -1435,6 +1489,8 @@ static void Core_dealloc(Core *c) {
     PyMem_Free(c->kind);
     PyMem_Free(c->traced);
     PyMem_Free(c->first_key);
+    PyMem_Free(c->hot);
+    PyMem_Free(c->wl);
     PyMem_Free(c->words);
     PyMem_Free(c->words_pool);
     PyMem_Free(c->filter);
