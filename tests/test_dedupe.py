@@ -464,6 +464,31 @@ def pairwise(assigned: Sequence[str], truth: Sequence[str]) -> tuple[float, floa
     return both / max(1, pairs(Counter(assigned))), both / max(1, pairs(Counter(truth)))
 
 
+def replay_sample(
+    index: StoryIndex,
+    rows: list[tuple[str, Entry, datetime]] | None = None,
+    *,
+    at: datetime | None = None,
+) -> tuple[list[str], list[str], set[str]]:
+    """Runs ``rows`` (default: the look-alike sample, in published order) through
+    ``index`` as the service does, a poll of 32 embedded at once (for method
+    semantic), each seen at its own time or at ``at``. Returns the assigned ids,
+    the true stories and the stories that opened a cluster."""
+    rows = load_sample() if rows is None else rows
+    assigned, openers = [], set()
+    for i, (story, e, seen) in enumerate(rows):
+        if i % 32 == 0:
+            index.prepare(r[1] for r in rows[i : i + 32])
+        seen_at = seen if at is None else at
+        story_id, _ = index.assign(e, seen_at)
+        if story_id is None:
+            story_id = story_id_for(e)
+            openers.add(story)
+        index.add(story_id, e, seen_at)
+        assigned.append(story_id)
+    return assigned, [story for story, _, _ in rows], openers
+
+
 def test_real_headlines_precision_does_not_regress() -> None:
     """12 real stories picked for look-alikes (three market wraps, two Comcast
     deals, American Eagle / JC Penney / American Airlines, two car recalls).
@@ -471,17 +496,7 @@ def test_real_headlines_precision_does_not_regress() -> None:
     story (exact URLs alone: 55; without the concept rarity condition
     precision falls to 0.90). A drop in precision means false merges, that
     is stories hidden from the team."""
-    rows = load_sample()
-    index = StoryIndex(DedupeSettings())
-    assigned, openers = [], set()
-    for story, e, seen in rows:
-        story_id, _ = index.assign(e, seen)
-        if story_id is None:
-            story_id = story_id_for(e)
-            openers.add(story)
-        index.add(story_id, e, seen)
-        assigned.append(story_id)
-    truth = [story for story, _, _ in rows]
+    assigned, truth, openers = replay_sample(StoryIndex(DedupeSettings()))
     precision, recall = pairwise(assigned, truth)
     assert precision >= 0.9
     assert openers == set(truth)  # no story hidden
@@ -517,22 +532,6 @@ class Counting:
 @pytest.fixture(scope="module")
 def embed() -> Counting:
     return Counting()
-
-
-def replay_sample(index: StoryIndex) -> tuple[list[str], list[str], set[str]]:
-    """Assigned ids, true stories, stories that opened a cluster; a poll of 32 embedded at once."""
-    rows = load_sample()
-    assigned, openers = [], set()
-    for i, (story, e, seen) in enumerate(rows):
-        if i % 32 == 0:
-            index.prepare(r[1] for r in rows[i : i + 32])
-        story_id, _ = index.assign(e, seen)
-        if story_id is None:
-            story_id = story_id_for(e)
-            openers.add(story)
-        index.add(story_id, e, seen)
-        assigned.append(story_id)
-    return assigned, [story for story, _, _ in rows], openers
 
 
 def test_semantic_needs_an_embed_function() -> None:
@@ -657,18 +656,9 @@ def test_semantic_real_headlines_precision_floor(embed: Counting) -> None:
 def test_semantic_look_alikes_hold_up_in_shuffled_order(seed: int, embed: Counting) -> None:
     """The same stories interleaved (each is a one-minute burst in the file):
     0.86-0.92 at the time of writing (the earlier centroid rule: 0.77-0.85)."""
-    index = StoryIndex(SEMANTIC, embed=embed)
     rows = load_sample()
     random.Random(seed).shuffle(rows)
-    assigned, openers = [], set()
-    for story, e, _ in rows:
-        story_id, _ = index.assign(e, NOW)
-        if story_id is None:
-            story_id = story_id_for(e)
-            openers.add(story)
-        index.add(story_id, e, NOW)
-        assigned.append(story_id)
-    truth = [story for story, _, _ in rows]
+    assigned, truth, openers = replay_sample(StoryIndex(SEMANTIC, embed=embed), rows, at=NOW)
     precision, _ = pairwise(assigned, truth)
     assert precision >= 0.85
     assert openers == set(truth)
