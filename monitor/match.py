@@ -500,8 +500,11 @@ class _Compiler:
             for channel, pattern_id in {self.key(term) for term in cover[1]}:
                 triggers[channel].setdefault(pattern_id, []).append(index)
                 self.triggers.add(pattern_id)
-        sources = [f"lambda u, h, e: {self.expression(node)}" for _, node in accepted]
-        tests = _compile_lambdas(sources, self.helpers())
+        if native:  # the C core runs its own programs: no Python to compile
+            tests: list[Test] = [_evaluated_in_c] * len(accepted)
+        else:
+            sources = [f"lambda u, h, e: {self.expression(node)}" for _, node in accepted]
+            tests = _compile_lambdas(sources, self.helpers())
         compiled = []
         for (watchlist, node), test in zip(accepted, tests, strict=True):
             shown = tuple(
@@ -633,7 +636,10 @@ class _Compiler:
         return "(" + operator.join(self.expression(child) for child in children) + ")"
 
     def near_index(self, node: Near) -> int:
-        """The index of ``node``'s NEAR spec in ``nears``, added if new."""
+        """The index of ``node``'s NEAR spec in ``nears``, added if new (its
+        patterns too)."""
+        self.key(node.left)
+        self.key(node.right)
         spec = _NearSpec(
             _pattern(node.left),
             len(node.left.words),
@@ -700,6 +706,10 @@ class _Compiler:
             return False
 
         return {"P": patterns, "T": in_title, "S": in_summary, "N": near}
+
+
+def _evaluated_in_c(u: set[int], h: str, e: _View) -> bool:
+    raise AssertionError("a matcher on the C core has no Python tests")
 
 
 def _compile_lambdas(sources: list[str], helpers: dict[str, object]) -> list[Test]:
