@@ -1,4 +1,9 @@
-"""The C half of the matcher (monitor/_matchcore.c); everything else is in pyproject.toml."""
+"""The C half of the matcher (monitor/_matchcore.c); everything else is in pyproject.toml.
+
+The extension is optional: where it cannot be compiled (no C compiler or no
+Python headers), the install goes on with a warning and news-monitor matches
+on its pure-Python path, which logs ``matcher_pure_python`` when it starts.
+"""
 
 from setuptools import Extension, setup
 
@@ -8,6 +13,7 @@ setup(
             "monitor._matchcore",
             sources=["monitor/_matchcore.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
         )
     ]
 )
