@@ -1,17 +1,18 @@
 # news-monitor: the commands a newcomer needs.
 #   make run    set up .venv and run the monitor with ./monitor.yaml (console alerts)
-#   make test   set up .venv with the test extras and run the whole suite
+#   make test   set up .venv with the test extras and run the whole suite, then make asan
 #   make demo   serve the bundled sample feeds on 127.0.0.1 and watch alerts arrive
 #   make check  validate monitor.yaml, the watchlists and the templates
 #   make bench  run the benchmarks in bench/
 #   make lint   ruff and mypy --strict
+#   make asan   the matcher's C core under AddressSanitizer and UBSan
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: run test demo check bench lint postgres clean
+.PHONY: run test demo check bench lint asan postgres clean
 
 $(VENV)/.installed-dev: $(VENV)/.installed-test
 	$(BIN)/pip install -q -e '.[test,semantic,dev]'
@@ -55,6 +56,7 @@ postgres:
 
 test: $(VENV)/.installed-test postgres
 	NEWS_MONITOR_TEST_PG=$(PG_URL) $(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory asan
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check monitor tests bench demo
@@ -63,6 +65,24 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/match.py
 	$(BIN)/python bench/dedupe.py
+
+# The matcher's C core built with AddressSanitizer and UBSan, and the tests
+# that drive it run on that build: tests/run_with_core.py loads it in place of
+# the installed one, gcc's libasan is preloaded (the interpreter has none),
+# PYTHONMALLOC=malloc lets ASan see every buffer (pymalloc's pools hide them),
+# and -s lets a report through before the process dies.
+ASAN_CORE := build/asan/_matchcore.so
+asan: $(VENV)/.installed-test
+	mkdir -p $(dir $(ASAN_CORE))
+	gcc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  -fno-omit-frame-pointer -std=c11 -fPIC -shared \
+	  -I$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])') \
+	  monitor/_matchcore.c -o $(ASAN_CORE)
+	PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0 \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  $(BIN)/python tests/run_with_core.py $(ASAN_CORE) -q -s -p no:cacheprovider \
+	  tests/test_match.py tests/test_text.py::test_c_tokens_are_token_string \
+	  tests/test_text.py::test_news_punctuation_and_accents_fold_in_c
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .hypothesis
