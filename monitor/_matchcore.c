@@ -129,7 +129,6 @@ typedef struct {
     int32_t n_slots, n_used, n_nodes;
     uint16_t cls[256]; /* byte -> class (1..), 0 for a byte no pattern has */
     int32_t n_cls;
-    int32_t space; /* the root's child for ' ', or -1 */
     /* patterns */
     int32_t n_patterns;
     const char **pat;   /* into pat_pool: each zero-padded to a multiple of 8, so the
@@ -272,7 +271,7 @@ typedef struct {
     uint16_t cl;
 } BuildNode;
 
-/* Builds the double array of all patterns. Nodes are placed breadth-first, so
+/* Builds the double array of the link: patterns. Nodes are placed breadth-first, so
  * the shallow ones every walk visits sit together. */
 static int trie_build(Core *c) {
     memset(c->cls, 0, sizeof(c->cls));
@@ -381,7 +380,6 @@ static int trie_build(Core *c) {
     c->n_slots = (int32_t)size; /* >= every base + n_cls + 1: a look-up never leaves it */
     c->n_used = (int32_t)top + 1;
     c->n_nodes = (int32_t)n;
-    c->space = trie_child(c, 0, ' ');
     return 0;
 nomem:
     PyMem_Free(b); PyMem_Free(da); PyMem_Free(free_after); PyMem_Free(queue); PyMem_Free(slot_of); PyMem_Free(labels);
@@ -888,8 +886,8 @@ static Py_ssize_t positions(const Core *c, const char *text, Py_ssize_t start, P
     return n;
 }
 
-static int near(const Core *c, Scratch *s, const View *v, int32_t k) {
-    const NearSpec *spec = &c->nears[k];
+static int near(const Core *c, Scratch *s, const View *v, int32_t which) {
+    const NearSpec *spec = &c->nears[which];
     int ch = spec->fields & NEAR_SOURCE ? CH_SOURCE : CH_TEXT;
     if ((c->hot[spec->left].traced && s->hit[ch][spec->left].gen != s->gen)
         || (c->hot[spec->right].traced && s->hit[ch][spec->right].gen != s->gen))
