@@ -126,7 +126,6 @@ typedef struct {
     PyObject_HEAD
     /* trie */
     Slot *da;
-    int32_t n_slots, n_used, n_nodes;
     uint16_t cls[256]; /* byte -> class (1..), 0 for a byte no pattern has */
     int32_t n_cls;
     /* patterns */
@@ -377,9 +376,7 @@ static int trie_build(Core *c) {
     da[0].check = -1;
     PyMem_Free(b); PyMem_Free(free_after); PyMem_Free(queue); PyMem_Free(slot_of); PyMem_Free(labels);
     c->da = da;
-    c->n_slots = (int32_t)size; /* >= every base + n_cls + 1: a look-up never leaves it */
-    c->n_used = (int32_t)top + 1;
-    c->n_nodes = (int32_t)n;
+    /* size >= every base + n_cls + 1, so a look-up never leaves da */
     return 0;
 nomem:
     PyMem_Free(b); PyMem_Free(da); PyMem_Free(free_after); PyMem_Free(queue); PyMem_Free(slot_of); PyMem_Free(labels);
@@ -651,24 +648,42 @@ static void token_table_init(void) {
 /* Writes the tokens of src at hay + w and the positions of the spaces it
  * writes at starts + *n; returns the new w. No branch on the text: a space
  * after a space is written and then overwritten. */
+typedef struct {
+    char *hay;
+    int32_t *starts;
+    Py_ssize_t w, k, from;
+    int prev; /* the last byte kept was a space (at first: drops leading spaces) */
+} Squeeze;
+
+static inline Squeeze squeeze_start(char *hay, Py_ssize_t w, int32_t *starts, Py_ssize_t n) {
+    return (Squeeze){hay, starts, w, n, w, 1};
+}
+
+/* Appends one token byte (a letter, a digit or a space), a space only after
+ * something that is not one. */
+static inline void squeeze_put(Squeeze *q, char ch) {
+    int space = ch == ' ';
+    int keep = !(space & q->prev);
+    q->hay[q->w] = ch;
+    q->starts[q->k] = (int32_t)q->w;
+    q->k += space & keep;
+    q->w += keep;
+    q->prev = space;
+}
+
+/* Drops a trailing space; returns the new w, and the new count of starts in *n. */
+static inline Py_ssize_t squeeze_end(Squeeze *q, Py_ssize_t *n) {
+    if (q->w > q->from && q->prev) { q->w--; q->k--; }
+    *n = q->k;
+    return q->w;
+}
+
 static Py_ssize_t ascii_tokens(const void *data, Py_ssize_t len, char *hay, Py_ssize_t w,
                                int32_t *starts, Py_ssize_t *n) {
-    const char *table = token_table, *src = data;
-    Py_ssize_t from = w, k = *n;
-    int prev = 1; /* drops leading spaces */
-    for (Py_ssize_t i = 0; i < len; i++) {
-        char ch = table[(uint8_t)src[i]];
-        int space = ch == ' ';
-        int keep = !(space & prev);
-        hay[w] = ch;
-        starts[k] = (int32_t)w;
-        k += space & keep;
-        w += keep;
-        prev = space;
-    }
-    if (w > from && prev) { w--; k--; } /* a trailing space */
-    *n = k;
-    return w;
+    const char *src = data;
+    Squeeze q = squeeze_start(hay, w, starts, *n);
+    for (Py_ssize_t i = 0; i < len; i++) squeeze_put(&q, token_table[(uint8_t)src[i]]);
+    return squeeze_end(&q, n);
 }
 
 /* The UTF-8 of token_string(text) for non-ASCII text, as a new bytes object. */
@@ -737,8 +752,7 @@ static int text_of(Core *c, PyObject *obj, Text *t) {
  * letters, digits and separators, as token_string would fold it. */
 static Py_ssize_t fold_tokens(const Core *c, const Text *t, char *hay, Py_ssize_t w,
                               int32_t *starts, Py_ssize_t *n) {
-    Py_ssize_t from = w, k = *n;
-    int prev = 1;
+    Squeeze q = squeeze_start(hay, w, starts, *n);
     for (Py_ssize_t i = 0; i < t->len; i++) {
         Py_UCS4 ch = PyUnicode_READ(t->kind, t->data, i);
         const char *out;
@@ -751,20 +765,9 @@ static Py_ssize_t fold_tokens(const Core *c, const Text *t, char *hay, Py_ssize_
             out = (const char *)entry + 1;
             m = entry[0];
         }
-        for (int j = 0; j < m; j++) {
-            char b = out[j];
-            int space = b == ' ';
-            int keep = !(space & prev);
-            hay[w] = b;
-            starts[k] = (int32_t)w;
-            k += space & keep;
-            w += keep;
-            prev = space;
-        }
+        for (int j = 0; j < m; j++) squeeze_put(&q, out[j]);
     }
-    if (w > from && prev) { w--; k--; }
-    *n = k;
-    return w;
+    return squeeze_end(&q, n);
 }
 
 /* The hay's tokens for one text, written at hay + w; returns the new w. */
@@ -1537,16 +1540,9 @@ static PyObject *Core_tokens(Core *c, PyObject *text) {
     return result;
 }
 
-static PyObject *Core_stats(Core *c, PyObject *Py_UNUSED(ignored)) {
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i}", "nodes", c->n_nodes, "slots", c->n_slots,
-                         "used", c->n_used,
-                         "classes", c->n_cls, "patterns", c->n_patterns, "watchlists", c->n_wl);
-}
-
 static PyMethodDef Core_methods[] = {
     {"match", (PyCFunction)Core_call_match, METH_O,
      "match(entry) -> list[Match]: the watchlists entry satisfies, in compile order."},
-    {"stats", (PyCFunction)Core_stats, METH_NOARGS, "Sizes of the compiled tables."},
     {"tokens", (PyCFunction)Core_tokens, METH_O, "tokens(text) -> str: the hay's words for text."},
     {NULL, NULL, 0, NULL},
 };
