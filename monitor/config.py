@@ -224,6 +224,9 @@ class DedupeConfig(_Model):
     one_concept_threshold: float | None = Field(None, gt=0, le=1)
     semantic_threshold: float | None = Field(None, gt=0, le=1)
     semantic_concept_threshold: float | None = Field(None, gt=0, le=1)
+    semantic_single_threshold: float | None = Field(None, gt=0, le=1)
+    semantic_tightness_margin: float | None = Field(None, ge=0, le=1)
+    semantic_conflict_penalty: float | None = Field(None, ge=0, le=1)
 
     def settings(self) -> dict[str, Any]:
         """The values for ``dedupe.DedupeSettings`` that the file sets."""

@@ -149,3 +149,28 @@ def test_query_errors(tmp_path: Path, body: str, line: int, needle: str) -> None
     p = write(tmp_path, "destinations: {console: {type: console}}\n", {"q.yaml": body})
     [err] = cfg.load(p, env={}).watchlist_errors
     assert err.line == line and needle in str(err), str(err)
+
+
+def test_stricter_semantic_dedupe_from_the_readme(tmp_path: Path) -> None:
+    """The README's stricter semantic settings reach DedupeSettings as written."""
+    from monitor.dedupe import DedupeSettings, Method
+
+    p = write(tmp_path, """\
+dedupe:
+  method: semantic
+  semantic_threshold: 0.36
+  semantic_conflict_penalty: 0.08
+""")
+    settings = DedupeSettings(**cfg.load(p, env={}).dedupe.settings())
+    assert settings.method is Method.SEMANTIC
+    assert settings.semantic_threshold == 0.36
+    assert settings.semantic_conflict_penalty == 0.08
+    assert settings.semantic_tightness_margin == DedupeSettings().semantic_tightness_margin
+
+
+def test_dedupe_knob_out_of_range_names_the_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "dedupe:\n  method: semantic\n  semantic_tightness_margin: 2\n")
+    with pytest.raises(ConfigError) as e:
+        cfg.load(p, env={})
+    [err] = cfg.split_errors(e.value)
+    assert err.line == 3 and "semantic_tightness_margin" in str(err), str(err)

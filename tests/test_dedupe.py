@@ -510,6 +510,9 @@ needs_semantic = pytest.mark.skipif(
     reason="NEWS_MONITOR_NO_SEMANTIC=1: the semantic extra is not installed here",
 )
 SEMANTIC = DedupeSettings(method=Method.SEMANTIC)
+# Look-alike precision in shuffled order: 0.74-0.78 measured (published order 0.83;
+# the README's stricter settings 0.79-0.83).
+SHUFFLED_FLOOR = 0.72
 
 
 class Counting:
@@ -563,14 +566,45 @@ def test_semantic_three_outlets_one_story_and_lookalikes_stay_apart(
 def test_semantic_missile_stays_apart_whatever_the_troops_story_holds(
     after: int, embed: Counting
 ) -> None:
-    """The missile headline's average cosine to the troops story is 0.38-0.42:
-    sharing only 'North Korea' must not be enough."""
+    """The missile headline's average cosine to the troops story is 0.38-0.45,
+    over semantic_threshold: sharing only 'North Korea' must not be enough.
+    What keeps it out is the troops story's own bar: its headlines agree
+    closely (0.67-0.85), so it asks more than a loose story does."""
     index = StoryIndex(SEMANTIC, embed=embed)
     troops = feed(index, NK_TROOPS[:after])
-    story_id, score = index.assign(NK_MISSILE, NOW)
+    story_id, _ = index.assign(NK_MISSILE, NOW)
     assert story_id is None
-    assert score < SEMANTIC.semantic_threshold
     assert troops[0] == troops[-1]
+
+
+@needs_semantic
+def test_semantic_a_tight_story_asks_more_than_a_loose_one(embed: Counting) -> None:
+    """With the tightness bar off (a margin of 1: every story asks only
+    semantic_threshold), the missile headline joins three troops headlines;
+    with the default margin it does not."""
+    loose = StoryIndex(replace(SEMANTIC, semantic_tightness_margin=1.0), embed=embed)
+    troops = feed(loose, NK_TROOPS)
+    story_id, score = loose.assign(NK_MISSILE, NOW)
+    assert story_id == troops[0]
+    assert SEMANTIC.semantic_threshold <= score < SEMANTIC.semantic_single_threshold
+    strict = StoryIndex(SEMANTIC, embed=embed)
+    feed(strict, NK_TROOPS)
+    assert strict.assign(NK_MISSILE, NOW)[0] is None
+
+
+@needs_semantic
+def test_semantic_tightness_is_the_average_cosine_between_members(embed: Counting) -> None:
+    """Read off the story's sum of vectors; checked against the pairs."""
+    index = StoryIndex(SEMANTIC, embed=embed)
+    story = story_id_for(NK_TROOPS[0])
+    for e in NK_TROOPS:
+        index.add(story, e, NOW)
+    vectors = embed([e.title for e in NK_TROOPS])
+    pairs = [float(a @ b) for i, a in enumerate(vectors) for b in vectors[i + 1 :]]
+    assert index._centroids is not None
+    assert index._centroids.tightness(story) == pytest.approx(sum(pairs) / len(pairs), abs=1e-6)
+    index.add(story_id_for(NK_MISSILE), NK_MISSILE, NOW)
+    assert index._centroids.tightness(story_id_for(NK_MISSILE)) == 0.0  # one member: none
 
 
 @needs_semantic
@@ -635,39 +669,51 @@ def test_semantic_expiry_drops_the_vectors(embed: Counting) -> None:
 
 @needs_semantic
 def test_semantic_real_headlines_precision_floor(embed: Counting) -> None:
-    """The 12 look-alike stories. Numbers at the time of writing: precision 0.91,
-    recall 0.29, 9.2 alerts per story (the earlier centroid rule with a member
-    bar and a veto: 0.90, 0.34, 9.9; the average cosine alone at 0.34: 0.84,
-    7.2); the lexical default has 0.93, 0.15, 19. The recall bar went from 0.3
-    to 0.28 with the average-cosine rule: fewer alerts, and fewer of the big
-    false pairs that pairwise recall also rewards. Still below lexical: two
-    days' market wraps carry the same headlines under two story ids (a known
-    limit, see StoryIndex), so this floor guards against getting worse."""
+    """The 12 look-alike stories. Numbers at the time of writing: precision
+    0.83, recall 0.42, 7.4 alerts per story (the stricter settings of the
+    README: 0.91, 0.28, 9.2; the lexical default: 0.93, 0.15, 19). The
+    default trades look-alike precision for issue #4's 5 alerts per story on
+    the dev set; most of the false pairs are two days' market wraps that
+    carry the same headlines under two story ids (a known limit, see
+    StoryIndex), so this floor guards against getting worse."""
     assigned, truth, openers = replay_sample(StoryIndex(SEMANTIC, embed=embed))
     precision, recall = pairwise(assigned, truth)
-    assert precision >= 0.9
-    assert recall >= 0.28
+    assert precision >= 0.8
+    assert recall >= 0.38
     assert openers == set(truth)  # no story hidden
-    assert len(set(assigned)) / len(set(truth)) <= 10
+    assert len(set(assigned)) / len(set(truth)) <= 8
+
+
+@needs_semantic
+def test_semantic_stricter_settings_keep_look_alikes_apart(embed: Counting) -> None:
+    """The README's stricter settings (threshold 0.36, conflict penalty 0.08)
+    give back the look-alike precision for more alerts: 0.91 and 9.2."""
+    stricter = replace(SEMANTIC, semantic_threshold=0.36, semantic_conflict_penalty=0.08)
+    strict, truth, openers = replay_sample(StoryIndex(stricter, embed=embed))
+    default, _, _ = replay_sample(StoryIndex(SEMANTIC, embed=embed))
+    assert pairwise(strict, truth)[0] >= 0.9 > pairwise(default, truth)[0]
+    assert len(set(strict)) > len(set(default))
+    assert openers == set(truth)
 
 
 @needs_semantic
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_semantic_look_alikes_hold_up_in_shuffled_order(seed: int, embed: Counting) -> None:
     """The same stories interleaved (each is a one-minute burst in the file):
-    0.86-0.92 at the time of writing (the earlier centroid rule: 0.77-0.85)."""
+    SHUFFLED_FLOOR below what was measured at the time of writing."""
     rows = load_sample()
     random.Random(seed).shuffle(rows)
     assigned, truth, openers = replay_sample(StoryIndex(SEMANTIC, embed=embed), rows, at=NOW)
     precision, _ = pairwise(assigned, truth)
-    assert precision >= 0.85
+    assert precision >= SHUFFLED_FLOOR
     assert openers == set(truth)
 
 
 @needs_semantic
 def test_semantic_a_young_story_needs_a_close_match(embed: Counting) -> None:
     """Two troops headlines average 0.42 against the missile headline: above
-    semantic_threshold, under the bar for a story of fewer than three members."""
+    semantic_threshold, under the bar of a story whose two headlines agree as
+    closely as these (0.85), which semantic_single_threshold caps."""
     index = StoryIndex(SEMANTIC, embed=embed)
     feed(index, NK_TROOPS[:2])
     relaxed = StoryIndex(replace(SEMANTIC, semantic_single_threshold=SEMANTIC.semantic_threshold),
