@@ -919,7 +919,8 @@ class StoryIndex:
             if story.norm > 0.0 and story.last_seen is not None and story.last_seen >= horizon:
                 scores[story_id] = dot / story.norm
         if common and scores:
-            shortlist = heapq.nlargest(_SHORTLIST, scores, key=scores.__getitem__)
+            # Sorting is stable, so ties keep the order nlargest would give them.
+            shortlist = sorted(scores, key=scores.__getitem__, reverse=True)[:_SHORTLIST]
             scores = {}
             for story_id in shortlist:
                 dot = dots[story_id]
@@ -930,20 +931,20 @@ class StoryIndex:
                 scores[story_id] = dot / all_stories[story_id].norm
         if not scores:
             return None, 0.0
-        # Best first; ties go to the smaller id, so the outcome never depends on dict order.
-        ranked = heapq.nsmallest(_GATED, scores, key=lambda story_id: (-scores[story_id], story_id))
         threshold = self.settings.threshold
-        one_concept = max(self.settings.one_concept_threshold, threshold)
-        everywhere = self._everywhere(texts)
-        for story_id in ranked:
-            score = min(scores[story_id], 1.0)
-            if score < threshold:
-                break
-            if score >= one_concept:
-                return story_id, score
-            if _concepts(texts, all_stories[story_id].counts, everywhere) >= 2:
-                return story_id, score
-        return None, min(scores[ranked[0]], 1.0)
+        # Only stories at or above the threshold can join: most candidates are not.
+        passing = [(-score, story_id) for story_id, score in scores.items() if score >= threshold]
+        if passing:
+            one_concept = max(self.settings.one_concept_threshold, threshold)
+            everywhere = self._everywhere(texts)
+            # Best first; ties go to the smaller id, so the outcome never depends on dict order.
+            for negative, story_id in heapq.nsmallest(_GATED, passing):
+                score = min(-negative, 1.0)
+                if score >= one_concept:
+                    return story_id, score
+                if _concepts(texts, all_stories[story_id].counts, everywhere) >= 2:
+                    return story_id, score
+        return None, min(max(scores.values()), 1.0)
 
     def _entry_vector(self, entry: Entry) -> _Prepared:
         """The entry's unit vector and words, remembered while nothing changes:
