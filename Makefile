@@ -5,7 +5,7 @@
 #   make check  validate monitor.yaml, the watchlists and the templates
 #   make bench  run the benchmarks in bench/
 #   make lint   ruff and mypy --strict
-#   make asan   the matcher's C core under AddressSanitizer and UBSan
+#   make asan   the C core (matcher, dedupe candidates) under AddressSanitizer and UBSan
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -66,7 +66,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/match.py
 	$(BIN)/python bench/dedupe.py
 
-# The matcher's C core built with AddressSanitizer and UBSan, and the tests
+# The C core (monitor/_matchcore.c: the matcher, dedupe's candidate loop) built with AddressSanitizer and UBSan, and the tests
 # that drive it run on that build: tests/run_with_core.py loads it in place of
 # the installed one, gcc's libasan is preloaded (the interpreter has none),
 # PYTHONMALLOC=malloc lets ASan see every buffer (pymalloc's pools hide them),
@@ -82,7 +82,10 @@ asan: $(VENV)/.installed-test
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  $(BIN)/python tests/run_with_core.py $(ASAN_CORE) -q -s -p no:cacheprovider \
 	  tests/test_match.py tests/test_text.py::test_c_tokens_are_token_string \
-	  tests/test_text.py::test_news_punctuation_and_accents_fold_in_c
+	  tests/test_text.py::test_news_punctuation_and_accents_fold_in_c \
+	  "tests/test_dedupe.py::test_c_story_scores_are_the_python_ones_to_the_bit" \
+	  tests/test_dedupe.py::test_c_and_python_candidate_loops_cluster_alike \
+	  tests/test_dedupe.py::test_c_story_scores_refuses_bad_input
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .hypothesis

@@ -1,4 +1,5 @@
-/* monitor._matchcore: the per-entry half of monitor.match, in C (issue #3).
+/* monitor._matchcore: the per-entry half of monitor.match, in C (issue #3),
+ * and the candidate loop of monitor.dedupe (story_scores, at the end; issue #4).
  *
  * monitor/match.py compiles watchlists (parsing, validation, the choice of
  * trigger patterns) and hands this module flat tables; Core.match(entry) then
@@ -1561,10 +1562,182 @@ static PyTypeObject CoreType = {
     .tp_methods = Core_methods,
 };
 
+
+/* ---- story_scores: the candidate loop of monitor.dedupe (issue #4) --------
+ *
+ * StoryIndex._most_similar's hot half, the same steps as dedupe's
+ * _story_scores_py in the same order (the same float operations, so the
+ * same scores to the last bit):
+ *
+ *   held: [(postings size, entry weight, {story id: centroid weight})], rarest
+ *   first. A feature in at most posting_limit stories, while fewer than
+ *   candidates stories are proposed, adds weight * value to each of its
+ *   stories' dots; any other is "common". Each proposed story with a
+ *   positive norm and last_seen >= horizon scores dot / norm. With common
+ *   features, the shortlist best (a stable sort, best first) get their
+ *   common dots added and are the only ones returned.
+ */
+
+static PyObject *str_norm, *str_last_seen;
+
+/* dots[key] = dots.get(key, 0.0) + add */
+static int add_to(PyObject *dots, PyObject *key, double add) {
+    PyObject *old = PyDict_GetItemWithError(dots, key);
+    double value = add;
+    if (old) {
+        double before = PyFloat_AsDouble(old);
+        if (before == -1.0 && PyErr_Occurred()) return -1;
+        value = before + add;
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *f = PyFloat_FromDouble(value);
+    if (!f) return -1;
+    int rc = PyDict_SetItem(dots, key, f);
+    Py_DECREF(f);
+    return rc;
+}
+
+/* The story's norm if it is open (norm > 0, last_seen >= horizon), else -1; -2 on error. */
+static double open_norm(PyObject *stories, PyObject *key, PyObject *horizon) {
+    PyObject *story = PyDict_GetItemWithError(stories, key);
+    if (!story) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+        return -2.0;
+    }
+    PyObject *n = PyObject_GetAttr(story, str_norm);
+    if (!n) return -2.0;
+    double norm = PyFloat_AsDouble(n);
+    Py_DECREF(n);
+    if (norm == -1.0 && PyErr_Occurred()) return -2.0;
+    if (!(norm > 0.0)) return -1.0;
+    PyObject *seen = PyObject_GetAttr(story, str_last_seen);
+    if (!seen) return -2.0;
+    int open = seen != Py_None ? PyObject_RichCompareBool(seen, horizon, Py_GE) : 0;
+    Py_DECREF(seen);
+    if (open < 0) return -2.0;
+    return open ? norm : -1.0;
+}
+
+typedef struct { double score; PyObject *key; double norm; } Ranked;  /* key borrowed from dots */
+
+static PyObject *story_scores(PyObject *self, PyObject *args) {
+    PyObject *held, *stories, *horizon;
+    Py_ssize_t posting_limit, candidates, shortlist;
+    if (!PyArg_ParseTuple(args, "O!O!Onnn", &PyList_Type, &held, &PyDict_Type, &stories, &horizon,
+                          &posting_limit, &candidates, &shortlist))
+        return NULL;
+    if (shortlist < 1) {
+        PyErr_SetString(PyExc_ValueError, "shortlist must be positive");
+        return NULL;
+    }
+    PyObject *dots = PyDict_New(), *common = PyList_New(0), *scores = PyDict_New();
+    Ranked *top = NULL;
+    if (!dots || !common || !scores) goto error;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
+        PyObject *item = PyList_GET_ITEM(held, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3 ||
+            !PyDict_Check(PyTuple_GET_ITEM(item, 2))) {
+            PyErr_SetString(PyExc_TypeError, "held: (size, weight, dict) tuples");
+            goto error;
+        }
+        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
+        if (size == -1 && PyErr_Occurred()) goto error;
+        if (size > posting_limit || PyDict_GET_SIZE(dots) >= candidates) {
+            if (PyList_Append(common, item) < 0) goto error;
+            continue;
+        }
+        double weight = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+        if (weight == -1.0 && PyErr_Occurred()) goto error;
+        PyObject *postings = PyTuple_GET_ITEM(item, 2), *key, *value;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(postings, &pos, &key, &value)) {
+            double v = PyFloat_AsDouble(value);
+            if (v == -1.0 && PyErr_Occurred()) goto error;
+            if (add_to(dots, key, weight * v) < 0) goto error;
+        }
+    }
+    Py_ssize_t ncommon = PyList_GET_SIZE(common), kept = 0, pos = 0;
+    PyObject *key, *value;
+    if (ncommon) {
+        top = PyMem_Calloc((size_t)shortlist, sizeof(Ranked));
+        if (!top) { PyErr_NoMemory(); goto error; }
+    }
+    while (PyDict_Next(dots, &pos, &key, &value)) {
+        double norm = open_norm(stories, key, horizon);
+        if (norm == -2.0) goto error;
+        if (norm < 0.0) continue;
+        double dot = PyFloat_AsDouble(value);
+        if (dot == -1.0 && PyErr_Occurred()) goto error;
+        double score = dot / norm;
+        if (!ncommon) {
+            PyObject *f = PyFloat_FromDouble(score);
+            if (!f) goto error;
+            int rc = PyDict_SetItem(scores, key, f);
+            Py_DECREF(f);
+            if (rc < 0) goto error;
+            continue;
+        }
+        /* A stable top-k, best first (Python's sorted(reverse=True)[:k]): a
+         * score goes after every kept score >= it; when full, the last goes. */
+        if (kept == shortlist && !(score > top[kept - 1].score)) continue;
+        Py_ssize_t at = kept < shortlist ? kept : shortlist - 1;
+        while (at > 0 && top[at - 1].score < score) {
+            top[at] = top[at - 1];
+            at--;
+        }
+        top[at] = (Ranked){score, key, norm};
+        if (kept < shortlist) kept++;
+    }
+    for (Py_ssize_t k = 0; k < kept; k++) {
+        PyObject *id = top[k].key;
+        PyObject *got = PyDict_GetItemWithError(dots, id);
+        if (!got) { if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, id); goto error; }
+        double dot = PyFloat_AsDouble(got);
+        if (dot == -1.0 && PyErr_Occurred()) goto error;
+        for (Py_ssize_t c = 0; c < ncommon; c++) {
+            PyObject *item = PyList_GET_ITEM(common, c);
+            double weight = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+            if (weight == -1.0 && PyErr_Occurred()) goto error;
+            PyObject *shared = PyDict_GetItemWithError(PyTuple_GET_ITEM(item, 2), id);
+            if (shared) {
+                double v = PyFloat_AsDouble(shared);
+                if (v == -1.0 && PyErr_Occurred()) goto error;
+                dot += weight * v;
+            } else if (PyErr_Occurred()) {
+                goto error;
+            }
+        }
+        PyObject *f = PyFloat_FromDouble(dot / top[k].norm);
+        if (!f) goto error;
+        int rc = PyDict_SetItem(scores, id, f);
+        Py_DECREF(f);
+        if (rc < 0) goto error;
+    }
+    PyMem_Free(top);
+    Py_DECREF(dots);
+    Py_DECREF(common);
+    return scores;
+error:
+    PyMem_Free(top);
+    Py_XDECREF(dots);
+    Py_XDECREF(common);
+    Py_XDECREF(scores);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"story_scores", story_scores, METH_VARARGS,
+     "story_scores(held, stories, horizon, posting_limit, candidates, shortlist) -> dict: "
+     "monitor.dedupe's candidate scores (see _story_scores_py)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "monitor._matchcore",
-    "The per-entry half of monitor.match in C: tokenise, walk the trigger trie, evaluate.",
-    -1, NULL, NULL, NULL, NULL, NULL,
+    "The per-entry hot loops in C: monitor.match's matcher (tokenise, walk the trigger trie,\n"
+    "evaluate) and monitor.dedupe's candidate scores.",
+    -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__matchcore(void) {
@@ -1575,7 +1748,10 @@ PyMODINIT_FUNC PyInit__matchcore(void) {
     str_summary = PyUnicode_InternFromString("summary");
     str_feed = PyUnicode_InternFromString("feed");
     str_link = PyUnicode_InternFromString("link");
-    if (!str_title || !str_summary || !str_feed || !str_link) return NULL;
+    str_norm = PyUnicode_InternFromString("norm");
+    str_last_seen = PyUnicode_InternFromString("last_seen");
+    if (!str_title || !str_summary || !str_feed || !str_link || !str_norm || !str_last_seen)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0) { Py_DECREF(m); return NULL; }

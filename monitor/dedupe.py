@@ -48,6 +48,11 @@ from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urls
 from monitor.text import tokenize
 from monitor.types import Entry
 
+try:  # the C core (monitor/_matchcore.c) scores candidates; the Python path is the fallback
+    from monitor import _matchcore as _core  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - the install could not compile it
+    _core = None
+
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
@@ -606,6 +611,55 @@ class _Centroids:
         return [(-score, ident) for score, ident in ranked[:limit]]
 
 
+def _story_scores_py(
+    held: list[tuple[int, float, dict[str, float]]],
+    stories: dict[str, _Story],
+    horizon: datetime,
+    posting_limit: int = _POSTING_LIMIT,
+    candidates: int = _CANDIDATES,
+    shortlist_size: int = _SHORTLIST,
+) -> dict[str, float]:
+    """The candidates' cosines for :meth:`StoryIndex._most_similar`.
+
+    ``held``: (postings size, entry weight, story id -> centroid weight) per
+    feature, rarest first. A feature held by at most ``posting_limit``
+    stories, while fewer than ``candidates`` are proposed, adds to the dot
+    products of its stories; the others are common. Each proposed story still
+    open scores dot / norm; with common features, only the ``shortlist_size``
+    best get them added and are returned. monitor/_matchcore.c's
+    ``story_scores`` does the same in C, float operation for float operation.
+    """
+    dots: dict[str, float] = {}
+    common: list[tuple[int, float, dict[str, float]]] = []
+    for item in held:
+        size, weight, postings = item
+        if size > posting_limit or len(dots) >= candidates:
+            common.append(item)
+        elif dots:
+            get = dots.get
+            for story_id, value in postings.items():
+                dots[story_id] = get(story_id, 0.0) + weight * value
+        else:
+            dots = {story_id: weight * value for story_id, value in postings.items()}
+    scores: dict[str, float] = {}
+    for story_id, dot in dots.items():
+        story = stories[story_id]
+        if story.norm > 0.0 and story.last_seen is not None and story.last_seen >= horizon:
+            scores[story_id] = dot / story.norm
+    if common and scores:
+        # Sorting is stable, so ties keep the order they were proposed in.
+        shortlist = sorted(scores, key=scores.__getitem__, reverse=True)[:shortlist_size]
+        scores = {}
+        for story_id in shortlist:
+            dot = dots[story_id]
+            for _, weight, postings in common:
+                shared = postings.get(story_id)
+                if shared is not None:
+                    dot += weight * shared
+            scores[story_id] = dot / stories[story_id].norm
+    return scores
+
+
 class StoryIndex:
     """The stories of the last ``window``, and which one a new entry joins.
 
@@ -901,34 +955,12 @@ class StoryIndex:
             if (stories := self._postings.get(feature))
         ]
         held.sort(key=lambda item: item[0])
-        dots: dict[str, float] = {}
-        common: list[tuple[float, dict[str, float]]] = []
-        for size, weight, stories in held:
-            if size > _POSTING_LIMIT or len(dots) >= _CANDIDATES:
-                common.append((weight, stories))
-            elif dots:
-                get = dots.get
-                for story_id, value in stories.items():
-                    dots[story_id] = get(story_id, 0.0) + weight * value
-            else:
-                dots = {story_id: weight * value for story_id, value in stories.items()}
         all_stories = self._stories
-        scores: dict[str, float] = {}
-        for story_id, dot in dots.items():
-            story = all_stories[story_id]
-            if story.norm > 0.0 and story.last_seen is not None and story.last_seen >= horizon:
-                scores[story_id] = dot / story.norm
-        if common and scores:
-            # Sorting is stable, so ties keep the order nlargest would give them.
-            shortlist = sorted(scores, key=scores.__getitem__, reverse=True)[:_SHORTLIST]
-            scores = {}
-            for story_id in shortlist:
-                dot = dots[story_id]
-                for weight, stories in common:
-                    shared = stories.get(story_id)
-                    if shared is not None:
-                        dot += weight * shared
-                scores[story_id] = dot / all_stories[story_id].norm
+        if _core is not None:
+            scores = _core.story_scores(held, all_stories, horizon, _POSTING_LIMIT, _CANDIDATES,
+                                        _SHORTLIST)
+        else:
+            scores = _story_scores_py(held, all_stories, horizon)
         if not scores:
             return None, 0.0
         threshold = self.settings.threshold

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from monitor import dedupe as dedupe_module
 from monitor.dedupe import (
     TRACKING_PARAMS,
     TRACKING_PREFIXES,
@@ -721,3 +722,65 @@ def test_semantic_a_young_story_needs_a_close_match(embed: Counting) -> None:
     troops = feed(relaxed, NK_TROOPS[:2])
     assert index.assign(NK_MISSILE, NOW)[0] is None
     assert relaxed.assign(NK_MISSILE, NOW)[0] == troops[0]
+
+
+# --------------------------------------------------------------------------- the C candidate loop
+
+
+needs_core = pytest.mark.skipif(dedupe_module._core is None,
+                                reason="monitor._matchcore is not built")
+
+
+def lexical_index(rows: Sequence[tuple[str, Entry, datetime]]) -> StoryIndex:
+    index = StoryIndex(DedupeSettings())
+    for _, e, seen in rows:
+        story_id, _ = index.assign(e, seen)
+        index.add(story_id or story_id_for(e), e, seen)
+    return index
+
+
+@needs_core
+@pytest.mark.parametrize(("limit", "candidates", "shortlist"),
+                         [(64, 128, 16), (2, 5, 3), (1, 1, 1), (1000, 1000, 1)])
+def test_c_story_scores_are_the_python_ones_to_the_bit(limit: int, candidates: int,
+                                                         shortlist: int) -> None:
+    """monitor/_matchcore.c's story_scores against _story_scores_py on an index
+    of real headlines, with limits small enough to send features down every
+    branch (proposing, common, the shortlist, ties)."""
+    rows = load_sample()
+    index = lexical_index(rows[:500])
+    late = rows[499][2] - timedelta(hours=1)  # most stories are closed by then
+    found = 0
+    for i, (_, e, _) in enumerate(rows[500:]):
+        horizon = late if i % 2 else rows[0][2]
+        vector, _ = index._entry_vector(e)
+        held = sorted(((len(p), w, p) for f, w in vector.items() if (p := index._postings.get(f))),
+                      key=lambda item: item[0])
+        expected = dedupe_module._story_scores_py(held, index._stories, horizon, limit,
+                                                  candidates, shortlist)
+        got = dedupe_module._core.story_scores(held, index._stories, horizon, limit, candidates,
+                                               shortlist)
+        assert got == expected
+        assert list(got) == list(expected)  # the same order too
+        found += len(expected)
+    assert found > 50  # not a comparison of empty dicts
+
+
+@needs_core
+def test_c_and_python_candidate_loops_cluster_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_core = replay_sample(StoryIndex(DedupeSettings()))[0]
+    monkeypatch.setattr(dedupe_module, "_core", None)
+    without = replay_sample(StoryIndex(DedupeSettings()))[0]
+    assert with_core == without
+
+
+@needs_core
+def test_c_story_scores_refuses_bad_input() -> None:
+    core = dedupe_module._core
+    with pytest.raises(TypeError):
+        core.story_scores([(1, 0.5)], {}, NOW, 64, 128, 16)
+    with pytest.raises(ValueError, match="shortlist"):
+        core.story_scores([], {}, NOW, 64, 128, 0)
+    with pytest.raises(KeyError):  # a posting for a story the index does not hold
+        core.story_scores([(1, 0.5, {"gone": 0.3})], {}, NOW, 64, 128, 16)
+    assert core.story_scores([], {}, NOW, 64, 128, 16) == {}
