@@ -8,11 +8,11 @@ from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "samples" / "seed-article.txt"
+SEED = Path(__file__).parent / "data" / "seed-article.txt"
 
 
 def seed_story() -> tuple[str, str]:
-    """The example story from ../shared/samples: (headline, first paragraphs)."""
+    """The example story, a real article: (headline, first paragraphs)."""
     lines = [ln.strip() for ln in SEED.read_text(encoding="utf-8").splitlines()]
     start = lines.index("Newszop") + 1
     body = [ln for ln in lines[start:] if ln]

@@ -25,7 +25,8 @@ from monitor.query import And, Near, Node, Not, Term, render
 from monitor.text import normalize, tokenize
 from monitor.types import Entry, Watchlist
 
-STORIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "story-clusters-dev.csv"
+# Every fourth headline of each story in story-clusters-dev.csv (tests/data/PROVENANCE.md).
+STORIES = Path(__file__).parent / "data" / "story-clusters-1in4.csv"
 SEED_TITLE = "'Several thousands' of North Korean troops set to be sent to Ukraine frontline"
 ISSUE_QUERY = '("North Korea*" OR Pyongyang OR DPRK) AND (Ukraine OR Kursk) NOT "South Korea"'
 
@@ -440,11 +441,12 @@ def test_empty_matcher() -> None:
 
 # --- Real headlines ------------------------------------------------------------------
 
-# Watchlist queries for stories in story-clusters-dev.csv, with the story id each
-# is about, and the recall it reaches (share of that story's headlines found).
+# Watchlist queries for stories in STORIES, with the story id each is about, and
+# the recall it must reach (share of that story's headlines found): a floor under
+# what it reached when written, measured in test_real_headlines' docstring.
 STORY_QUERIES = [
     ("Snowden", "dqvpqdCv-IV7KrMD51wr0w-O_QIeM", 0.9),
-    ('Carney OR "Bank of England"', "dBxpRXe8n64NSYMS2ELgYC0Mp3ySM", 0.6),
+    ('Carney OR "Bank of England"', "dBxpRXe8n64NSYMS2ELgYC0Mp3ySM", 0.55),
     ('"Lena Dunham" OR Dunham', "dIAUryHj5P5xMKMj_WJbFcAQncTbM", 0.85),
     ('"Taylor Swift" NOT Dunham', "dqJSZAbIJ1RpWBMuWD0zH4dLp0drM", 0.85),
     (
@@ -452,16 +454,22 @@ STORY_QUERIES = [
         "dv9wrOJXBM-AyRMvttoT84rv3WnSM",
         0.7,
     ),
-    ("Fannie OR Freddie", "dqGBNbtZggwuw5MCNC30E54BpP3aM", 0.7),
+    ("Fannie OR Freddie", "dqGBNbtZggwuw5MCNC30E54BpP3aM", 0.65),
     ('Wearhouse OR "Jos. A. Bank"', "do6Vg-oWU1TOTeMhVmlSXEHyzSaoM", 0.9),
-    ("marijuana NEAR/5 Colorado OR marijuana tax*", "d__jcKruuebDhTMfkhbUJpI3MBjEM", 0.3),
+    ("marijuana NEAR/5 Colorado OR marijuana tax*", "d__jcKruuebDhTMfkhbUJpI3MBjEM", 0.45),
 ]
 
 
 def test_real_headlines() -> None:
-    """Each story's query finds mostly that story among 2,413 headlines of 40 stories."""
-    if not STORIES.exists():
-        pytest.skip(f"{STORIES} is not here")
+    """Each story's query finds mostly that story among 622 headlines of 40 stories.
+
+    Measured on STORIES when written: every hit of every query is of its own
+    story (precision 1.0), and the recall is Snowden 55 of 58 (0.95), Carney
+    26/46 (0.57), Dunham 37/42 (0.88), Taylor Swift 14/16 (0.88), MH370 5/7
+    (0.71), Fannie/Freddie 14/21 (0.67), Men's Wearhouse 27/28 (0.96),
+    marijuana 17/34 (0.50). (On all 2,413 headlines precision is 0.99 for
+    Snowden, as three headlines of the South by Southwest story name him,
+    0.95 for MH370 and 1.0 for the rest; recall 0.36-0.93.)"""
     with STORIES.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     matcher = Matcher.compile(
@@ -473,6 +481,7 @@ def test_real_headlines() -> None:
         for match in matcher.match(item):
             found[match.watchlist][row["story_id"]] += 1
     sizes = Counter(row["story_id"] for row in rows)
+    assert len(rows) == 622 and len(sizes) == 40
     for _, story, recall in STORY_QUERIES:
         hits = found[story]
         assert hits[story] / hits.total() >= 0.95, (story, hits.most_common(3))

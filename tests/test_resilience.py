@@ -22,7 +22,7 @@ from feeds import RSS
 from servers import FeedServer, SlackServer, SMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
-CLUSTERS = ROOT.parent / "shared" / "data" / "story-clusters-dev.csv"
+CLUSTERS = ROOT / "tests" / "data" / "story-clusters-1in4.csv"
 
 pytestmark = pytest.mark.slow
 
