@@ -33,6 +33,7 @@ Nothing here reads the clock, the environment or the disk: ``now`` and
 
 from __future__ import annotations
 
+import bisect
 import enum
 import hashlib
 import heapq
@@ -41,7 +42,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -71,7 +72,9 @@ __all__ = [
     "TRACKING_PARAMS",
     "TRACKING_PREFIXES",
     "DedupeSettings",
+    "Join",
     "StoryIndex",
+    "event_time",
     "canonical_url",
     "story_id_for",
 ]
@@ -315,8 +318,9 @@ class DedupeSettings:
     """
 
     window: timedelta = timedelta(hours=48)
-    threshold: float = 0.15
-    one_concept_threshold: float = 0.28
+    threshold: float = 0.06
+    one_concept_threshold: float = 0.12
+    one_concept_single_threshold: float = 0.28
     semantic_threshold: float = 0.35
     semantic_concept_threshold: float | None = None
     semantic_single_threshold: float = 0.45
@@ -327,7 +331,8 @@ class DedupeSettings:
     def __post_init__(self) -> None:
         if self.window <= timedelta(0):
             raise ValueError(f"window must be positive, got {self.window}")
-        for name in ("threshold", "one_concept_threshold", "semantic_threshold",
+        for name in ("threshold", "one_concept_threshold", "one_concept_single_threshold",
+                     "semantic_threshold",
                      "semantic_concept_threshold", "semantic_single_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
@@ -384,7 +389,33 @@ _POSTING_LIMIT = 64  # a feature in more stories than this is too common to prop
 _CANDIDATES = 128  # rarest features first, until this many stories are proposed
 _SHORTLIST = 16  # candidates that also get the common features' share of the score
 _RARE = 0.02  # a word held by more of the window's entries is no concept (see _concepts)
+# ...but a word in so few entries is no evidence that it is everywhere: in a small
+# index (a quiet day, a handful of feeds) 2% is less than one entry.
+_RARE_MIN = 4
 _GATED = 4  # best candidates above the threshold that are checked for shared concepts
+# A word in at least this share of a watchlist's matches in the window (counted
+# with _TOPIC_PRIOR pseudo-matches that lack it, so a watchlist's first few
+# matches discount nothing but their own matched terms) is the watchlist's
+# subject, not evidence of which event a match reports.
+_TOPIC_SHARE = 0.5
+_TOPIC_PRIOR = 4
+# A join whose score clears its bar by less than this share of the bar is weak:
+# it is shown to the team as "possibly the same story" rather than folded silently.
+_WEAK_MARGIN = 0.35
+# Different numbers on both sides ("1,500 troops" vs "3,000 troops") raise the
+# bar this share of the way to 1: two counts of one event rarely disagree.
+_CONFLICT = 0.3
+# Method semantic: the bar rises by this when the entry and the story share no
+# concept beyond the watchlist's subject (the embedding reads the names too).
+_SUBJECT_ONLY = 0.1
+# How the bar rises with the time gap g between an entry and a story, as
+# (g / window) ** _GAP_POWER of the way to 1: slowly for the hours in which
+# one event is reported, steeply towards the window's end.
+_GAP_POWER = 1.5
+# Publication times before this, or more than _FUTURE after the entry was seen,
+# are not believed: the entry is dated when it was seen.
+_EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+_FUTURE = timedelta(days=1)
 _SEMANTIC_CANDIDATES = 6  # stories with the best average embedding cosine that are scored
 _SEMANTIC_CONCEPTS = 2.0  # concepts an entry needs to join at semantic_concept_threshold
 # Weight of the lexical TF-IDF cosine in method semantic's score: names shared
@@ -483,6 +514,55 @@ def _concepts(
     return len(in_title) + 0.5 * len(roots - in_title)
 
 
+def _without(vector: dict[str, float], subject: frozenset[str]) -> dict[str, float]:
+    """``vector`` without the features that hold a ``subject`` word, unit length again."""
+    kept = {f: w for f, w in vector.items()
+            if f not in subject and (" " not in f or subject.isdisjoint(f.split(" ")))}
+    norm = math.sqrt(sum(w * w for w in kept.values()))
+    return {f: w / norm for f, w in kept.items()} if norm > 0.0 else {}
+
+
+def _numbers(texts: tuple[tuple[str, ...], ...]) -> frozenset[str]:
+    """The numbers in an entry's headline ("1,500" -> 500; "000" and one digit say little)."""
+    title = texts[0] if texts else ()
+    return frozenset(w for w in title if w.isdigit() and w.strip("0"))
+
+
+def _numbers_conflict(numbers: frozenset[str], counts: dict[str, int], size: int) -> bool:
+    """Whether the entry's headline has a number the story lacks while at least
+    half the story's members share one the entry lacks."""
+    if all(n in counts for n in numbers):  # also: no numbers at all
+        return False
+    return any(f.isdigit() and f.strip("0") and f not in numbers and 2 * c >= size
+               for f, c in counts.items())
+
+
+def _misses_core(texts: tuple[tuple[str, ...], ...], counts: dict[str, int], size: int,
+                 common: Container[str]) -> bool:
+    """Whether the entry lacks most of what a story's members agree on: the words
+    (not ``common``) that more than half of its members hold, for a story of two
+    or more. Sharing "North Korea" with three troops headlines, and none of
+    "thousands", "troops" or "frontline", is a different event about the same name."""
+    if size < 2:
+        return False
+    core = [f for f, c in counts.items() if 2 * c > size and " " not in f and f not in common]
+    if not core:
+        return False
+    have = {w for words in texts for w in words}
+    return 2 * sum(1 for f in core if f in have) < len(core)
+
+
+def _shared_words(texts: tuple[tuple[str, ...], ...], held: Container[str],
+                  common: Container[str]) -> tuple[str, ...]:
+    """The words the entry shares with a story that count as evidence, in order."""
+    out: list[str] = []
+    for words in texts:
+        for w in words:
+            if w in held and w not in common and w not in out:
+                out.append(w)
+    return tuple(out)
+
+
 def _embed_text(entry: Entry) -> str:
     """What is embedded for an entry: its headline without wire boilerplate.
 
@@ -498,13 +578,58 @@ def _embed_text(entry: Entry) -> str:
 _Prepared = tuple[dict[str, float], tuple[tuple[str, ...], ...]]  # unit vector, words per text
 
 
+def event_time(entry: Entry, seen_at: datetime) -> datetime:
+    """When the event an entry reports happened, as far as grouping can tell:
+    its publication time, or ``seen_at`` when the feed gives none or one that
+    cannot be right (before 1990, or more than a day after it was seen)."""
+    published = entry.published
+    if published is None or published < _EARLIEST or published > seen_at + _FUTURE:
+        return seen_at
+    return published
+
+
+def term_words(terms: Iterable[str]) -> frozenset[str]:
+    """The words of matched watchlist terms as grouping compares them
+    (``"North Korea*"`` -> north, korea; ``Ukrain*`` -> ukrai; ``title:Kim`` -> kim)."""
+    out: set[str] = set()
+    for term in terms:
+        _, colon, rest = term.partition(":")
+        out.update(_words((rest if colon and " " not in term.split(":")[0] else term)
+                          .replace("*", " ")))
+    return frozenset(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Join:
+    """What :meth:`StoryIndex.decide` found for an entry.
+
+    ``story_id`` is None for a new story. ``score`` is the best score seen
+    (that of the story joined, if any) and ``bar`` what that story asked of
+    it, after the time gap raised it. ``evidence`` is the words the entry and
+    the story share that counted (watchlist subjects and words that are
+    everywhere do not). ``weak`` marks a join that cleared its bar narrowly:
+    the team is shown it as "possibly the same story". ``how`` says which
+    rule decided: "url", "entry", "tfidf", "semantic" or "" for a new story.
+    """
+
+    story_id: str | None
+    score: float = 0.0
+    bar: float = 0.0
+    evidence: tuple[str, ...] = ()
+    weak: bool = False
+    how: str = ""
+    gap: timedelta = timedelta(0)
+
+
 @dataclass(slots=True, kw_only=True)
 class _Member:
     story_id: str
     url: str
     seen_at: datetime
+    at: float  # event_time() as a POSIX timestamp
     seq: int
     vector: dict[str, float]  # unit length, IDF as it was when the member was added
+    topics: tuple[str, ...] = ()  # watchlists it matched
     embedding: Vector | None = None  # method semantic: unit sentence embedding
 
 
@@ -515,6 +640,18 @@ class _Story:
     norm: float = 0.0  # its square root, for scoring
     size: int = 0
     last_seen: datetime | None = None
+    times: list[float] = field(default_factory=list)  # members' event times, sorted
+
+    def gap(self, at: float) -> float:
+        """Seconds from ``at`` to the nearest member's event time."""
+        times = self.times
+        i = bisect.bisect_left(times, at)
+        best = math.inf
+        if i < len(times):
+            best = times[i] - at
+        if i:
+            best = min(best, at - times[i - 1])
+        return best
 
 
 class _Centroids:
@@ -771,6 +908,9 @@ class StoryIndex:
         self._seq = 0
         self._changes = 0  # bumped by every add and removal: IDF may have moved
         self._cached: tuple[Entry | None, int, _Prepared] = (None, 0, ({}, ()))
+        # watchlist -> word -> its matches in the window holding the word; and their number
+        self._topic_words: dict[str, dict[str, int]] = {}
+        self._topic_size: dict[str, int] = {}
 
     def __len__(self) -> int:
         """Entries held."""
@@ -782,30 +922,72 @@ class StoryIndex:
 
     # -- deciding ---------------------------------------------------------
 
-    def assign(self, entry: Entry, seen_at: datetime) -> tuple[str | None, float]:
-        """The story ``entry`` belongs to, or None for a new story, and the score.
+    def assign(self, entry: Entry, seen_at: datetime, *, topics: Sequence[str] = (),
+               terms: Iterable[str] = ()) -> tuple[str | None, float]:
+        """:meth:`decide`'s story id and score."""
+        join = self.decide(entry, seen_at, topics=topics, terms=terms)
+        return join.story_id, join.score
 
-        Looks only at stories with a member seen within ``window`` before
-        ``seen_at``. Changes nothing: call :meth:`add` to record the decision.
+    def decide(self, entry: Entry, seen_at: datetime, *, topics: Sequence[str] = (),
+               terms: Iterable[str] = ()) -> Join:
+        """The story ``entry`` belongs to (None: a new story), and why.
+
+        ``topics`` are the watchlists the entry matched and ``terms`` the terms
+        that matched: what every match of those watchlists shares is their
+        subject, not evidence of one event (see :meth:`_subject`). Looks only
+        at stories with a member seen within ``window`` before ``seen_at``
+        and published within ``window`` of the entry (:func:`event_time`);
+        the bar rises with the gap. Changes nothing: call :meth:`add` to
+        record the decision.
         """
         horizon = seen_at - self.settings.window
         member = self._members.get((entry.feed, entry.key))
         if member is not None and self._is_open(member.story_id, horizon):
-            return member.story_id, 1.0
+            return Join(story_id=member.story_id, score=1.0, bar=1.0, how="entry")
         url = entry.canonical_url or canonical_url(entry.link)
         for story_id in sorted(self._by_url.get(url, {})) if url else ():
             if self._is_open(story_id, horizon):
-                return story_id, 1.0
+                return Join(story_id=story_id, score=1.0, bar=1.0, how="url")
         if self.settings.method is Method.URL:
-            return None, 0.0
-        vector, texts = self._entry_vector(entry)
+            return Join(story_id=None)
+        full, texts = self._entry_vector(entry)
+        subject = self._subject(texts, topics, terms)
+        vector = _without(full, subject) if subject else full
+        at = event_time(entry, seen_at).timestamp()
         if self._centroids is None:
-            return self._most_similar(vector, texts, horizon)
-        meaning = self._most_similar_meaning(self._embedding(entry), vector, texts, horizon)
-        if meaning[0] is not None:
+            return self._most_similar(vector, full, texts, horizon, at, subject)
+        meaning = self._most_similar_meaning(self._embedding(entry), vector, texts, horizon, at,
+                                             subject)
+        if meaning.story_id is not None:
             return meaning
-        lexical = self._most_similar(vector, texts, horizon)
-        return lexical if lexical[0] is not None else meaning
+        lexical = self._most_similar(vector, full, texts, horizon, at, subject)
+        return lexical if lexical.story_id is not None else meaning
+
+    def _subject(self, texts: tuple[tuple[str, ...], ...], topics: Sequence[str],
+                 terms: Iterable[str]) -> frozenset[str]:
+        """The entry's words that say which watchlist it matched, not what happened.
+
+        The words of its matched terms, and any word held by at least
+        ``_TOPIC_SHARE`` of one of its watchlists' matches in the window
+        (counted with ``_TOPIC_PRIOR`` pseudo-matches that lack it). A broad
+        watchlist has no such word and discounts only its matched terms;
+        "North Korea AND Ukraine" discounts both names, and "Pyongyang" or
+        "Kyiv" once most of its matches carry them.
+        """
+        subject = set(term_words(terms))
+        for topic in topics:
+            words = self._topic_words.get(topic)
+            if not words:
+                continue
+            limit = (self._topic_size.get(topic, 0) + _TOPIC_PRIOR) * _TOPIC_SHARE
+            subject.update(w for part in texts for w in part if words.get(w, 0) >= limit)
+        return frozenset(subject)
+
+    def _time_bar(self, bar: float, gap: float) -> float:
+        """``bar`` raised with the time between the entry and the story: reports of one
+        event come within hours; at ``window`` apart no score is enough."""
+        share: float = min(1.0, gap / self.settings.window.total_seconds()) ** _GAP_POWER
+        return bar + (1.0 - bar) * share
 
     def prepare(self, entries: Iterable[Entry]) -> None:
         """Embed ``entries`` in one call of the embed function, ahead of
@@ -844,42 +1026,55 @@ class StoryIndex:
 
     def _most_similar_meaning(
         self, embedding: Vector, vector: dict[str, float], texts: tuple[tuple[str, ...], ...],
-        horizon: datetime,
-    ) -> tuple[str | None, float]:
+        horizon: datetime, at: float, subject: frozenset[str],
+    ) -> Join:
         """Best open story by one score: the average embedding cosine between
         the entry and the story's members, plus the lexical TF-IDF cosine to
         its centroid at ``_LEXICAL_WEIGHT``, less ``semantic_conflict_penalty``
         when the two each hold a rare word the other lacks; the story with
-        the widest margin over its own bar (:meth:`_semantic_bar`) wins."""
+        the widest margin over its own bar (:meth:`_semantic_bar`, raised
+        with the time gap, and by ``_SUBJECT_ONLY`` when the two share
+        nothing beyond the watchlist's subject) wins."""
         assert self._centroids is not None
         settings = self.settings
         concept_bar = settings.semantic_concept_threshold
-        ranked = self._centroids.best(
-            embedding, _SEMANTIC_CANDIDATES, lambda story_id: self._is_open(story_id, horizon)
-        )
-        everywhere = self._everywhere(texts)
-        best: tuple[float, float, str] | None = None  # (margin over the bar, score, story)
-        top = 0.0
+        window = settings.window.total_seconds()
+        stories = self._stories
+
+        def keep(story_id: str) -> bool:
+            return self._is_open(story_id, horizon) and stories[story_id].gap(at) <= window
+
+        ranked = self._centroids.best(embedding, _SEMANTIC_CANDIDATES, keep)
+        everywhere = self._everywhere(texts) | subject
+        best: tuple[float, Join] | None = None  # (margin over the bar, join)
+        top = Join(story_id=None)
         for average, story_id in ranked:
-            story = self._stories[story_id]
+            story = stories[story_id]
             if story.size == 1 and average < settings.semantic_single_threshold:
                 continue  # one headline is thin evidence of what a story is about
             bar = self._semantic_bar(story_id, story.size)
             shared = _concepts(texts, story.counts, everywhere)
             score = average
             if shared >= _SEMANTIC_CONCEPTS:  # one shared name ("North Korea") is no evidence
-                score += _LEXICAL_WEIGHT * self._cosine(vector, story_id)
+                score += _LEXICAL_WEIGHT * self._cosine(vector, story_id, subject)
             if settings.semantic_conflict_penalty and self._conflicts(texts, story_id, everywhere):
                 score -= settings.semantic_conflict_penalty
             score = min(score, 1.0)
-            top = max(top, score)
             if concept_bar is not None and shared >= _SEMANTIC_CONCEPTS:
                 bar = min(bar, concept_bar)
+            if subject and shared < 1.0:
+                bar += _SUBJECT_ONLY
+            gap = story.gap(at)
+            bar = self._time_bar(bar, gap)
+            if score > top.score:
+                top = Join(story_id=None, score=score, bar=bar)
             if score >= bar and (best is None or score - bar > best[0]):
-                best = (score - bar, score, story_id)
-        if best is None:
-            return None, top
-        return best[2], best[1]
+                best = (score - bar, Join(
+                    story_id=story_id, score=score, bar=bar, how="semantic",
+                    evidence=_shared_words(texts, story.counts, everywhere),
+                    weak=score < bar * (1.0 + _WEAK_MARGIN) or shared < 1.0,
+                    gap=timedelta(seconds=gap)))
+        return best[1] if best is not None else top
 
     def _semantic_bar(self, story_id: str, size: int) -> float:
         """The score a story asks of a new member: ``semantic_threshold``,
@@ -894,18 +1089,33 @@ class StoryIndex:
         tight = self._centroids.tightness(story_id) - settings.semantic_tightness_margin
         return max(settings.semantic_threshold, min(tight, settings.semantic_single_threshold))
 
-    def _cosine(self, vector: dict[str, float], story_id: str) -> float:
-        """TF-IDF cosine between an entry's unit vector and one story's centroid."""
-        story = self._stories[story_id]
-        if story.norm <= 0.0:
-            return 0.0
+    def _cosine(self, vector: dict[str, float], story_id: str,
+                subject: frozenset[str] = frozenset()) -> float:
+        """TF-IDF cosine between an entry's unit vector and one story's centroid,
+        both without the ``subject``'s features."""
         postings = self._postings
         dot = 0.0
         for feature, weight in vector.items():
             stories = postings.get(feature)
             if stories is not None:
                 dot += weight * stories.get(story_id, 0.0)
-        return dot / story.norm
+        norm = self._norm_without(story_id, subject)
+        return dot / norm if norm > 0.0 else 0.0
+
+    def _norm_without(self, story_id: str, subject: frozenset[str]) -> float:
+        """|centroid| without the features that hold a ``subject`` word."""
+        story = self._stories[story_id]
+        if not subject:
+            return story.norm
+        postings = self._postings
+        norm2 = story.norm2
+        for word in subject:
+            if word in story.counts:
+                norm2 -= postings[word][story_id] ** 2
+        for feature in story.counts if story.size <= 8 else ():
+            if " " in feature and not subject.isdisjoint(feature.split(" ")):
+                norm2 -= postings[feature][story_id] ** 2
+        return math.sqrt(norm2) if norm2 > 1e-12 else 0.0
 
     def _conflicts(self, texts: tuple[tuple[str, ...], ...], story_id: str,
                    everywhere: set[str]) -> bool:
@@ -934,12 +1144,14 @@ class StoryIndex:
 
     def _everywhere(self, texts: tuple[tuple[str, ...], ...]) -> set[str]:
         """Words in more than _RARE of the entries held: not evidence of one event."""
-        limit = (len(self._members) + _IDF_PRIOR) * _RARE
+        limit = max((len(self._members) + _IDF_PRIOR) * _RARE, _RARE_MIN)
         return {word for words in texts for word in words if self._df.get(word, 0) >= limit}
 
     def _most_similar(
-        self, vector: dict[str, float], texts: tuple[tuple[str, ...], ...], horizon: datetime
-    ) -> tuple[str | None, float]:
+        self, vector: dict[str, float], full: dict[str, float],
+        texts: tuple[tuple[str, ...], ...], horizon: datetime, at: float,
+        subject: frozenset[str],
+    ) -> Join:
         """Best story by cosine to its centroid, accumulated along the postings.
 
         A feature held by at most ``_POSTING_LIMIT`` stories proposes those
@@ -947,7 +1159,8 @@ class StoryIndex:
         by more (a word that is everywhere this week) proposes nothing and is
         added only to the ``_SHORTLIST`` best candidates, so one lookup costs
         at most about ``features x _POSTING_LIMIT`` steps however many stories
-        the window holds.
+        the window holds. ``vector`` is the entry without its ``subject``
+        (``full`` with it), and the centroids are measured without it too.
         """
         held = [
             (len(stories), weight, stories)
@@ -962,21 +1175,50 @@ class StoryIndex:
         else:
             scores = _story_scores_py(held, all_stories, horizon)
         if not scores:
-            return None, 0.0
-        threshold = self.settings.threshold
-        # Only stories at or above the threshold can join: most candidates are not.
-        passing = [(-score, story_id) for story_id, score in scores.items() if score >= threshold]
-        if passing:
-            one_concept = max(self.settings.one_concept_threshold, threshold)
-            everywhere = self._everywhere(texts)
-            # Best first; ties go to the smaller id, so the outcome never depends on dict order.
-            for negative, story_id in heapq.nsmallest(_GATED, passing):
-                score = min(-negative, 1.0)
-                if score >= one_concept:
-                    return story_id, score
-                if _concepts(texts, all_stories[story_id].counts, everywhere) >= 2:
-                    return story_id, score
-        return None, min(max(scores.values()), 1.0)
+            return Join(story_id=None)
+        if subject:  # the C loop divided by the whole centroid's norm
+            for story_id, score in scores.items():
+                norm = self._norm_without(story_id, subject)
+                scores[story_id] = score * all_stories[story_id].norm / norm if norm else 0.0
+        settings = self.settings
+        threshold = settings.threshold
+        one_concept = max(settings.one_concept_threshold, threshold)
+        single = settings.one_concept_single_threshold
+        window = settings.window.total_seconds()
+        # Only stories at or above the threshold and published within the window can
+        # join: most candidates are not.
+        passing = [(-score, story_id) for story_id, score in scores.items()
+                   if score >= threshold and all_stories[story_id].gap(at) <= window]
+        top = Join(story_id=None, score=min(max(scores.values()), 1.0), bar=threshold)
+        if not passing:
+            return top
+        top = Join(story_id=None, score=min(-min(passing)[0], 1.0), bar=threshold)
+        everywhere = self._everywhere(texts) | subject
+        numbers = _numbers(texts)
+        # Best first; ties go to the smaller id, so the outcome never depends on dict order.
+        for negative, story_id in heapq.nsmallest(_GATED, passing):
+            story = all_stories[story_id]
+            gap = story.gap(at)
+            score = min(-negative, 1.0)
+            counts = story.counts
+            concepts = _concepts(texts, counts, everywhere)
+            # Two shared concepts are enough evidence to skip the core check only once the
+            # watchlist's subject is out of them ("Ukraine" and "Russia" are no event).
+            conflict = _CONFLICT if (_numbers_conflict(numbers, counts, story.size) or (
+                (concepts < 2 or not subject)
+                and _misses_core(texts, counts, story.size, everywhere))) else 0.0
+            bar = threshold
+            if concepts < 2:
+                # One shared concept. Without a watchlist's subject taken out it may be a
+                # name ("North Korea"), and a story of one headline has no core to check.
+                bar = one_concept if story.size > 1 or subject else max(one_concept, single)
+            bar = self._time_bar(bar + (1.0 - bar) * conflict, gap)
+            if score >= bar:
+                return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
+                            evidence=_shared_words(texts, counts, everywhere),
+                            weak=score < bar * (1.0 + _WEAK_MARGIN),
+                            gap=timedelta(seconds=gap))
+        return top
 
     def _entry_vector(self, entry: Entry) -> _Prepared:
         """The entry's unit vector and words, remembered while nothing changes:
@@ -1004,8 +1246,10 @@ class StoryIndex:
 
     # -- recording --------------------------------------------------------
 
-    def add(self, story_id: str, entry: Entry, seen_at: datetime) -> None:
-        """Record ``entry`` as a member of ``story_id``, seen at ``seen_at``.
+    def add(self, story_id: str, entry: Entry, seen_at: datetime, *,
+            topics: Sequence[str] = ()) -> None:
+        """Record ``entry`` as a member of ``story_id``, seen at ``seen_at``,
+        matching the watchlists ``topics``.
 
         Adding an entry whose ``(feed, key)`` is already held replaces the old
         version (an edited title), so updates are not counted twice.
@@ -1025,15 +1269,19 @@ class StoryIndex:
             self._centroids.add(story_id, embedding)
         self._changes += 1
         url = entry.canonical_url or canonical_url(entry.link)
-        member = _Member(story_id=story_id, url=url, seen_at=seen_at, seq=self._seq, vector=vector,
-                         embedding=embedding)
+        at = event_time(entry, seen_at).timestamp()
+        topics = tuple(dict.fromkeys(topics))
+        member = _Member(story_id=story_id, url=url, seen_at=seen_at, at=at, seq=self._seq,
+                         vector=vector, topics=topics, embedding=embedding)
         self._members[ident] = member
         heapq.heappush(self._queue, (seen_at, self._seq, ident))
+        self._count_topics(member, 1)
 
         story = self._stories.get(story_id)
         if story is None:
             story = self._stories[story_id] = _Story()
         story.size += 1
+        bisect.insort(story.times, at)
         if story.last_seen is None or seen_at > story.last_seen:
             story.last_seen = seen_at
         if url:
@@ -1067,11 +1315,31 @@ class StoryIndex:
                 del self._members[ident]
                 self._remove(member)
 
+    def _count_topics(self, member: _Member, step: int) -> None:
+        """Add (1) or take back (-1) ``member``'s words in its watchlists' counts."""
+        for topic in member.topics:
+            size = self._topic_size.get(topic, 0) + step
+            words = self._topic_words.setdefault(topic, {})
+            for feature in member.vector:
+                if " " not in feature:
+                    n = words.get(feature, 0) + step
+                    if n:
+                        words[feature] = n
+                    else:
+                        del words[feature]
+            if size:
+                self._topic_size[topic] = size
+            else:
+                del self._topic_size[topic]
+                del self._topic_words[topic]
+
     def _remove(self, member: _Member) -> None:
         self._changes += 1
         story_id = member.story_id
         story = self._stories[story_id]
         story.size -= 1
+        story.times.pop(bisect.bisect_left(story.times, member.at))
+        self._count_topics(member, -1)
         if self._centroids is not None and member.embedding is not None:
             self._centroids.remove(story_id, member.embedding, last=story.size == 0)
         if member.url:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from monitor import config as cfg
-from monitor.dedupe import DedupeSettings, Method, StoryIndex, canonical_url, story_id_for
+from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, canonical_url, story_id_for
 from monitor.deliver.console import ConsoleSender
 from monitor.deliver.email import EmailSender
 from monitor.deliver.outbox import Outbox
@@ -204,7 +204,8 @@ class Service:
         stored = self.store.entries_since(self.now() - dedupe.window)
         index.prepare(se.entry for se in stored)
         for se in stored:
-            index.add(se.story_id, se.entry, se.seen_at)
+            topics = [m.watchlist for m in self.matcher.match(se.entry)]
+            index.add(se.story_id, se.entry, se.seen_at, topics=topics)
         return index
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -258,16 +259,19 @@ class Service:
         stored: list[StoredEntry] = []
         matches: list[tuple[Match, str]] = []
         for e in d.new:
-            story = by_url.get(e.canonical_url)
-            if story is None:
-                story, _score = self.index.assign(e, now)
-            if story is None:
-                story = story_id_for(e)
-            self.index.add(story, e, now)
+            # Matched first: what the entry's watchlists all share is no evidence of a story.
+            found = self.matcher.match(e)
+            topics = [m.watchlist for m in found]
+            join = Join(story_id=by_url.get(e.canonical_url), score=1.0, bar=1.0, how="url")
+            if join.story_id is None:
+                join = self.index.decide(e, now, topics=topics,
+                                         terms=[t for m in found for t in m.terms])
+            story = join.story_id or story_id_for(e)
+            self.index.add(story, e, now, topics=topics)
             by_url.setdefault(e.canonical_url, story)
-            stored.append(StoredEntry(entry=e, story_id=story, seen_at=now))
+            stored.append(StoredEntry(entry=e, story_id=story, seen_at=now, join=join))
             if e.key in d.alertable:
-                matches.extend((m, story) for m in self.matcher.match(e))
+                matches.extend((m, story) for m in found)
         recent: dict[tuple[str, str], int] = {}
         for name in {m.watchlist for m, _ in matches}:
             if self.watchlists[name].max_per_hour is not None:

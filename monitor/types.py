@@ -148,6 +148,7 @@ class Source:
     title: str
     link: str
     seen_at: datetime
+    weak: bool = False  # joined the story on weak evidence: shown as "possibly the same story"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,10 +27,27 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from monitor.dedupe import Join
 from monitor.errors import StoreError
 from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source, Story
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Numbered schema steps after version 1 (which _schema creates): step N takes
+#: a database from version N - 1 to N, on both backends.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: why each entry is in its story (stories --explain, weak joins posted as
+    # "possibly the same story"), and how many of a story's members an alert
+    # has announced in its thread.
+    2: (
+        "ALTER TABLE entries ADD COLUMN join_how TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE entries ADD COLUMN join_score DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "ALTER TABLE entries ADD COLUMN join_bar DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "ALTER TABLE entries ADD COLUMN join_evidence TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE entries ADD COLUMN join_weak INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE alerts ADD COLUMN announced INTEGER NOT NULL DEFAULT 0",
+    ),
+}
 
 
 def ts(dt: datetime | None) -> str | None:
@@ -112,6 +129,7 @@ class StoredEntry:
     entry: Entry
     story_id: str
     seen_at: datetime
+    join: Join | None = None  # why it is in its story; None: it opened the story
 
 
 _ALERT_COLS = (
@@ -120,7 +138,18 @@ _ALERT_COLS = (
     "a.hold_until, a.hold_reason, a.maybe_sent, "
     "e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
 )
-_ENTRY_COLS = "feed, key, guid, link, canonical_url, title, summary, published, seen_at, story_id"
+_ENTRY_COLS = ("feed, key, guid, link, canonical_url, title, summary, published, seen_at, "
+               "story_id, join_how, join_score, join_bar, join_evidence, join_weak")
+
+
+def _stored(row: Sequence[Any], seen: datetime | None = None) -> StoredEntry:
+    how = row[10] or ""
+    join = None
+    if how:
+        join = Join(story_id=row[9], how=how, score=float(row[11]), bar=float(row[12]),
+                    evidence=tuple((row[13] or "").split()), weak=bool(row[14]))
+    return StoredEntry(entry=_entry(row), seen_at=dt(row[8]) or seen or datetime.min,
+                       story_id=row[9], join=join)
 
 
 def _entry(row: Sequence[Any]) -> Entry:
@@ -205,11 +234,17 @@ class SqlStore:
                 self._x(stmt)
             rows = self._execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
             if not rows:
-                self._x("INSERT INTO meta (key, value) VALUES ('schema', ?)",
-                        (str(SCHEMA_VERSION),))
-            elif int(rows[0][0]) > SCHEMA_VERSION:
+                self._x("INSERT INTO meta (key, value) VALUES ('schema', '1')")
+                version = 1
+            else:
+                version = int(rows[0][0])
+            if version > SCHEMA_VERSION:
                 raise StoreError(f"state was written by a newer news-monitor "
-                                 f"(schema {rows[0][0]} > {SCHEMA_VERSION})")
+                                 f"(schema {version} > {SCHEMA_VERSION})")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in MIGRATIONS[step]:
+                    self._x(stmt)
+                self._x("UPDATE meta SET value = ? WHERE key = 'schema'", (str(step),))
 
     def close(self) -> None:
         with self._lock:
@@ -289,16 +324,18 @@ class SqlStore:
         whose alerts were already sent flag those alerts for an update
         (Slack chat.update, "also reported by").
         """
-        queued: list[Alert] = []
         with self._tx():
             self._record_poll(poll)
             for se in entries:
                 e = se.entry
+                j = se.join if se.join is not None and se.join.story_id is not None else None
                 self._x(
-                    f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (feed, key) DO NOTHING",
+                    f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "?, ?, ?, ?, ?) ON CONFLICT (feed, key) DO NOTHING",
                     (e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary,
-                     ts(e.published), ts(se.seen_at), se.story_id))
+                     ts(e.published), ts(se.seen_at), se.story_id,
+                     j.how if j else "", j.score if j else 0.0, j.bar if j else 0.0,
+                     " ".join(j.evidence) if j else "", int(j.weak) if j else 0))
                 self._x(
                     "INSERT INTO stories (id, title, first_seen, last_seen) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
@@ -309,34 +346,88 @@ class SqlStore:
             for e in retitled:
                 self._x("UPDATE entries SET title = ?, summary = ? WHERE feed = ? AND key = ?",
                         (e.title, e.summary, e.feed, e.key))
-            claimed: dict[tuple[str, str], bool] = {}
-            for a in alerts:
-                pair = (a.watchlist, a.story_id)
-                if pair not in claimed:
-                    claimed[pair] = self._x(
-                        "INSERT INTO watchlist_stories (watchlist, story_id, matched_at) "
-                        "VALUES (?, ?, ?) ON CONFLICT (watchlist, story_id) DO NOTHING",
-                        (a.watchlist, a.story_id, ts(a.created_at))) == 1
-                if not claimed[pair]:
-                    continue
-                rows = self._execute(
-                    "INSERT INTO alerts (id, watchlist, destination, story_id, entry_feed, "
-                    "entry_key, terms, status, attempts, next_attempt_at, created_at, hold_until, "
-                    "hold_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO NOTHING RETURNING seq",
-                    (a.id, a.watchlist, a.destination, a.story_id, a.entry.feed, a.entry.key,
-                     json.dumps(list(a.terms)), a.status.value, ts(a.next_attempt_at),
-                     ts(a.created_at), ts(a.hold_until), a.hold_reason)).fetchall()
-                if rows:
-                    queued.append(replace(a, seq=rows[0][0]))
+            queued = self._queue_alerts(alerts)
+        return queued
+
+    def _queue_alerts(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """Queue each alert whose (watchlist, story) pair was not alerted before (in the
+        caller's transaction); returns those queued, with their seq."""
+        queued: list[Alert] = []
+        claimed: dict[tuple[str, str], bool] = {}
+        for a in alerts:
+            pair = (a.watchlist, a.story_id)
+            if pair not in claimed:
+                claimed[pair] = self._x(
+                    "INSERT INTO watchlist_stories (watchlist, story_id, matched_at) "
+                    "VALUES (?, ?, ?) ON CONFLICT (watchlist, story_id) DO NOTHING",
+                    (a.watchlist, a.story_id, ts(a.created_at))) == 1
+            if not claimed[pair]:
+                continue
+            rows = self._execute(
+                "INSERT INTO alerts (id, watchlist, destination, story_id, entry_feed, "
+                "entry_key, terms, status, attempts, next_attempt_at, created_at, hold_until, "
+                "hold_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING RETURNING seq",
+                (a.id, a.watchlist, a.destination, a.story_id, a.entry.feed, a.entry.key,
+                 json.dumps(list(a.terms)), a.status.value, ts(a.next_attempt_at),
+                 ts(a.created_at), ts(a.hold_until), a.hold_reason)).fetchall()
+            if rows:
+                queued.append(replace(a, seq=rows[0][0]))
         return queued
 
     def entries_since(self, since: datetime, until: datetime | None = None) -> list[StoredEntry]:
         rows = self._q(f"SELECT {_ENTRY_COLS} FROM entries WHERE seen_at >= ? AND seen_at < ? "
                        "ORDER BY seen_at, id",
                        (ts(since), ts(until or datetime.max.replace(tzinfo=UTC))))
-        return [StoredEntry(entry=_entry(r), seen_at=dt(r[8]) or since, story_id=r[9])
-                for r in rows]
+        return [_stored(r, since) for r in rows]
+
+    def members(self, story_id: str) -> list[StoredEntry]:
+        """A story's entries in the order they were seen, with why each joined."""
+        rows = self._q(f"SELECT {_ENTRY_COLS} FROM entries WHERE story_id = ? ORDER BY seen_at, id",
+                       (story_id,))
+        return [_stored(r) for r in rows]
+
+    def find_entry(self, ref: str) -> StoredEntry | None:
+        """The entry a user names by its link, canonical link, key or GUID (newest first)."""
+        rows = self._q(f"SELECT {_ENTRY_COLS} FROM entries WHERE link = ? OR canonical_url = ? "
+                       "OR key = ? OR guid = ? ORDER BY seen_at DESC, id DESC LIMIT 1",
+                       (ref, ref, ref, ref))
+        return _stored(rows[0]) if rows else None
+
+    def split(self, se: StoredEntry, story_id: str, alerts: Sequence[Alert]) -> list[Alert]:
+        """Make ``se`` the only member of a new story ``story_id`` and queue ``alerts``
+        for it (deduplicated as at ingest); a running service picks the change up
+        from the ``split`` meta counter. Returns the alerts queued."""
+        e = se.entry
+        with self._tx():
+            self._x("UPDATE entries SET story_id = ?, join_how = 'split', join_score = 0, "
+                    "join_bar = 0, join_evidence = '', join_weak = 0 WHERE feed = ? AND key = ?",
+                    (story_id, e.feed, e.key))
+            self._x(
+                "INSERT INTO stories (id, title, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
+                (story_id, e.title, ts(se.seen_at), ts(se.seen_at)))
+            queued = self._queue_alerts(alerts)
+            rows = self._execute("SELECT value FROM meta WHERE key = 'split'").fetchall()
+            n = int(rows[0][0]) + 1 if rows else 1
+            self._x("INSERT INTO meta (key, value) VALUES ('split', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(n),))
+            self._x("INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (f"split:{n}", json.dumps([e.feed, e.key, story_id])))
+        return queued
+
+    def splits_since(self, after: int) -> tuple[int, list[tuple[str, str, str]]]:
+        """Splits made after number ``after``: (latest number, [(feed, key, story id)])."""
+        rows = self._q("SELECT value FROM meta WHERE key = 'split'")
+        latest = int(rows[0][0]) if rows else 0
+        out = []
+        for n in range(after + 1, latest + 1):
+            got = self._q("SELECT value FROM meta WHERE key = ?", (f"split:{n}",))
+            if got:
+                feed, key, story = json.loads(got[0][0])
+                out.append((str(feed), str(key), str(story)))
+        return latest, out
 
     def prune(self, before: datetime) -> int:
         """Forget the content of entries seen before ``before`` (the retention window).
@@ -357,9 +448,10 @@ class SqlStore:
         if not rows:
             return None
         sources = tuple(
-            Source(feed=r[0], title=r[1], link=r[2], seen_at=dt(r[3]) or datetime.min)
-            for r in self._q("SELECT feed, title, link, seen_at FROM entries WHERE story_id = ? "
-                             "ORDER BY seen_at, id", (story_id,)))
+            Source(feed=r[0], title=r[1], link=r[2], seen_at=dt(r[3]) or datetime.min,
+                   weak=bool(r[4]))
+            for r in self._q("SELECT feed, title, link, seen_at, join_weak FROM entries "
+                             "WHERE story_id = ? ORDER BY seen_at, id", (story_id,)))
         return Story(id=rows[0][0], title=rows[0][1], first_seen=dt(rows[0][2]) or datetime.min,
                      sources=sources)
 
@@ -452,6 +544,15 @@ class SqlStore:
     def updates_due_for(self, destination: str, limit: int = 20) -> list[Alert]:
         return self._alerts("a.update_due = 1 AND a.status = ? AND a.destination = ?",
                             (AlertStatus.SENT.value, destination), f"LIMIT {int(limit)}")
+
+    def announced(self, alert_id: str) -> int:
+        """How many of the alert's story members its thread has announced."""
+        rows = self._q("SELECT announced FROM alerts WHERE id = ?", (alert_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_announced(self, alert_id: str, n: int) -> None:
+        with self._tx():
+            self._x("UPDATE alerts SET announced = ? WHERE id = ?", (n, alert_id))
 
     def clear_update(self, alert_id: str) -> None:
         with self._tx():
