@@ -402,6 +402,7 @@ _TOPIC_PRIOR = 4
 # A join whose score clears its bar by less than this share of the bar is weak:
 # it is shown to the team as "possibly the same story" rather than folded silently.
 _WEAK_MARGIN = 0.35
+_STRONG = 3  # ...and so is one resting on fewer shared words than this
 # Different numbers on both sides ("1,500 troops" vs "3,000 troops") raise the
 # bar this share of the way to 1: two counts of one event rarely disagree.
 _CONFLICT = 0.3
@@ -477,7 +478,8 @@ def _features(entry: Entry) -> tuple[dict[str, float], tuple[tuple[str, ...], ..
 
 
 def _concepts(
-    texts: tuple[tuple[str, ...], ...], held: Container[str], common: Container[str] = ()
+    texts: tuple[tuple[str, ...], ...], held: Container[str], common: Container[str] = (),
+    titled: Container[str] | None = None,
 ) -> float:
     """How many separate things an entry (title first, then summary) and a story agree on.
 
@@ -490,6 +492,8 @@ def _concepts(
     longer and wander (the missile report's "South Korea's military said"
     meets the troops report's "military training"). Words in ``common`` (held
     by too many entries this week to say which event) are not shared words.
+    With ``titled`` (the words in the story's headlines), a concept counts in
+    full only where it is in a headline on both sides.
     """
     parent: dict[str, str] = {}
 
@@ -510,7 +514,8 @@ def _concepts(
                 parent[find(word)] = find(prev)
             prev = word
     roots = {find(word) for word in parent}
-    in_title = {find(word) for word in (texts[0] if texts else ()) if word in parent}
+    in_title = {find(word) for word in (texts[0] if texts else ())
+                if word in parent and (titled is None or word in titled)}
     return len(in_title) + 0.5 * len(roots - in_title)
 
 
@@ -630,6 +635,7 @@ class _Member:
     seq: int
     vector: dict[str, float]  # unit length, IDF as it was when the member was added
     topics: tuple[str, ...] = ()  # watchlists it matched
+    title: frozenset[str] = frozenset()  # its headline's words
     embedding: Vector | None = None  # method semantic: unit sentence embedding
 
 
@@ -641,6 +647,7 @@ class _Story:
     size: int = 0
     last_seen: datetime | None = None
     times: list[float] = field(default_factory=list)  # members' event times, sorted
+    titles: dict[str, int] = field(default_factory=dict)  # headline word -> members with it
 
     def gap(self, at: float) -> float:
         """Seconds from ``at`` to the nearest member's event time."""
@@ -1072,7 +1079,8 @@ class StoryIndex:
                 best = (score - bar, Join(
                     story_id=story_id, score=score, bar=bar, how="semantic",
                     evidence=_shared_words(texts, story.counts, everywhere),
-                    weak=score < bar * (1.0 + _WEAK_MARGIN) or shared < 1.0,
+                    weak=score < bar * (1.0 + _WEAK_MARGIN) or shared < 1.0
+                    or len(_shared_words(texts, story.counts, everywhere)) < _STRONG,
                     gap=timedelta(seconds=gap)))
         return best[1] if best is not None else top
 
@@ -1201,7 +1209,7 @@ class StoryIndex:
             gap = story.gap(at)
             score = min(-negative, 1.0)
             counts = story.counts
-            concepts = _concepts(texts, counts, everywhere)
+            concepts = _concepts(texts, counts, everywhere, story.titles)
             # Two shared concepts are enough evidence to skip the core check only once the
             # watchlist's subject is out of them ("Ukraine" and "Russia" are no event).
             conflict = _CONFLICT if (_numbers_conflict(numbers, counts, story.size) or (
@@ -1214,10 +1222,10 @@ class StoryIndex:
                 bar = one_concept if story.size > 1 or subject else max(one_concept, single)
             bar = self._time_bar(bar + (1.0 - bar) * conflict, gap)
             if score >= bar:
+                evidence = _shared_words(texts, counts, everywhere)
                 return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
-                            evidence=_shared_words(texts, counts, everywhere),
-                            weak=score < bar * (1.0 + _WEAK_MARGIN),
-                            gap=timedelta(seconds=gap))
+                            evidence=evidence, gap=timedelta(seconds=gap),
+                            weak=score < bar * (1.0 + _WEAK_MARGIN) or len(evidence) < _STRONG)
         return top
 
     def _entry_vector(self, entry: Entry) -> _Prepared:
@@ -1259,8 +1267,10 @@ class StoryIndex:
         if old is not None:
             self._remove(old)
         vector: dict[str, float] = {}
+        title: frozenset[str] = frozenset()
         if self.settings.method is not Method.URL:
-            vector = self._entry_vector(entry)[0]
+            vector, texts = self._entry_vector(entry)
+            title = frozenset(texts[0]) if texts else frozenset()
         embedding = None
         self._seq += 1
         if self._centroids is not None:
@@ -1272,7 +1282,7 @@ class StoryIndex:
         at = event_time(entry, seen_at).timestamp()
         topics = tuple(dict.fromkeys(topics))
         member = _Member(story_id=story_id, url=url, seen_at=seen_at, at=at, seq=self._seq,
-                         vector=vector, topics=topics, embedding=embedding)
+                         vector=vector, topics=topics, title=title, embedding=embedding)
         self._members[ident] = member
         heapq.heappush(self._queue, (seen_at, self._seq, ident))
         self._count_topics(member, 1)
@@ -1282,6 +1292,8 @@ class StoryIndex:
             story = self._stories[story_id] = _Story()
         story.size += 1
         bisect.insort(story.times, at)
+        for word in member.title:
+            story.titles[word] = story.titles.get(word, 0) + 1
         if story.last_seen is None or seen_at > story.last_seen:
             story.last_seen = seen_at
         if url:
@@ -1339,6 +1351,8 @@ class StoryIndex:
         story = self._stories[story_id]
         story.size -= 1
         story.times.pop(bisect.bisect_left(story.times, member.at))
+        for word in member.title:
+            _decrement(story.titles, word)
         self._count_topics(member, -1)
         if self._centroids is not None and member.embedding is not None:
             self._centroids.remove(story_id, member.embedding, last=story.size == 0)

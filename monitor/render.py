@@ -312,6 +312,7 @@ class _Item:
     terms: list[str]
     watchlist: str
     also_reported_by: str = ""
+    others: tuple[Source, ...] = ()  # the story's other members, each with its own headline
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +337,8 @@ def _item(alert: Alert, story: Story | None = None) -> _Item:
         terms=list(alert.terms),
         watchlist=alert.watchlist,
         also_reported_by=also_reported_by(entry.feed, story),
+        others=tuple(x for x in (story.sources if story else ())
+                     if (x.feed, x.link) != (entry.feed, entry.link)),
     )
 
 
@@ -357,7 +360,8 @@ def also_reported_by(own_feed: str, story: Story | None, limit: int = ALSO_REPOR
 def _alert_context(alert: Alert, story: Story | None) -> dict[str, Any]:
     item = _item(alert)
     context: dict[str, Any] = dataclasses.asdict(item)
-    others: list[Source] = [s for s in (story.sources if story else ()) if s.feed != item.source]
+    others: list[Source] = [s for s in (story.sources if story else ())
+                            if (s.feed, s.link) != (alert.entry.feed, alert.entry.link)]
     context.update(
         destination=alert.destination,
         alert_id=alert.id,
