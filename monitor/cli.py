@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -242,6 +243,35 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_stories_split(args: argparse.Namespace) -> int:
+    """Undo a merge: the entry gets a story of its own (its own id, as if it had
+    opened one) and the alerts it would have caused are queued, deduplicated as at
+    ingest. A running service picks the split up before its next poll's grouping."""
+    from monitor.dedupe import story_id_for
+    from monitor.match import Matcher
+    from monitor.service import alerts_for
+
+    config = _load(args)
+    with _opened_store(args) as store:
+        se = store.find_entry(args.entry)
+        if se is None:
+            _err(f"no stored entry has the link, GUID or key {args.entry!r}")
+            return 1
+        story = story_id_for(se.entry)
+        if story == se.story_id:
+            story = story_id_for(replace(se.entry, canonical_url=""))
+        if len(store.members(se.story_id)) < 2:
+            _err(f"{se.entry.title!r} is already the only member of its story")
+            return 1
+        watchlists = {w.name: w for w in config.watchlists}
+        matches = [(m, story) for m in Matcher.compile(config.watchlists).match(se.entry)]
+        alerts = alerts_for(matches, watchlists, datetime.now(UTC))
+        queued = store.split(replace(se, story_id=story), story, alerts)
+        _out(f"split {se.entry.feed}: {se.entry.title} into story {story}; "
+             f"{len(queued)} alert(s) queued")
+        return 0
+
+
 def cmd_stories(args: argparse.Namespace) -> int:
     with _opened_store(args) as store:
         since = datetime.now(UTC) - cfg.parse_duration(args.since)
@@ -256,7 +286,16 @@ def cmd_stories(args: argparse.Namespace) -> int:
                 continue
             _out(f"{s.first_seen:%Y-%m-%d %H:%M}  [{len(s.sources)} from {len(feeds)} "
                  f"source(s)] {s.title}")
-            if len(feeds) > 1 or args.all_sources:
+            if args.explain:
+                for m in store.members(s.id):
+                    j = m.join
+                    why = ("opened the story" if j is None else
+                           f"{j.how}: score {j.score:.2f} >= bar {j.bar:.2f}"
+                           + (f", shared: {' '.join(j.evidence)}" if j.evidence else "")
+                           + (" (weak: possibly the same story)" if j.weak else ""))
+                    _out(f"    {m.entry.feed}: {m.entry.title}  {m.entry.link}")
+                    _out(f"        {why}")
+            elif len(feeds) > 1 or args.all_sources:
                 for src in s.sources:
                     _out(f"    {src.feed}: {src.title}  {src.link}")
         if not args.json:
@@ -320,7 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--since", default="24h")
     st.add_argument("--all-sources", action="store_true", help="list sources of every story")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--explain", action="store_true",
+                    help="per member: the rule, score and bar it passed, and the shared words")
     st.set_defaults(func=cmd_stories)
+    st_sub = st.add_subparsers(dest="stories_command")
+    sp = with_config(st_sub.add_parser(
+        "split", help="make an entry its own story and queue the alerts it would have caused"))
+    sp.add_argument("entry", metavar="LINK_OR_ENTRY", help="the entry's link, GUID or key")
+    sp.set_defaults(func=cmd_stories_split)
 
     fd = with_config(sub.add_parser("feeds", help="feeds' poll state"))
     fd.set_defaults(func=cmd_feeds)

@@ -183,6 +183,7 @@ class Service:
                 if isinstance(d, cfg.SlackDestination)}
         self.outbox = Outbox(self.store, self.senders, self.renderer, now=self.now,
                              min_interval=pace)
+        self._splits = (await asyncio.to_thread(self.store.splits_since, 0))[0]
         self.index = await asyncio.to_thread(self._rebuild_index, c.dedupe)
         for err in c.watchlist_errors:
             logger.warning("watchlist.invalid %s", err)
@@ -250,6 +251,7 @@ class Service:
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
                 now: datetime, etag: str | None, last_modified: str | None) -> int:
         c = self.config
+        self._apply_splits()
         known = self.store.known(feed.name, (e.key for e in entries))
         first = state is None or state.first_polled_at is None
         d = decide(entries, known, first_poll=first, now=now, backfill=c.backfill,
@@ -267,6 +269,9 @@ class Service:
                 join = self.index.decide(e, now, topics=topics,
                                          terms=[t for m in found for t in m.terms])
             story = join.story_id or story_id_for(e)
+            if join.story_id is not None:
+                logger.debug("story.joined feed=%s story=%s how=%s score=%.3f bar=%.3f weak=%d",
+                             feed.name, story, join.how, join.score, join.bar, join.weak)
             self.index.add(story, e, now, topics=topics)
             by_url.setdefault(e.canonical_url, story)
             stored.append(StoredEntry(entry=e, story_id=story, seen_at=now, join=join))
@@ -285,6 +290,16 @@ class Service:
                     feed.name, len(entries), len(d.new), len(matches), len(queued),
                     " first_poll=1" if first else "")
         return len(queued)
+
+    def _apply_splits(self) -> None:
+        """Move entries that `news-monitor stories split` gave a story of their own."""
+        latest, splits = self.store.splits_since(self._splits)
+        for feed, key, story in splits:
+            for se in self.store.members(story):
+                if (se.entry.feed, se.entry.key) == (feed, key):
+                    topics = [m.watchlist for m in self.matcher.match(se.entry)]
+                    self.index.add(story, se.entry, se.seen_at, topics=topics)
+        self._splits = latest
 
     # -- whole runs ----------------------------------------------------------------------
 

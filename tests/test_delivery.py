@@ -228,5 +228,9 @@ async def test_email_digest_lists_the_other_outlets_under_the_story(
         await service.outbox.drain(within=5)
     [mail] = smtp_server.received
     body = mail.message.get_body(("plain",)).get_content()
-    assert "also reported by Herald" in body, body
-    assert body.count("North Korean") == 1  # one story, not two
+    # One story, not two; the other outlet listed under it with its own headline and link.
+    assert "Digest: 1 story for nk (1 story)" in body, body
+    assert "also: Herald: Thousands of North Korean troops training" in body, body
+    assert "https://herald.example/nk" in body
+    html = mail.message.get_body(("html",)).get_content()
+    assert '<a href="https://herald.example/nk">Thousands of North Korean troops' in html, html

@@ -265,3 +265,46 @@ def test_sixty_distinct_stories_sharing_only_the_watchlist_names_alert_sixty_tim
     assert r.returncode == 0, r.stderr
     assert len(slack_server.messages) == 60
     assert len(smtp_server.received) == 60
+
+
+def test_explain_split_and_a_weak_join_posted_as_a_thread_reply(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    feeds = _feeds(feed_server, ["Wire A", "Wire B"])
+    config = make_config(tmp_path, feed_server, slack_server, smtp_server,
+                         {name: path for name, (path, _) in feeds.items()})
+    assert cli(config, "run", "--once").returncode == 0
+    feeds["Wire A"][1].add("North Korea sends troops to Ukraine's Kursk front",
+                           "https://a.example/kursk")
+    _publish(feed_server, feeds)
+    assert cli(config, "run", "--once").returncode == 0
+    [post] = slack_server.messages
+    # Another outlet, sharing only "Kursk front" beyond the watchlist's names: a weak join.
+    feeds["Wire B"][1].add("Kursk front: Ukraine reports North Korean units in combat",
+                           "https://b.example/units")
+    _publish(feed_server, feeds)
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    replies = [m for m in slack_server.messages if m.thread_ts == post.ts]
+    assert len(replies) == 1, slack_server.messages
+    assert "Possibly the same story: Wire B: Kursk front" in (replies[0].text or "")
+    assert "b.example/units" in (replies[0].text or "")
+
+    r = cli(config, "stories", "--since", "1h", "--explain")
+    assert r.returncode == 0, r.stderr
+    assert "opened the story" in r.stdout
+    assert "tfidf: score" in r.stdout and "shared: kursk front" in r.stdout, r.stdout
+    assert "weak: possibly the same story" in r.stdout
+
+    # Undo the merge: its own story, and the alert it would have caused goes out.
+    r = cli(config, "stories", "split", "https://b.example/units")
+    assert r.returncode == 0, r.stderr
+    assert "2 alert(s) queued" in r.stdout, r.stdout  # Slack and email
+    assert cli(config, "run", "--once").returncode == 0
+    tops = [m for m in slack_server.messages if not m.thread_ts]
+    assert len(tops) == 2 and "Kursk front: Ukraine reports" in (tops[1].text or "")
+    r = cli(config, "stories", "--since", "1h", "--explain")
+    assert r.stdout.count("opened the story") == 1 and "split" in r.stdout, r.stdout
+    # Splitting again is refused: it is alone in its story now.
+    assert cli(config, "stories", "split", "https://b.example/units").returncode == 1
+    assert cli(config, "stories", "split", "https://nowhere.example/x").returncode == 1

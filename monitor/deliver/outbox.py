@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from monitor.errors import DeliveryError
-from monitor.render import Renderer, mrkdwn_escape
+from monitor.render import Renderer
 from monitor.store import SqlStore
 from monitor.types import Alert, AlertStatus, Rendered, Sender
 
@@ -320,15 +320,25 @@ class Outbox:
                                alert.id, sender.name, exc)
             return
         reply = getattr(sender, "reply", None)
-        if reply is not None and getattr(sender, "thread_updates", False):
-            story = self.store.story(alert.story_id)
-            if story is not None and story.sources:
-                latest = story.sources[-1]
+        story = self.store.story(alert.story_id) if reply is not None else None
+        if reply is not None and story is not None:
+            # Each member not yet announced: a weak join always gets a reply, so a
+            # wrong merge is seen in the thread; the others only with thread_updates.
+            done = self.store.announced(alert.id)
+            threaded = getattr(sender, "thread_updates", False)
+            for source in story.sources[done:]:
+                if (source.feed, source.link) == (alert.entry.feed, alert.entry.link):
+                    continue
+                if not (source.weak or threaded):
+                    continue
+                head = "Possibly the same story" if source.weak else "Also reported by"
+                link = f" {source.link}" if source.link else ""
                 try:
-                    await reply(alert, "Also reported by "
-                                f"{mrkdwn_escape(latest.feed)}: {mrkdwn_escape(latest.title)}")
+                    await reply(alert, f"{head}: {source.feed}: {source.title}{link}",
+                                always=source.weak)
                 except DeliveryError as exc:
                     logger.warning("alert.reply_failed alert=%s destination=%s reason=%s",
                                    alert.id, sender.name, exc)
+            self.store.set_announced(alert.id, len(story.sources))
         self.store.clear_update(alert.id)
         logger.info("alert.updated alert=%s destination=%s", alert.id, sender.name)

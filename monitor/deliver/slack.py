@@ -199,14 +199,14 @@ class SlackSender:
             ),
         )
 
-    async def reply(self, alert: Alert, text: str) -> None:
+    async def reply(self, alert: Alert, text: str, *, always: bool = False) -> None:
         """Reply in the alert's thread. ``text`` is plain text and is escaped here.
 
-        A no-op unless ``thread_updates`` is on and the alert has a ``ts``.
-        Replies carry no metadata, so :meth:`find_posted` never mistakes one
-        for the alert itself.
+        A no-op unless ``thread_updates`` is on (or ``always``: a weak join the
+        team must see) and the alert has a ``ts``. Replies carry no metadata,
+        so :meth:`find_posted` never mistakes one for the alert itself.
         """
-        if self.webhook or not self.thread_updates or not alert.remote_id:
+        if self.webhook or not (self.thread_updates or always) or not alert.remote_id:
             return
         channel = alert.remote_channel or await self._resolve_channel()
         ts = alert.remote_id
