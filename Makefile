@@ -1,41 +1,53 @@
 # news-monitor: the commands a newcomer needs.
-#   make run    set up .venv and run the monitor with ./monitor.yaml (console alerts)
-#   make test   set up .venv with the test extras and run the whole suite, then make asan
-#   make demo   serve the bundled sample feeds on 127.0.0.1 and watch alerts arrive
-#   make check  validate monitor.yaml, the watchlists and the templates
-#   make bench  run the benchmarks in bench/
-#   make lint   ruff and mypy --strict
-#   make asan   the C core (matcher, dedupe candidates) under AddressSanitizer and UBSan
+#   make run            set up .venv and run the monitor with ./monitor.yaml (console alerts)
+#   make test           set up .venv with the test extra (no PyTorch) and run the whole suite, then
+#                       make asan; the tests marked `semantic` (the real MiniLM model) are skipped
+#   make test-semantic  set up .venv-semantic with the semantic extra (PyTorch, about 1.5 GB) and
+#                       run the tests marked `semantic`, then make lint-semantic
+#   make demo           serve the bundled sample feeds on 127.0.0.1 and watch alerts arrive
+#   make check          validate monitor.yaml, the watchlists and the templates
+#   make bench          run the benchmarks in bench/ (in .venv-semantic: bench/dedupe.py's
+#                       semantic rows need the model; both read ../shared/data/)
+#   make lint           ruff and mypy --strict, in .venv (without the semantic extra)
+#   make lint-semantic  mypy --strict again in .venv-semantic, with the extra installed
+#   make asan           the C core (matcher, dedupe candidates) under AddressSanitizer and UBSan
+# Two virtualenvs, so that the default one stays small: .venv (the package with
+# its test and dev extras) and .venv-semantic (the same plus the semantic extra).
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+SEMANTIC_VENV ?= .venv-semantic
+SBIN   := $(SEMANTIC_VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: run test demo check bench lint asan postgres clean
+.PHONY: run test test-semantic demo check bench lint lint-semantic asan postgres clean
 
-$(VENV)/.installed-dev: $(VENV)/.installed-test
-	$(BIN)/pip install -q -e '.[test,semantic,dev]'
-	touch $@
-
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+%/bin/python:
+	$(PYTHON) -m venv $*
+	$*/bin/pip install -q --upgrade pip
 
 # setup.py builds the matcher's C core: a change to it reinstalls.
 $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# The tests cover the optional semantic dedupe too, so they install its extra.
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-dev: $(VENV)/.installed-test
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
 # TORCH pins PyTorch first: on our machines 2.13.0 is a CPU build on local disk,
 # where an unpinned torch would download a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-$(VENV)/.installed-test: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c
-	$(BIN)/pip install -q '$(TORCH)'
-	$(BIN)/pip install -q -e '.[test,semantic]'
-	touch $@ $(VENV)/.installed
+$(SEMANTIC_VENV)/.installed: $(SBIN)/python pyproject.toml setup.py monitor/_matchcore.c
+	$(SBIN)/pip install -q '$(TORCH)'
+	$(SBIN)/pip install -q -e '.[test,semantic,dev]'
+	touch $@
 
 run: $(VENV)/.installed
 	$(BIN)/news-monitor run --config monitor.yaml
@@ -58,13 +70,22 @@ test: $(VENV)/.installed-test postgres
 	NEWS_MONITOR_TEST_PG=$(PG_URL) $(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory asan
 
+# Only the tests that need the real model: make test ran everything else.
+test-semantic: $(SEMANTIC_VENV)/.installed
+	$(SBIN)/python -m pytest -q -m semantic
+	$(MAKE) --no-print-directory lint-semantic
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check monitor tests bench demo
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed-test
-	$(BIN)/python bench/match.py
-	$(BIN)/python bench/dedupe.py
+# Its own cache: the two virtualenvs hold different packages.
+lint-semantic: $(SEMANTIC_VENV)/.installed
+	$(SBIN)/mypy --cache-dir $(SEMANTIC_VENV)/.mypy_cache
+
+bench: $(SEMANTIC_VENV)/.installed
+	$(SBIN)/python bench/match.py
+	$(SBIN)/python bench/dedupe.py
 
 # The C core (monitor/_matchcore.c: the matcher, dedupe's candidate loop) built with AddressSanitizer and UBSan, and the tests
 # that drive it run on that build: tests/run_with_core.py loads it in place of
@@ -88,4 +109,4 @@ asan: $(VENV)/.installed-test
 	  tests/test_dedupe.py::test_c_story_scores_refuses_bad_input
 
 clean:
-	rm -rf $(VENV) state .pytest_cache .hypothesis
+	rm -rf $(VENV) $(SEMANTIC_VENV) state .pytest_cache .hypothesis

@@ -4,7 +4,6 @@ hand-written and real headlines."""
 from __future__ import annotations
 
 import csv
-import os
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -506,10 +505,9 @@ def test_real_headlines_precision_does_not_regress() -> None:
 
 # --------------------------------------------------------------------------- method semantic
 
-needs_semantic = pytest.mark.skipif(
-    os.environ.get("NEWS_MONITOR_NO_SEMANTIC") == "1",
-    reason="NEWS_MONITOR_NO_SEMANTIC=1: the semantic extra is not installed here",
-)
+# The real model: skipped without the semantic extra (tests/conftest.py), run by
+# make test-semantic. tests/test_semantic_logic.py covers the method without it.
+needs_semantic = pytest.mark.semantic
 SEMANTIC = DedupeSettings(method=Method.SEMANTIC)
 # Look-alike precision in shuffled order: 0.74-0.78 measured (published order 0.83;
 # the README's stricter settings 0.79-0.83).

@@ -1,11 +1,11 @@
 """monitor.embed: the MiniLM embedder of the optional ``semantic`` extra.
 
-CI installs the extra, so these tests run there; set NEWS_MONITOR_NO_SEMANTIC=1
-to skip them on a machine without it."""
+The tests of the model itself are marked ``semantic``: skipped where the extra
+is not installed (make test), run by make test-semantic. The others run
+everywhere."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
@@ -13,10 +13,7 @@ import pytest
 from monitor.embed import MISSING_EXTRA, Embedder
 from monitor.errors import ConfigError
 
-needs_extra = pytest.mark.skipif(
-    os.environ.get("NEWS_MONITOR_NO_SEMANTIC") == "1",
-    reason="NEWS_MONITOR_NO_SEMANTIC=1: the semantic extra is not installed here",
-)
+needs_extra = pytest.mark.semantic  # skipped without the extra: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

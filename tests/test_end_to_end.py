@@ -227,7 +227,7 @@ OUTLETS = {
 }
 
 
-@pytest.mark.parametrize("method", ["tfidf", "semantic"])
+@pytest.mark.parametrize("method", ["tfidf", pytest.param("semantic", marks=pytest.mark.semantic)])
 def test_one_story_three_outlets_one_alert_then_updates(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
         smtp_server: SMTPServer, method: str) -> None:
