@@ -3,7 +3,9 @@
     python bench/match.py [--entries 100000] [--rules 100,1000,10000] [--seed 3]
 
 The data is news-like, built with a seeded RNG from the real headlines in
-../shared/data/story-clusters-dev.csv plus common English words:
+../shared/data/story-clusters-dev.csv (the team's data folder beside the
+checkout, not part of the repository; ``--data`` names another copy) plus
+common English words:
 
 - Those 2,413 headlines cover only 40 stories, far fewer than a day of real news,
   so the benchmark invents a larger world from their words: 20,000 *stories*,
@@ -119,8 +121,8 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]")
 _STOP = set(COMMON) | {"new", "says", "with", "from", "after", "over", "into", "more"}
 
 
-def make_world(rng: random.Random) -> World:
-    with STORIES.open(encoding="utf-8", newline="") as f:
+def make_world(rng: random.Random, stories: Path = STORIES) -> World:
+    with stories.open(encoding="utf-8", newline="") as f:
         headlines = [Headline(r["title"], r["publisher"], r["url"]) for r in csv.DictReader(f)]
     words = [w for h in headlines for w in _WORD.findall(h.title)]
     lower = {w for w in words if w.islower()}
@@ -364,10 +366,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="RULES",
         help="profile our matcher at this many rules and print the top functions",
     )
+    parser.add_argument("--data", type=Path, default=STORIES,
+                        help=f"the labelled headlines (default: {STORIES})")
     args = parser.parse_args(argv)
+    if not args.data.is_file():
+        print(f"bench/match.py: {args.data} is missing. The benchmark builds its data from "
+              "story-clusters-dev.csv, which lives in the team's shared data folder beside "
+              "the checkout (../shared/data/), not in the repository: put a copy there or "
+              "pass --data PATH.", file=sys.stderr)
+        return 2
 
     rng = random.Random(args.seed)
-    world = make_world(rng)
+    world = make_world(rng, args.data)
     started = time.process_time()
     entries = make_entries(rng, world, args.entries)
     print(
