@@ -533,24 +533,23 @@ def _numbers(texts: tuple[tuple[str, ...], ...]) -> frozenset[str]:
     return frozenset(w for w in title if w.isdigit() and w.strip("0"))
 
 
-def _numbers_conflict(numbers: frozenset[str], counts: dict[str, int], size: int) -> bool:
+def _numbers_conflict(numbers: frozenset[str], story: _Story) -> bool:
     """Whether the entry's headline has a number the story lacks while at least
     half the story's members share one the entry lacks."""
-    if all(n in counts for n in numbers):  # also: no numbers at all
+    if all(n in story.counts for n in numbers):  # also: no numbers at all
         return False
-    return any(f.isdigit() and f.strip("0") and f not in numbers and 2 * c >= size
-               for f, c in counts.items())
+    return any(n not in numbers for n in story.core()[1])
 
 
-def _misses_core(texts: tuple[tuple[str, ...], ...], counts: dict[str, int], size: int,
+def _misses_core(texts: tuple[tuple[str, ...], ...], story: _Story,
                  common: Container[str]) -> bool:
-    """Whether the entry lacks most of what a story's members agree on: the words
-    (not ``common``) that more than half of its members hold, for a story of two
+    """Whether the entry lacks most of what a story's members agree on: the headline
+    words (not ``common``) that more than half of its members hold, for a story of two
     or more. Sharing "North Korea" with three troops headlines, and none of
     "thousands", "troops" or "frontline", is a different event about the same name."""
-    if size < 2:
+    if story.size < 2:
         return False
-    core = [f for f, c in counts.items() if 2 * c > size and " " not in f and f not in common]
+    core = [f for f in story.core()[0] if f not in common]
     if not core:
         return False
     have = {w for words in texts for w in words}
@@ -648,6 +647,18 @@ class _Story:
     last_seen: datetime | None = None
     times: list[float] = field(default_factory=list)  # members' event times, sorted
     titles: dict[str, int] = field(default_factory=dict)  # headline word -> members with it
+    agreed: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # core(), until it changes
+
+    def core(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(headline words more than half the members hold, headline numbers at least
+        half hold), cached until a member comes or goes."""
+        if self.agreed is None:
+            size = self.size
+            words = tuple(f for f, c in self.titles.items() if 2 * c > size)
+            numbers = tuple(f for f, c in self.titles.items()
+                            if 2 * c >= size and f.isdigit() and f.strip("0"))
+            self.agreed = (words, numbers)
+        return self.agreed
 
     def gap(self, at: float) -> float:
         """Seconds from ``at`` to the nearest member's event time."""
@@ -1195,32 +1206,41 @@ class StoryIndex:
         window = settings.window.total_seconds()
         # Only stories at or above the threshold and published within the window can
         # join: most candidates are not.
-        passing = [(-score, story_id) for story_id, score in scores.items()
-                   if score >= threshold and all_stories[story_id].gap(at) <= window]
+        passing = sorted((-score, story_id) for story_id, score in scores.items()
+                         if score >= threshold)
         top = Join(story_id=None, score=min(max(scores.values()), 1.0), bar=threshold)
-        if not passing:
-            return top
-        top = Join(story_id=None, score=min(-min(passing)[0], 1.0), bar=threshold)
-        everywhere = self._everywhere(texts) | subject
+        everywhere: set[str] | None = None
         numbers = _numbers(texts)
+        checked = 0
         # Best first; ties go to the smaller id, so the outcome never depends on dict order.
-        for negative, story_id in heapq.nsmallest(_GATED, passing):
+        for negative, story_id in passing:
             story = all_stories[story_id]
             gap = story.gap(at)
+            if gap > window:
+                continue
+            if checked == _GATED:
+                break
+            if not checked:
+                top = Join(story_id=None, score=min(-negative, 1.0), bar=threshold)
+                everywhere = self._everywhere(texts) | subject
+            assert everywhere is not None
+            checked += 1
             score = min(-negative, 1.0)
             counts = story.counts
             concepts = _concepts(texts, counts, everywhere, story.titles)
-            # Two shared concepts are enough evidence to skip the core check only once the
-            # watchlist's subject is out of them ("Ukraine" and "Russia" are no event).
-            conflict = _CONFLICT if (_numbers_conflict(numbers, counts, story.size) or (
-                (concepts < 2 or not subject)
-                and _misses_core(texts, counts, story.size, everywhere))) else 0.0
             bar = threshold
             if concepts < 2:
                 # One shared concept. Without a watchlist's subject taken out it may be a
                 # name ("North Korea"), and a story of one headline has no core to check.
                 bar = one_concept if story.size > 1 or subject else max(one_concept, single)
-            bar = self._time_bar(bar + (1.0 - bar) * conflict, gap)
+            if score < self._time_bar(bar, gap):
+                continue
+            # Two shared concepts are enough evidence to skip the core check only once the
+            # watchlist's subject is out of them ("Ukraine" and "Russia" are no event).
+            if _numbers_conflict(numbers, story) or (
+                    (concepts < 2 or not subject) and _misses_core(texts, story, everywhere)):
+                bar += (1.0 - bar) * _CONFLICT
+            bar = self._time_bar(bar, gap)
             if score >= bar:
                 evidence = _shared_words(texts, counts, everywhere)
                 return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
@@ -1291,6 +1311,7 @@ class StoryIndex:
         if story is None:
             story = self._stories[story_id] = _Story()
         story.size += 1
+        story.agreed = None
         bisect.insort(story.times, at)
         for word in member.title:
             story.titles[word] = story.titles.get(word, 0) + 1
@@ -1350,6 +1371,7 @@ class StoryIndex:
         story_id = member.story_id
         story = self._stories[story_id]
         story.size -= 1
+        story.agreed = None
         story.times.pop(bisect.bisect_left(story.times, member.at))
         for word in member.title:
             _decrement(story.titles, word)
