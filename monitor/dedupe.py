@@ -320,7 +320,6 @@ class DedupeSettings:
     window: timedelta = timedelta(hours=48)
     threshold: float = 0.06
     one_concept_threshold: float = 0.12
-    one_concept_single_threshold: float = 0.28
     semantic_threshold: float = 0.35
     semantic_concept_threshold: float | None = None
     semantic_single_threshold: float = 0.45
@@ -331,8 +330,7 @@ class DedupeSettings:
     def __post_init__(self) -> None:
         if self.window <= timedelta(0):
             raise ValueError(f"window must be positive, got {self.window}")
-        for name in ("threshold", "one_concept_threshold", "one_concept_single_threshold",
-                     "semantic_threshold",
+        for name in ("threshold", "one_concept_threshold", "semantic_threshold",
                      "semantic_concept_threshold", "semantic_single_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
@@ -1202,7 +1200,6 @@ class StoryIndex:
         settings = self.settings
         threshold = settings.threshold
         one_concept = max(settings.one_concept_threshold, threshold)
-        single = settings.one_concept_single_threshold
         window = settings.window.total_seconds()
         # Only stories at or above the threshold and published within the window can
         # join: most candidates are not.
@@ -1228,24 +1225,24 @@ class StoryIndex:
             score = min(-negative, 1.0)
             counts = story.counts
             concepts = _concepts(texts, counts, everywhere, story.titles)
-            bar = threshold
-            if concepts < 2:
-                # One shared concept. Without a watchlist's subject taken out it may be a
-                # name ("North Korea"), and a story of one headline has no core to check.
-                bar = one_concept if story.size > 1 or subject else max(one_concept, single)
+            bar = threshold if concepts >= 2 else one_concept
             if score < self._time_bar(bar, gap):
                 continue
-            # Two shared concepts are enough evidence to skip the core check only once the
-            # watchlist's subject is out of them ("Ukraine" and "Russia" are no event).
+            # Different numbers weigh against a join; so does lacking most of what the
+            # story's headlines agree on, when one concept beyond the watchlist's
+            # subject is all the entry shares ("North Korea" with three troops headlines).
             if _numbers_conflict(numbers, story) or (
-                    (concepts < 2 or not subject) and _misses_core(texts, story, everywhere)):
+                    concepts < 2 and subject and _misses_core(texts, story, everywhere)):
                 bar += (1.0 - bar) * _CONFLICT
             bar = self._time_bar(bar, gap)
             if score >= bar:
                 evidence = _shared_words(texts, counts, everywhere)
+                # Without a watchlist's subject to take out, one shared concept may be
+                # just a name: such a join is shown as "possibly the same story".
+                thin = len(evidence) < _STRONG or (concepts < 2 and not subject)
                 return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
                             evidence=evidence, gap=timedelta(seconds=gap),
-                            weak=score < bar * (1.0 + _WEAK_MARGIN) or len(evidence) < _STRONG)
+                            weak=thin or score < bar * (1.0 + _WEAK_MARGIN))
         return top
 
     def _entry_vector(self, entry: Entry) -> _Prepared:
