@@ -61,6 +61,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
+import os
 import random
 import statistics
 import sys
@@ -82,12 +84,15 @@ from monitor.dedupe import (  # noqa: E402
     story_id_for,
 )
 from monitor.errors import ConfigError  # noqa: E402
-from monitor.types import Entry  # noqa: E402
+from monitor.match import Matcher  # noqa: E402
+from monitor.types import Entry, Watchlist  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "story-clusters-dev.csv"
 if not DATA.exists():
     DATA = Path("/work/shared/data/story-clusters-dev.csv")
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "story-clusters-sample.csv"
+HARD = DATA.parent / "hard-negatives-dev.csv"
+HARD_WATCHLISTS = DATA.parent / "hard-negatives-dev-watchlists.csv"
 
 REFERENCE = """\
 Reference points measured on this set before (titles only, not re-run here):
@@ -229,6 +234,91 @@ def choose_threshold(rows: Sequence[Row], candidates: Sequence[float]) -> float:
     return max(candidates)
 
 
+# -- hard negatives: same names, different events ----------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HardResult:
+    events: int
+    alerts: int
+    hidden: list[str]
+
+    @property
+    def per_event(self) -> float:
+        return self.alerts / self.events if self.events else 0.0
+
+
+def load_hard(path: Path = HARD, watchlists: Path = HARD_WATCHLISTS
+              ) -> dict[str, tuple[str, list[dict[str, str]]]]:
+    """group -> (watchlist query, rows) from the hard-negative set."""
+    with watchlists.open(newline="", encoding="utf-8") as f:
+        queries = {r["group"]: r["query"] for r in csv.DictReader(f)}
+    groups: dict[str, tuple[str, list[dict[str, str]]]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            groups.setdefault(r["group"], (queries[r["group"]], []))[1].append(r)
+    return groups
+
+
+def replay_hard(query: str, rows: Sequence[dict[str, str]], settings: DedupeSettings,
+                embed: EmbedFunction | None = None, now: datetime | None = None) -> HardResult:
+    """One group as the service is checked on it: publication times kept in order and
+    spacing (a gap over 60 h shortened to 60 h), the latest a few minutes before now,
+    every entry seen now (the runs happen one after another); the group's watchlist
+    matches each entry, which is grouped with that watchlist as its subject, and an
+    event gets an alert of its own when one of its entries opens a story."""
+    now = now or datetime(2026, 12, 1, 12, tzinfo=UTC)
+    ordered = sorted(rows, key=lambda r: r["published"])
+    times = [datetime.fromisoformat(r["published"].replace("Z", "+00:00")) for r in ordered]
+    offsets = [timedelta(0)]
+    for a, b in zip(times, times[1:], strict=False):
+        offsets.append(offsets[-1] + min(b - a, timedelta(hours=60)))
+    matcher = Matcher.compile([Watchlist(name="group", query=query)])
+    index = StoryIndex(settings, embed=embed)
+    alerts: Counter[str] = Counter()
+    events = {r["event"] for r in ordered}
+    entries = []
+    for i, (r, offset) in enumerate(zip(ordered, offsets, strict=True)):
+        link = f"https://{r['publisher'].lower().replace(' ', '')}.example/{r['event']}/{i}"
+        published = now - timedelta(minutes=5) - (offsets[-1] - offset)
+        entries.append(Entry(feed=r["publisher"], key=link, guid=None, link=link,
+                             canonical_url=canonical_url(link), title=r["title"],
+                             summary=r["summary"], published=published))
+    index.prepare(entries)
+    for i, (r, e) in enumerate(zip(ordered, entries, strict=True)):
+        seen = now + timedelta(seconds=i)
+        found = matcher.match(e)
+        topics = [m.watchlist for m in found]
+        join = index.decide(e, seen, topics=topics, terms=[t for m in found for t in m.terms])
+        index.add(join.story_id or story_id_for(e), e, seen, topics=topics)
+        if found and join.story_id is None:
+            alerts[r["event"]] += 1
+    return HardResult(events=len(events), alerts=sum(alerts.values()),
+                      hidden=sorted(e for e in events if not alerts[e]))
+
+
+def bench_hard(settings: DedupeSettings, embed: EmbedFunction | None = None,
+               label: str = "default") -> HardResult | None:
+    """Per group and in total: events, alerts, hidden, alerts per event."""
+    if not HARD.exists():
+        print(f"\nHard negatives skipped: {HARD} is missing")
+        return None
+    groups = load_hard()
+    print(f"\nHard negatives ({HARD.name}: {len(groups)} topic groups, each through its "
+          f"own watchlist), {label}")
+    print(f"  {'group':<24} {'events':>6} {'alerts':>6} {'per event':>9} {'hidden':>6}")
+    total = HardResult(events=0, alerts=0, hidden=[])
+    for name, (query, rows) in groups.items():
+        r = replay_hard(query, rows, settings, embed)
+        print(f"  {name:<24} {r.events:>6} {r.alerts:>6} {r.per_event:>9.2f} "
+              f"{len(r.hidden):>6}  {' '.join(r.hidden)}")
+        total = HardResult(events=total.events + r.events, alerts=total.alerts + r.alerts,
+                           hidden=total.hidden + r.hidden)
+    print(f"  {'total':<24} {total.events:>6} {total.alerts:>6} {total.per_event:>9.2f} "
+          f"{len(total.hidden):>6}")
+    return total
+
+
 # -- semantic (optional extra) ---------------------------------------------
 
 
@@ -282,7 +372,9 @@ def choose_semantic(rows: Sequence[Row], embed: EmbedFunction, seeds: Sequence[i
     return -threshold, margin
 
 
-def bench_semantic(rows: Sequence[Row], test_split: tuple[list[Row], list[Row]]) -> None:
+def bench_semantic(rows: Sequence[Row], test_split: tuple[list[Row], list[Row]]
+                   ) -> tuple[Result, HardResult | None] | None:
+    """The semantic tables; returns the default's UCI and hard-negative results."""
     try:
         from monitor.embed import Embedder
 
@@ -291,7 +383,7 @@ def bench_semantic(rows: Sequence[Row], test_split: tuple[list[Row], list[Row]])
         embedder.load()
     except ConfigError as exc:
         print(f"\nSemantic rows skipped: {exc}")
-        return
+        return None
     print(f"\nSemantic model loaded in {time.perf_counter() - t0:.1f} s "
           f"({embedder.threads} torch threads)")
     memo = Memo(embedder)
@@ -355,6 +447,7 @@ def bench_semantic(rows: Sequence[Row], test_split: tuple[list[Row], list[Row]])
     print_table("Stricter semantic settings (README), shuffled order",
                 [score(f"stricter, shuffle seed {s}", shuffled(rows, s), stricter, memo)
                  for s in seeds])
+    return rows_[1], bench_hard(default, memo, "semantic default")
 
 
 # -- throughput -------------------------------------------------------------
@@ -398,11 +491,19 @@ def synthetic(rows: Sequence[Row], n: int, start: datetime, span: timedelta,
     return out
 
 
+def resident() -> int:
+    """This process's resident memory in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def throughput(rows: Sequence[Row], held: int, measured: int, batches: int = 3
-               ) -> tuple[float, list[float], int, int]:
-    """(fill rate, steady rates, entries held, stories held) for insert+lookup
-    with expiry: the steady rate of ``batches`` consecutive batches of
-    ``measured`` entries each, the window staying full throughout."""
+               ) -> tuple[float, list[float], int, int, float]:
+    """(fill rate, steady rates, entries held, stories held, index MB per 100,000
+    entries held) for insert+lookup with expiry: the steady rate of ``batches``
+    consecutive batches of ``measured`` entries each, the window staying full
+    throughout; memory is the growth of resident memory while the index fills,
+    the stream itself made beforehand."""
     settings = DedupeSettings()
     start = datetime(2024, 1, 1, tzinfo=UTC)
     span = settings.window - timedelta(minutes=1)
@@ -419,9 +520,13 @@ def throughput(rows: Sequence[Row], held: int, measured: int, batches: int = 3
             index.add(story_id or story_id_for(entry), entry, seen_at)
         return len(items) / (time.perf_counter() - t0)
 
+    gc.collect()
+    before = resident()
     fill = run(stream[:held])
+    gc.collect()
+    per_100k = (resident() - before) / 1e6 * 100_000 / held
     steady = [run(stream[held + measured * b : held + measured * (b + 1)]) for b in range(batches)]
-    return fill, steady, len(index), index.stories()
+    return fill, steady, len(index), index.stories(), per_100k
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -475,23 +580,60 @@ def main(argv: Sequence[str] | None = None) -> None:
          score(f"held-out half, default {default.threshold:.2f}", test, default)],
     )
 
+    hard = bench_hard(default)
+    uci = main_rows[1]
+
     # Measured before the semantic tables and printed after them: the default
     # install never loads PyTorch, so neither does the process measured here.
     measured = None if args.quick else throughput(rows, args.held, 10_000)
 
+    sem = None
     if args.no_semantic:
         print("\nSemantic rows skipped: --no-semantic")
     else:
-        bench_semantic(rows, (tune, test))
+        sem = bench_semantic(rows, (tune, test))
 
+    rate = per_100k = None
     if measured is not None:
-        fill, steady, held, held_stories = measured
+        fill, steady, held, held_stories, per_100k = measured
+        rate = statistics.median(steady)
         rates = ", ".join(f"{r:,.0f}" for r in steady)
         print(f"\nThroughput, synthetic stream (default settings): filling to {args.held:,} "
               f"entries {fill:,.0f} entries/s; then {len(steady)} batches of 10,000 more with "
               f"{held:,} entries in {held_stories:,} stories held and expiry running: "
-              f"best {max(steady):,.0f}, median {statistics.median(steady):,.0f} entries/s "
-              f"({rates}) (insert+lookup)")
+              f"best {max(steady):,.0f}, median {rate:,.0f} entries/s "
+              f"({rates}) (insert+lookup); index memory {per_100k:,.0f} MB per 100,000 "
+              "entries held")
+    print_targets([("default (tfidf)", hard, uci, 6.0)]
+                  + ([("semantic", sem[1], sem[0], 5.0)] if sem else []), rate, per_100k)
+
+
+def print_targets(methods: Sequence[tuple[str, HardResult | None, Result, float]],
+                  rate: float | None, per_100k: float | None) -> None:
+    """Every target of issue #11 in one table, each marked met or not."""
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    print("\nTargets (this run)")
+    print(f"  {'method':<16} {'hard: hidden':>14} {'per event':>11} {'UCI alerts/story':>18} "
+          f"{'precision':>11} {'hidden':>8}")
+    for name, hard, uci, most in methods:
+        if hard is None:
+            hidden = per_event = "n/a"
+        else:
+            share = len(hard.hidden) / hard.events
+            hidden = f"{len(hard.hidden)}/{hard.events} {mark(share <= 0.05)}"
+            per_event = f"{hard.per_event:.2f} {mark(hard.per_event <= 1.5)}"
+        print(f"  {name:<16} {hidden:>14} {per_event:>11} "
+              f"{uci.alerts_per_story:>11.1f} {mark(uci.alerts_per_story <= most):>6} "
+              f"{uci.precision:>6.3f} {mark(uci.precision >= 0.95):>4} "
+              f"{uci.hidden:>3} {mark(uci.hidden == 0):>4}")
+    print("  targets: hard negatives <= 1 event in 20 hidden, <= 1.5 alerts per event; UCI <= 6 "
+          "alerts per story (semantic <= 5) at precision >= 0.95, none hidden")
+    if rate is not None and per_100k is not None:
+        print(f"  default throughput {rate:,.0f} entries/s with 100,000 held "
+              f"{mark(rate >= 5000)} (>= 5,000); index {per_100k:,.0f} MB per 100,000 "
+              f"entries {mark(per_100k <= 100)} (<= 100)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Canonical URLs and near-duplicate story clustering across outlets (pure).
 
 Issue #4: the team wants one alert per *story*, not one per outlet. Two things
-decide that an entry belongs to a story already alerted on:
+decide that an entry belongs to a story already alerted on, and a third keeps
+different events apart:
 
 1. **Identity.** :func:`canonical_url` strips what differs between copies of
    the same link (tracking parameters, AMP variants, ``http`` vs ``https``,
@@ -12,16 +13,15 @@ decide that an entry belongs to a story already alerted on:
    scores a new entry against them lexically: TF-IDF cosine to each story's
    centroid, plus a count of the separate rare *concepts* (a name, a place,
    an event noun; "North Korea" is one concept, not two words) the entry
-   shares with the story. Agreement on two concepts joins at a low cosine
-   (0.15); agreement on one needs a high one (0.28). Same-event headlines
-   from different outlets share a name *and* what happened ("Men's Wearhouse"
-   and "Jos. A. Bank"); different events about one subject share only the
-   subject ("North Korea" in a missile launch and in a troop deployment).
-   One bar for both cases cannot tell them apart: 0.10 merges the missile
-   story into the troops story, 0.28 sends 18 alerts per story on the
-   benchmark; the two bars send 14 at the same precision. Issue #4's target
-   of 5 takes method ``semantic``, the optional sentence-embedding extra
-   (see ``bench/dedupe.py`` and :class:`DedupeSettings`).
+   shares with the story.
+3. **What happened, not who is named** (issue #11). Every match of a
+   "North Korea AND Ukraine" watchlist shares those names, so they are no
+   evidence that two matches report one event: the entry's *subject* (its
+   matched terms, and words most of its watchlists' matches hold) is taken
+   out of the comparison. Distinctive content on both sides (different
+   numbers; an entry lacking what a story's headlines agree on) raises the
+   bar, and so does the gap in publication time: reports of one event come
+   within hours, and entries published ``window`` apart never join.
 
 A false merge hides a story from the team, which is worse than a second alert
 for the same story, so every choice below leans towards *not* merging when
@@ -261,65 +261,44 @@ class DedupeSettings:
     """How stories are clustered.
 
     ``window``: how long a story stays open to new members after its latest
-    member, and how much the index keeps in memory.
+    member was seen, and how far apart in publication time two members may
+    be; the bar for a join rises with that gap (see ``StoryIndex._time_bar``)
+    and reaches 1 at ``window``.
 
-    ``threshold``: the cosine similarity at which an entry joins a story it
-    agrees with on at least two separate concepts (see :func:`_concepts`).
-    ``one_concept_threshold``: the cosine at which one shared concept is
-    enough; it never counts for less than ``threshold`` (so a config that
-    only raises ``threshold`` still gets one bar). Raise them for fewer false
-    merges, lower them for fewer duplicate alerts; setting both equal turns
-    the concept rule off.
+    Method ``tfidf``, on the entry's TF-IDF cosine to a story's centroid once
+    the entry's watchlists' subject is taken out of both (see
+    :meth:`StoryIndex.decide`): ``threshold`` when the two agree on two
+    separate concepts (:func:`_concepts`), ``one_concept_threshold`` on one,
+    ``one_concept_single_threshold`` on one with a story of one headline
+    when no watchlist subject was taken out (the one shared concept may then
+    be just a name). Different numbers, or a one-concept entry that lacks
+    most of what the story's headlines agree on, raise the bar. Raise the
+    bars for fewer false merges, lower them for fewer duplicate alerts. The
+    two cases from tests/test_dedupe.py stand for the two sides: another
+    outlet's report of the troops story joins; "North Korea fires ballistic
+    missile" stays out of it.
 
-    The two cases from tests/test_dedupe.py fix the second bar: another
-    outlet's headline for the same event ("Thousands of North Korean soldiers
-    training in Russia for Ukraine war" joining "'Several thousands' of North
-    Korean troops set to be sent to Ukraine frontline", several concepts)
-    scores 0.39-0.43; a different event about the same country ("North Korea
-    fires ballistic missile...", one concept: North Korea) scores 0.18-0.24,
-    so one concept needs 0.28. Two concepts need only 0.15: below that, a
-    cold index (flat IDF) lets "Ukraine says Russian drones hit Kyiv power
-    grid" (two concepts, Ukraine and Russia, 0.12) into the troops story. On
-    the labelled dev set (``bench/dedupe.py``) this rule halves the alerts of
-    the old single bar of 0.28 at the same precision.
-
-    Method ``semantic`` only (see :class:`StoryIndex`): an entry's score for
-    a story is the average embedding cosine between the entry and the
-    story's members, plus half the lexical TF-IDF cosine when the two share
-    two concepts, less ``semantic_conflict_penalty`` when each holds a rare
-    word the other lacks (``StoryIndex._conflicts``: the Time Warner Cable
-    deal vs a Sony deal, both "Comcast"; off by default, see below). The
-    score must reach the story's bar: ``semantic_threshold`` for a loose
-    story, rising with the story's *tightness* (the average cosine between
-    its members) to ``tightness - semantic_tightness_margin``, at most
-    ``semantic_single_threshold``, which a one-member story asks of the
-    average alone. A new headline has to be about as close to a story as its
-    members are to each other: three near-identical troops headlines
-    (tightness 0.75) refuse "North Korea fires missile" (average 0.39),
-    while a story told from many angles (a day of Bank of England news,
-    tightness 0.3-0.4) takes a new angle at 0.35. ``semantic_concept_threshold``,
-    when set lower, is the bar that is enough with two shared concepts.
-
-    The defaults were chosen on the labelled dev set (``bench/dedupe.py``
-    prints the sweep): 5.0 alerts per story at precision 0.956, none hidden,
-    in published order (issue #4's target); in shuffled order 4.8-5.1 at
-    0.928-0.957, none hidden. Most of the false pairs left are two days'
-    market wraps that carry word-for-word the same headlines under two story
-    ids. The price of the target is paid on look-alikes: precision 0.83 on
-    tests/data/story-clusters-sample.csv (0.74-0.78 shuffled). A team that would
-    rather get a second alert than a wrong merge sets
-    ``semantic_conflict_penalty: 0.08`` and ``semantic_threshold: 0.36``:
-    6.2 alerts per story at 0.976 on the dev set (shuffled 6.0-6.2 at
-    0.945-0.968), 0.91 on the look-alikes. The tightness bar costs nothing on
-    the dev set (without it: 4.9 at 0.956) and is there for the missile. The
-    benchmark's rule would take a margin of 0.35 (4.9 at 0.955); that keeps
-    the missile under the three troops headlines' bar by 0.017, 0.30 by 0.029
-    or more, so the default stays at 0.30.
+    Method ``semantic`` (see :class:`StoryIndex`): an entry's score for a
+    story is the average embedding cosine between the entry and the story's
+    members, plus half the lexical cosine when the two share two concepts,
+    less ``semantic_conflict_penalty`` when each holds a rare word the other
+    lacks (``StoryIndex._conflicts``; off by default). It must reach the
+    story's bar: ``semantic_threshold``, rising with the story's *tightness*
+    (the average cosine between its members) to ``tightness -
+    semantic_tightness_margin``, at most ``semantic_single_threshold``, which
+    a one-member story asks of the average alone; higher when the two share
+    nothing beyond the watchlist's subject, and with the time gap.
+    ``semantic_concept_threshold``, when set lower, is the bar that is
+    enough with two shared concepts. A team that would rather get a second
+    alert than a wrong merge sets ``semantic_conflict_penalty: 0.08`` and
+    ``semantic_threshold: 0.36``. ``bench/dedupe.py`` prints what each
+    setting gives on the labelled dev sets.
     """
 
     window: timedelta = timedelta(hours=48)
     threshold: float = 0.06
     one_concept_threshold: float = 0.12
+    one_concept_single_threshold: float = 0.28
     semantic_threshold: float = 0.35
     semantic_concept_threshold: float | None = None
     semantic_single_threshold: float = 0.45
@@ -330,7 +309,8 @@ class DedupeSettings:
     def __post_init__(self) -> None:
         if self.window <= timedelta(0):
             raise ValueError(f"window must be positive, got {self.window}")
-        for name in ("threshold", "one_concept_threshold", "semantic_threshold",
+        for name in ("threshold", "one_concept_threshold", "one_concept_single_threshold",
+                     "semantic_threshold",
                      "semantic_concept_threshold", "semantic_single_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
@@ -400,6 +380,9 @@ _TOPIC_PRIOR = 4
 # A join whose score clears its bar by less than this share of the bar is weak:
 # it is shown to the team as "possibly the same story" rather than folded silently.
 _WEAK_MARGIN = 0.35
+# Method semantic: a join on words alone, once the model found no story, needs this
+# TF-IDF cosine (near-copies the model reads differently, not a shared name).
+_FALLBACK = 0.3
 _STRONG = 3  # ...and so is one resting on fewer shared words than this
 # Different numbers on both sides ("1,500 troops" vs "3,000 troops") raise the
 # bar this share of the way to 1: two counts of one event rarely disagree.
@@ -977,6 +960,8 @@ class StoryIndex:
         if meaning.story_id is not None:
             return meaning
         lexical = self._most_similar(vector, full, texts, horizon, at, subject)
+        if lexical.story_id is not None and lexical.score < _FALLBACK:
+            return meaning  # what the model refused, only near-copies' words may join
         return lexical if lexical.story_id is not None else meaning
 
     def _subject(self, texts: tuple[tuple[str, ...], ...], topics: Sequence[str],
@@ -1200,6 +1185,7 @@ class StoryIndex:
         settings = self.settings
         threshold = settings.threshold
         one_concept = max(settings.one_concept_threshold, threshold)
+        single = settings.one_concept_single_threshold
         window = settings.window.total_seconds()
         # Only stories at or above the threshold and published within the window can
         # join: most candidates are not.
@@ -1225,24 +1211,27 @@ class StoryIndex:
             score = min(-negative, 1.0)
             counts = story.counts
             concepts = _concepts(texts, counts, everywhere, story.titles)
-            bar = threshold if concepts >= 2 else one_concept
+            bar = threshold
+            if concepts < 2:
+                # One shared concept. Without a watchlist's subject taken out it may be a
+                # name ("North Korea"), and a story of one headline has no core to check.
+                bar = one_concept if story.size > 1 or subject else max(one_concept, single)
             if score < self._time_bar(bar, gap):
                 continue
             # Different numbers weigh against a join; so does lacking most of what the
-            # story's headlines agree on, when one concept beyond the watchlist's
-            # subject is all the entry shares ("North Korea" with three troops headlines).
+            # story's headlines agree on ("North Korea" shared with three troops
+            # headlines, none of their "thousands", "troops" or "frontline"). Two
+            # shared concepts skip that check only once the watchlist's subject is out
+            # of them ("Ukraine" and "Russia" are no event).
             if _numbers_conflict(numbers, story) or (
-                    concepts < 2 and subject and _misses_core(texts, story, everywhere)):
+                    (concepts < 2 or not subject) and _misses_core(texts, story, everywhere)):
                 bar += (1.0 - bar) * _CONFLICT
             bar = self._time_bar(bar, gap)
             if score >= bar:
                 evidence = _shared_words(texts, counts, everywhere)
-                # Without a watchlist's subject to take out, one shared concept may be
-                # just a name: such a join is shown as "possibly the same story".
-                thin = len(evidence) < _STRONG or (concepts < 2 and not subject)
                 return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
                             evidence=evidence, gap=timedelta(seconds=gap),
-                            weak=thin or score < bar * (1.0 + _WEAK_MARGIN))
+                            weak=score < bar * (1.0 + _WEAK_MARGIN) or len(evidence) < _STRONG)
         return top
 
     def _entry_vector(self, entry: Entry) -> _Prepared:

