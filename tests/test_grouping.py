@@ -4,6 +4,7 @@ undoes merges. Table tests on StoryIndex, then whole runs of the real CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -308,3 +309,40 @@ def test_explain_split_and_a_weak_join_posted_as_a_thread_reply(
     # Splitting again is refused: it is alone in its story now.
     assert cli(config, "stories", "split", "https://b.example/units").returncode == 1
     assert cli(config, "stories", "split", "https://nowhere.example/x").returncode == 1
+
+
+async def test_a_split_reaches_a_running_service(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stories split` from the CLI while a service runs: the service's index moves
+    the entry, so a later report of the split-off event joins it, not the old story."""
+    from monitor import config as cfg
+    from monitor.service import Service
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    feeds = _feeds(feed_server, ["Wire A", "Wire B", "Wire C"])
+    config = make_config(tmp_path, feed_server, slack_server, smtp_server,
+                         {name: path for name, (path, _) in feeds.items()})
+    async with Service(cfg.load(config)) as service:
+        await service.run_once(drain_timeout=10)
+        feeds["Wire A"][1].add("North Korea sends troops to Ukraine's Kursk front",
+                               "https://a.example/kursk")
+        _publish(feed_server, feeds)
+        await service.run_once(drain_timeout=10)
+        feeds["Wire B"][1].add("Kursk front: Ukraine reports North Korean units in combat",
+                               "https://b.example/units")
+        _publish(feed_server, feeds)
+        await service.run_once(drain_timeout=10)
+        assert len([m for m in slack_server.messages if not m.thread_ts]) == 1
+
+        r = await asyncio.to_thread(cli, config, "stories", "split", "https://b.example/units")
+        assert r.returncode == 0, r.stderr
+        feeds["Wire C"][1].add("Ukraine reports North Korean units in combat on Kursk front",
+                               "https://c.example/units")
+        _publish(feed_server, feeds)
+        await service.run_once(drain_timeout=10)
+    tops = [m for m in slack_server.messages if not m.thread_ts]
+    assert len(tops) == 2, [m.text for m in tops]  # the split's own alert; C joined it
+    r = cli(config, "stories", "--since", "1h", "--explain")
+    [b_story] = [block for block in r.stdout.split("\n2") if "b.example/units" in block]
+    assert "c.example/units" in b_story, r.stdout
