@@ -39,6 +39,8 @@ import hashlib
 import heapq
 import math
 import re
+import sys
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -613,9 +615,13 @@ class _Member:
     seen_at: datetime
     at: float  # event_time() as a POSIX timestamp
     seq: int
-    vector: dict[str, float]  # unit length, IDF as it was when the member was added
+    # Its unit vector, IDF as it was when the member was added: features (interned,
+    # shared with the postings' keys) and their weights, side by side, in a few
+    # hundred bytes where a dict of floats takes kilobytes.
+    features: tuple[str, ...]
+    weights: array[float]
     topics: tuple[str, ...] = ()  # watchlists it matched
-    title: frozenset[str] = frozenset()  # its headline's words
+    title: tuple[str, ...] = ()  # its headline's distinct words
     embedding: Vector | None = None  # method semantic: unit sentence embedding
 
 
@@ -1273,10 +1279,11 @@ class StoryIndex:
         if old is not None:
             self._remove(old)
         vector: dict[str, float] = {}
-        title: frozenset[str] = frozenset()
+        title: tuple[str, ...] = ()
         if self.settings.method is not Method.URL:
             vector, texts = self._entry_vector(entry)
-            title = frozenset(texts[0]) if texts else frozenset()
+            title = tuple(dict.fromkeys(map(sys.intern, texts[0]))) if texts else ()
+        features = tuple(map(sys.intern, vector))
         embedding = None
         self._seq += 1
         if self._centroids is not None:
@@ -1288,7 +1295,8 @@ class StoryIndex:
         at = event_time(entry, seen_at).timestamp()
         topics = tuple(dict.fromkeys(topics))
         member = _Member(story_id=story_id, url=url, seen_at=seen_at, at=at, seq=self._seq,
-                         vector=vector, topics=topics, title=title, embedding=embedding)
+                         features=features, weights=array("d", vector.values()),
+                         topics=topics, title=title, embedding=embedding)
         self._members[ident] = member
         heapq.heappush(self._queue, (seen_at, self._seq, ident))
         self._count_topics(member, 1)
@@ -1310,7 +1318,7 @@ class StoryIndex:
         df = self._df
         postings = self._postings
         dot = 0.0
-        for feature, weight in vector.items():
+        for feature, weight in zip(features, member.weights, strict=True):
             df[feature] = df.get(feature, 0) + 1
             counts[feature] = counts.get(feature, 0) + 1
             stories = postings.get(feature)
@@ -1339,7 +1347,7 @@ class StoryIndex:
         for topic in member.topics:
             size = self._topic_size.get(topic, 0) + step
             words = self._topic_words.setdefault(topic, {})
-            for feature in member.vector:
+            for feature in member.features:
                 if " " not in feature:
                     n = words.get(feature, 0) + step
                     if n:
@@ -1370,7 +1378,7 @@ class StoryIndex:
             if not by_story:
                 del self._by_url[member.url]
         dot = 0.0
-        for feature, weight in member.vector.items():
+        for feature, weight in zip(member.features, member.weights, strict=True):
             _decrement(self._df, feature)
             stories = self._postings[feature]
             value = stories[story_id]
@@ -1384,8 +1392,8 @@ class StoryIndex:
                     del self._postings[feature]
         if story.size == 0:
             del self._stories[story_id]
-        elif member.vector:
-            norm2 = story.norm2 - 2.0 * dot + sum(w * w for w in member.vector.values())
+        elif member.features:
+            norm2 = story.norm2 - 2.0 * dot + sum(w * w for w in member.weights)
             if story.size <= 8 or norm2 <= 1e-9:  # cheap to be exact; never trust a tiny one
                 norm2 = sum(self._postings[f][story_id] ** 2 for f in story.counts)
             story.norm2 = norm2
