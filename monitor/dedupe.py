@@ -580,9 +580,9 @@ def term_words(terms: Iterable[str]) -> frozenset[str]:
     (``"North Korea*"`` -> north, korea; ``Ukrain*`` -> ukrai; ``title:Kim`` -> kim)."""
     out: set[str] = set()
     for term in terms:
-        _, colon, rest = term.partition(":")
-        out.update(_words((rest if colon and " " not in term.split(":")[0] else term)
-                          .replace("*", " ")))
+        field_name, colon, rest = term.partition(":")
+        text = rest if colon and " " not in field_name else term
+        out.update(_words(text.replace("*", " ")))
     return frozenset(out)
 
 
@@ -605,7 +605,6 @@ class Join:
     evidence: tuple[str, ...] = ()
     weak: bool = False
     how: str = ""
-    gap: timedelta = timedelta(0)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -960,12 +959,12 @@ class StoryIndex:
         vector = _without(full, subject) if subject else full
         at = event_time(entry, seen_at).timestamp()
         if self._centroids is None:
-            return self._most_similar(vector, full, texts, horizon, at, subject)
+            return self._most_similar(vector, texts, horizon, at, subject)
         meaning = self._most_similar_meaning(self._embedding(entry), vector, texts, horizon, at,
                                              subject)
         if meaning.story_id is not None:
             return meaning
-        lexical = self._most_similar(vector, full, texts, horizon, at, subject)
+        lexical = self._most_similar(vector, texts, horizon, at, subject)
         if lexical.story_id is not None and lexical.score < _FALLBACK:
             return meaning  # what the model refused, only near-copies' words may join
         return lexical if lexical.story_id is not None else meaning
@@ -1076,12 +1075,11 @@ class StoryIndex:
             if score > top.score:
                 top = Join(story_id=None, score=score, bar=bar)
             if score >= bar and (best is None or score - bar > best[0]):
-                best = (score - bar, Join(
-                    story_id=story_id, score=score, bar=bar, how="semantic",
-                    evidence=_shared_words(texts, story.counts, everywhere),
-                    weak=score < bar * (1.0 + _WEAK_MARGIN) or shared < 1.0
-                    or len(_shared_words(texts, story.counts, everywhere)) < _STRONG,
-                    gap=timedelta(seconds=gap)))
+                evidence = _shared_words(texts, story.counts, everywhere)
+                weak = (score < bar * (1.0 + _WEAK_MARGIN) or shared < 1.0
+                        or len(evidence) < _STRONG)
+                best = (score - bar, Join(story_id=story_id, score=score, bar=bar,
+                                          how="semantic", evidence=evidence, weak=weak))
         return best[1] if best is not None else top
 
     def _semantic_bar(self, story_id: str, size: int) -> float:
@@ -1156,9 +1154,8 @@ class StoryIndex:
         return {word for words in texts for word in words if self._df.get(word, 0) >= limit}
 
     def _most_similar(
-        self, vector: dict[str, float], full: dict[str, float],
-        texts: tuple[tuple[str, ...], ...], horizon: datetime, at: float,
-        subject: frozenset[str],
+        self, vector: dict[str, float], texts: tuple[tuple[str, ...], ...],
+        horizon: datetime, at: float, subject: frozenset[str],
     ) -> Join:
         """Best story by cosine to its centroid, accumulated along the postings.
 
@@ -1167,8 +1164,8 @@ class StoryIndex:
         by more (a word that is everywhere this week) proposes nothing and is
         added only to the ``_SHORTLIST`` best candidates, so one lookup costs
         at most about ``features x _POSTING_LIMIT`` steps however many stories
-        the window holds. ``vector`` is the entry without its ``subject``
-        (``full`` with it), and the centroids are measured without it too.
+        the window holds. ``vector`` is the entry without its ``subject``, and
+        the centroids are measured without it too.
         """
         held = [
             (len(stories), weight, stories)
@@ -1236,7 +1233,7 @@ class StoryIndex:
             if score >= bar:
                 evidence = _shared_words(texts, counts, everywhere)
                 return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
-                            evidence=evidence, gap=timedelta(seconds=gap),
+                            evidence=evidence,
                             weak=score < bar * (1.0 + _WEAK_MARGIN) or len(evidence) < _STRONG)
         return top
 

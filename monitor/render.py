@@ -358,15 +358,12 @@ def also_reported_by(own_feed: str, story: Story | None, limit: int = ALSO_REPOR
 
 
 def _alert_context(alert: Alert, story: Story | None) -> dict[str, Any]:
-    item = _item(alert)
+    item = _item(alert, story)
     context: dict[str, Any] = dataclasses.asdict(item)
-    others: list[Source] = [s for s in (story.sources if story else ())
-                            if (s.feed, s.link) != (alert.entry.feed, alert.entry.link)]
     context.update(
         destination=alert.destination,
         alert_id=alert.id,
-        also_reported_by=also_reported_by(item.source, story),
-        other_sources=others,
+        other_sources=list(item.others),
     )
     return context
 

@@ -205,8 +205,7 @@ class Service:
         stored = self.store.entries_since(self.now() - dedupe.window)
         index.prepare(se.entry for se in stored)
         for se in stored:
-            topics = [m.watchlist for m in self.matcher.match(se.entry)]
-            index.add(se.story_id, se.entry, se.seen_at, topics=topics)
+            index.add(se.story_id, se.entry, se.seen_at, topics=self._topics(se.entry))
         return index
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -297,9 +296,12 @@ class Service:
         for feed, key, story in splits:
             for se in self.store.members(story):
                 if (se.entry.feed, se.entry.key) == (feed, key):
-                    topics = [m.watchlist for m in self.matcher.match(se.entry)]
-                    self.index.add(story, se.entry, se.seen_at, topics=topics)
+                    self.index.add(story, se.entry, se.seen_at, topics=self._topics(se.entry))
         self._splits = latest
+
+    def _topics(self, entry: Entry) -> list[str]:
+        """The watchlists ``entry`` matches: what grouping takes as its subject."""
+        return [m.watchlist for m in self.matcher.match(entry)]
 
     # -- whole runs ----------------------------------------------------------------------
 

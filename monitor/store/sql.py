@@ -410,22 +410,18 @@ class SqlStore:
             queued = self._queue_alerts(alerts)
             rows = self._execute("SELECT value FROM meta WHERE key = 'split'").fetchall()
             n = int(rows[0][0]) + 1 if rows else 1
-            self._x("INSERT INTO meta (key, value) VALUES ('split', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(n),))
-            self._x("INSERT INTO meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (f"split:{n}", json.dumps([e.feed, e.key, story_id])))
+            self._put_meta("split", str(n))
+            self._put_meta(f"split:{n}", json.dumps([e.feed, e.key, story_id]))
         return queued
 
     def splits_since(self, after: int) -> tuple[int, list[tuple[str, str, str]]]:
         """Splits made after number ``after``: (latest number, [(feed, key, story id)])."""
-        rows = self._q("SELECT value FROM meta WHERE key = 'split'")
-        latest = int(rows[0][0]) if rows else 0
+        latest = int(self.get_meta("split") or 0)
         out = []
         for n in range(after + 1, latest + 1):
-            got = self._q("SELECT value FROM meta WHERE key = ?", (f"split:{n}",))
+            got = self.get_meta(f"split:{n}")
             if got:
-                feed, key, story = json.loads(got[0][0])
+                feed, key, story = json.loads(got)
                 out.append((str(feed), str(key), str(story)))
         return latest, out
 
@@ -586,5 +582,9 @@ class SqlStore:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx():
-            self._x("INSERT INTO meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+            self._put_meta(key, value)
+
+    def _put_meta(self, key: str, value: str) -> None:
+        """set_meta within the caller's transaction."""
+        self._x("INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
