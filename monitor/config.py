@@ -222,7 +222,6 @@ class DedupeConfig(_Model):
     method: Literal["tfidf", "semantic", "url"] = "tfidf"
     threshold: float | None = Field(None, gt=0, le=1)
     one_concept_threshold: float | None = Field(None, gt=0, le=1)
-    one_concept_single_threshold: float | None = Field(None, gt=0, le=1)
     semantic_threshold: float | None = Field(None, gt=0, le=1)
     semantic_concept_threshold: float | None = Field(None, gt=0, le=1)
     semantic_single_threshold: float | None = Field(None, gt=0, le=1)

@@ -270,11 +270,12 @@ class DedupeSettings:
     Method ``tfidf``, on the entry's TF-IDF cosine to a story's centroid once
     the entry's watchlists' subject is taken out of both (see
     :meth:`StoryIndex.decide`): ``threshold`` when the two agree on two
-    separate concepts (:func:`_concepts`), ``one_concept_threshold`` on one,
-    ``one_concept_single_threshold`` on one with a story of one headline
-    when no watchlist subject was taken out (the one shared concept may then
-    be just a name). Different numbers, or a one-concept entry that lacks
-    most of what the story's headlines agree on, raise the bar. Raise the
+    separate concepts (:func:`_concepts`), ``one_concept_threshold`` on one.
+    Different numbers raise the bar, and so does lacking most of what the
+    story's headlines agree on, for an entry that joins on one concept
+    beyond its watchlist's subject. An entry that no watchlist matched
+    alerts no one, so no event can hide behind its join: it is grouped only
+    to fold duplicates, without that check. Raise the
     bars for fewer false merges, lower them for fewer duplicate alerts. The
     two cases from tests/test_dedupe.py stand for the two sides: another
     outlet's report of the troops story joins; "North Korea fires ballistic
@@ -300,7 +301,6 @@ class DedupeSettings:
     window: timedelta = timedelta(hours=48)
     threshold: float = 0.06
     one_concept_threshold: float = 0.12
-    one_concept_single_threshold: float = 0.28
     semantic_threshold: float = 0.35
     semantic_concept_threshold: float | None = None
     semantic_single_threshold: float = 0.45
@@ -311,8 +311,7 @@ class DedupeSettings:
     def __post_init__(self) -> None:
         if self.window <= timedelta(0):
             raise ValueError(f"window must be positive, got {self.window}")
-        for name in ("threshold", "one_concept_threshold", "one_concept_single_threshold",
-                     "semantic_threshold",
+        for name in ("threshold", "one_concept_threshold", "semantic_threshold",
                      "semantic_concept_threshold", "semantic_single_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
@@ -1188,7 +1187,6 @@ class StoryIndex:
         settings = self.settings
         threshold = settings.threshold
         one_concept = max(settings.one_concept_threshold, threshold)
-        single = settings.one_concept_single_threshold
         window = settings.window.total_seconds()
         # Only stories at or above the threshold and published within the window can
         # join: most candidates are not.
@@ -1216,18 +1214,16 @@ class StoryIndex:
             concepts = _concepts(texts, counts, everywhere, story.titles)
             bar = threshold
             if concepts < 2:
-                # One shared concept. Without a watchlist's subject taken out it may be a
-                # name ("North Korea"), and a story of one headline has no core to check.
-                bar = one_concept if story.size > 1 or subject else max(one_concept, single)
+                bar = one_concept
             if score < self._time_bar(bar, gap):
                 continue
-            # Different numbers weigh against a join; so does lacking most of what the
-            # story's headlines agree on ("North Korea" shared with three troops
-            # headlines, none of their "thousands", "troops" or "frontline"). Two
-            # shared concepts skip that check only once the watchlist's subject is out
-            # of them ("Ukraine" and "Russia" are no event).
+            # Different numbers weigh against a join. For a watchlist's match that joins
+            # on one concept beyond the watchlist's subject, so does lacking most of what
+            # the story's headlines agree on ("Kim" shared with three troops headlines,
+            # none of their "thousands", "troops" or "frontline"). An entry no watchlist
+            # matched alerts no one: it is grouped to fold duplicates, on one name if need be.
             if _numbers_conflict(numbers, story) or (
-                    (concepts < 2 or not subject) and _misses_core(texts, story, everywhere)):
+                    subject and concepts < 2 and _misses_core(texts, story, everywhere)):
                 bar += (1.0 - bar) * _CONFLICT
             bar = self._time_bar(bar, gap)
             if score >= bar:

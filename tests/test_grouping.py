@@ -54,6 +54,23 @@ def group(index: StoryIndex, matcher: Matcher, entries: list[Entry], seen: datet
     return out
 
 
+def test_only_a_watchlist_match_is_kept_from_joining_on_one_name() -> None:
+    """An entry no watchlist matched alerts no one, so it may join a story it shares
+    one rare name with; the same entry matched by a watchlist on that name has
+    nothing left to share and opens its own story."""
+    index = StoryIndex(DedupeSettings())
+    for e in background():
+        index.add(story_id_for(e), e, NOW - timedelta(hours=1))
+    first = entry("Edward Snowden says NSA mass surveillance put Americans at risk", feed="A")
+    index.add(story_id_for(first), first, NOW)
+    angle = entry("Snowden to speak by video at South by Southwest festival", feed="B", n=1)
+    unwatched = index.decide(angle, NOW)
+    assert unwatched.story_id == story_id_for(first)
+    assert unwatched.weak  # one shared word: shown as "possibly the same story"
+    watched = index.decide(angle, NOW, topics=["snowden"], terms=["Snowden"])
+    assert watched.story_id is None
+
+
 # Twelve distinct real events of 2024, each naming North Korea and Ukraine.
 TWELVE = [
     ("North Korea sends thousands of troops to Russia's Kursk region to fight Ukraine",
