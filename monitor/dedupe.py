@@ -41,7 +41,7 @@ import math
 import re
 import sys
 from array import array
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -520,7 +520,7 @@ def _numbers_conflict(numbers: frozenset[str], story: _Story) -> bool:
     half the story's members share one the entry lacks."""
     if all(n in story.counts for n in numbers):  # also: no numbers at all
         return False
-    return any(n not in numbers for n in story.core()[1])
+    return any(n not in numbers for n in story.agreed_numbers())
 
 
 def _misses_core(texts: tuple[tuple[str, ...], ...], story: _Story,
@@ -531,7 +531,7 @@ def _misses_core(texts: tuple[tuple[str, ...], ...], story: _Story,
     "thousands", "troops" or "frontline", is a different event about the same name."""
     if story.size < 2:
         return False
-    core = [f for f in story.core()[0] if f not in common]
+    core = [f for f in story.core() if f not in common]
     if not core:
         return False
     have = {w for words in texts for w in words}
@@ -606,21 +606,40 @@ class Join:
     how: str = ""
 
 
+# What the index holds per entry is what bounds its memory (bench/dedupe.py measures
+# it), so a member keeps numbers where it can. Identities are the process's own
+# 64-bit hashes of (feed, key) and of the canonical URL: the index lives and dies
+# with the process, and two of the window's entries sharing a hash by chance is
+# about as likely as a cosmic-ray bit flip.
 @dataclass(slots=True, kw_only=True)
 class _Member:
+    ident: int  # _ident(entry)
     story_id: str
-    url: str
-    seen_at: datetime
+    url: int  # hash of the canonical URL, 0 without one
+    seen: float  # seen_at as a POSIX timestamp
     at: float  # event_time() as a POSIX timestamp
-    seq: int
     # Its unit vector, IDF as it was when the member was added: features (interned,
-    # shared with the postings' keys) and their weights, side by side, in a few
-    # hundred bytes where a dict of floats takes kilobytes.
+    # shared with the postings' keys), its headline's distinct words first, and their
+    # weights as float32 side by side; the same rounded weights go in and come out of
+    # the centroids, so expiry leaves no drift.
     features: tuple[str, ...]
     weights: array[float]
+    n_title: int = 0  # features[:n_title] are its headline's distinct words
     topics: tuple[str, ...] = ()  # watchlists it matched
-    title: tuple[str, ...] = ()  # its headline's distinct words
     embedding: Vector | None = None  # method semantic: unit sentence embedding
+
+    @property
+    def title(self) -> tuple[str, ...]:
+        return self.features[: self.n_title]
+
+
+def _ident(entry: Entry) -> int:
+    return hash((entry.feed, entry.key))
+
+
+# A feature held by one story (most are: word pairs) posts a (story id, weight)
+# tuple instead of a one-entry dict, a third of the size.
+_Posting = dict[str, float] | tuple[str, float]
 
 
 @dataclass(slots=True)
@@ -632,18 +651,21 @@ class _Story:
     last_seen: datetime | None = None
     times: list[float] = field(default_factory=list)  # members' event times, sorted
     titles: dict[str, int] = field(default_factory=dict)  # headline word -> members with it
-    agreed: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # core(), until it changes
+    numbers: dict[str, int] = field(default_factory=dict)  # the same, for headline numbers
+    agreed: tuple[str, ...] | None = None  # core(), until it changes
 
-    def core(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(headline words more than half the members hold, headline numbers at least
-        half hold), cached until a member comes or goes."""
+    def core(self) -> tuple[str, ...]:
+        """The headline words more than half the members hold, cached until a member
+        comes or goes."""
         if self.agreed is None:
             size = self.size
-            words = tuple(f for f, c in self.titles.items() if 2 * c > size)
-            numbers = tuple(f for f, c in self.titles.items()
-                            if 2 * c >= size and f.isdigit() and f.strip("0"))
-            self.agreed = (words, numbers)
+            self.agreed = tuple(f for f, c in self.titles.items() if 2 * c > size)
         return self.agreed
+
+    def agreed_numbers(self) -> list[str]:
+        """The headline numbers at least half the members hold."""
+        size = self.size
+        return [n for n, c in self.numbers.items() if 2 * c >= size]
 
     def gap(self, at: float) -> float:
         """Seconds from ``at`` to the nearest member's event time."""
@@ -902,13 +924,14 @@ class StoryIndex:
         self._centroids = _Centroids() if self._embed is not None else None
         # (feed, key, embedded text) -> vector, for entries assigned or prepared, not yet added
         self._embedded: OrderedDict[tuple[str, str, str], Vector] = OrderedDict()
-        self._members: dict[tuple[str, str], _Member] = {}
+        self._members: dict[int, _Member] = {}  # _ident(entry) -> member
         self._stories: dict[str, _Story] = {}
-        self._by_url: dict[str, dict[str, int]] = {}  # canonical url -> story id -> members
-        self._postings: dict[str, dict[str, float]] = {}  # feature -> story id -> centroid weight
+        # hash of a canonical url -> the story id of the one member with it, or
+        # story id -> members with it when several have it
+        self._by_url: dict[int, str | dict[str, int]] = {}
+        self._postings: dict[str, _Posting] = {}  # feature -> story id -> centroid weight
         self._df: dict[str, int] = {}  # feature -> members holding it
-        self._queue: list[tuple[datetime, int, tuple[str, str]]] = []  # expiry order
-        self._seq = 0
+        self._queue: deque[_Member] = deque()  # expiry order: by seen, as added
         self._changes = 0  # bumped by every add and removal: IDF may have moved
         self._cached: tuple[Entry | None, int, _Prepared] = (None, 0, ({}, ()))
         # watchlist -> word -> its matches in the window holding the word; and their number
@@ -944,11 +967,12 @@ class StoryIndex:
         record the decision.
         """
         horizon = seen_at - self.settings.window
-        member = self._members.get((entry.feed, entry.key))
+        member = self._members.get(_ident(entry))
         if member is not None and self._is_open(member.story_id, horizon):
             return Join(story_id=member.story_id, score=1.0, bar=1.0, how="entry")
         url = entry.canonical_url or canonical_url(entry.link)
-        for story_id in sorted(self._by_url.get(url, {})) if url else ():
+        holders = self._by_url.get(hash(url)) if url else None
+        for story_id in (holders,) if isinstance(holders, str) else sorted(holders or ()):
             if self._is_open(story_id, horizon):
                 return Join(story_id=story_id, score=1.0, bar=1.0, how="url")
         if self.settings.method is Method.URL:
@@ -1098,12 +1122,10 @@ class StoryIndex:
                 subject: frozenset[str] = frozenset()) -> float:
         """TF-IDF cosine between an entry's unit vector and one story's centroid,
         both without the ``subject``'s features."""
-        postings = self._postings
+        weight_of = self._weight
         dot = 0.0
         for feature, weight in vector.items():
-            stories = postings.get(feature)
-            if stories is not None:
-                dot += weight * stories.get(story_id, 0.0)
+            dot += weight * weight_of(feature, story_id)
         norm = self._norm_without(story_id, subject)
         return dot / norm if norm > 0.0 else 0.0
 
@@ -1112,14 +1134,14 @@ class StoryIndex:
         story = self._stories[story_id]
         if not subject:
             return story.norm
-        postings = self._postings
+        weight_of = self._weight
         norm2 = story.norm2
         for word in subject:
             if word in story.counts:
-                norm2 -= postings[word][story_id] ** 2
+                norm2 -= weight_of(word, story_id) ** 2
         for feature in story.counts if story.size <= 8 else ():
             if " " in feature and not subject.isdisjoint(feature.split(" ")):
-                norm2 -= postings[feature][story_id] ** 2
+                norm2 -= weight_of(feature, story_id) ** 2
         return math.sqrt(norm2) if norm2 > 1e-12 else 0.0
 
     def _conflicts(self, texts: tuple[tuple[str, ...], ...], story_id: str,
@@ -1166,12 +1188,7 @@ class StoryIndex:
         the window holds. ``vector`` is the entry without its ``subject``, and
         the centroids are measured without it too.
         """
-        held = [
-            (len(stories), weight, stories)
-            for feature, weight in vector.items()
-            if (stories := self._postings.get(feature))
-        ]
-        held.sort(key=lambda item: item[0])
+        held = self._held(vector)
         all_stories = self._stories
         if _core is not None:
             scores = _core.story_scores(held, all_stories, horizon, _POSTING_LIMIT, _CANDIDATES,
@@ -1243,6 +1260,30 @@ class StoryIndex:
             self._cached = (entry, self._changes, prepared)
         return prepared
 
+    def _held(self, vector: dict[str, float]) -> list[tuple[int, float, dict[str, float]]]:
+        """(stories holding it, entry weight, story id -> centroid weight) per feature
+        of ``vector`` that a story holds, rarest first: the candidate loop's input."""
+        held = []
+        for feature, weight in vector.items():
+            posting = self._postings.get(feature)
+            if posting is None:
+                continue
+            if isinstance(posting, tuple):
+                held.append((1, weight, {posting[0]: posting[1]}))
+            else:
+                held.append((len(posting), weight, posting))
+        held.sort(key=lambda item: item[0])
+        return held
+
+    def _weight(self, feature: str, story_id: str) -> float:
+        """``feature``'s weight in the story's centroid (0.0 if it has none)."""
+        posting = self._postings.get(feature)
+        if posting is None:
+            return 0.0
+        if isinstance(posting, tuple):
+            return posting[1] if posting[0] == story_id else 0.0
+        return posting.get(story_id, 0.0)
+
     def _is_open(self, story_id: str, horizon: datetime) -> bool:
         story = self._stories.get(story_id)
         return story is not None and story.last_seen is not None and story.last_seen >= horizon
@@ -1267,7 +1308,7 @@ class StoryIndex:
         Adding an entry whose ``(feed, key)`` is already held replaces the old
         version (an edited title), so updates are not counted twice.
         """
-        ident = (entry.feed, entry.key)
+        ident = _ident(entry)
         old = self._members.pop(ident, None)
         if old is not None:
             self._remove(old)
@@ -1276,22 +1317,28 @@ class StoryIndex:
         if self.settings.method is not Method.URL:
             vector, texts = self._entry_vector(entry)
             title = tuple(dict.fromkeys(map(sys.intern, texts[0]))) if texts else ()
-        features = tuple(map(sys.intern, vector))
+        rest = [f for f in vector if f not in title]  # every headline word is a feature
+        features = title + tuple(map(sys.intern, rest))
+        weights = array("f", [vector[f] for f in features])
         embedding = None
-        self._seq += 1
         if self._centroids is not None:
             embedding = self._embedding(entry)
             self._embedded.pop((entry.feed, entry.key, _embed_text(entry)), None)
             self._centroids.add(story_id, embedding)
         self._changes += 1
         url = entry.canonical_url or canonical_url(entry.link)
+        url_key = hash(url) if url else 0
+        seen = seen_at.timestamp()
         at = event_time(entry, seen_at).timestamp()
-        topics = tuple(dict.fromkeys(topics))
-        member = _Member(story_id=story_id, url=url, seen_at=seen_at, at=at, seq=self._seq,
-                         features=features, weights=array("d", vector.values()),
-                         topics=topics, title=title, embedding=embedding)
+        member = _Member(ident=ident, story_id=story_id, url=url_key, seen=seen, at=at,
+                         features=features, weights=weights, n_title=len(title),
+                         topics=tuple(dict.fromkeys(topics)), embedding=embedding)
         self._members[ident] = member
-        heapq.heappush(self._queue, (seen_at, self._seq, ident))
+        queue = self._queue
+        if queue and seen < queue[-1].seen:  # rare: a clock step back, a re-added member
+            queue.insert(bisect.bisect_right(queue, seen, key=_seen), member)
+        else:
+            queue.append(member)
         self._count_topics(member, 1)
 
         story = self._stories.get(story_id)
@@ -1300,39 +1347,69 @@ class StoryIndex:
         story.size += 1
         story.agreed = None
         bisect.insort(story.times, at)
-        for word in member.title:
+        for word in title:
             story.titles[word] = story.titles.get(word, 0) + 1
+            if word.isdigit() and word.strip("0"):
+                story.numbers[word] = story.numbers.get(word, 0) + 1
         if story.last_seen is None or seen_at > story.last_seen:
             story.last_seen = seen_at
-        if url:
-            by_story = self._by_url.setdefault(url, {})
-            by_story[story_id] = by_story.get(story_id, 0) + 1
+        if url_key:
+            self._hold_url(url_key, story_id)
         counts = story.counts
         df = self._df
         postings = self._postings
         dot = 0.0
-        for feature, weight in zip(features, member.weights, strict=True):
+        norm2 = 0.0
+        for feature, weight in zip(features, weights, strict=True):
+            norm2 += weight * weight
             df[feature] = df.get(feature, 0) + 1
             counts[feature] = counts.get(feature, 0) + 1
-            stories = postings.get(feature)
-            if stories is None:
-                postings[feature] = {story_id: weight}
+            posting = postings.get(feature)
+            if posting is None:
+                postings[feature] = (story_id, weight)
+            elif isinstance(posting, tuple):
+                held_by, value = posting
+                if held_by == story_id:
+                    dot += value * weight
+                    postings[feature] = (story_id, value + weight)
+                else:
+                    postings[feature] = {held_by: value, story_id: weight}
             else:
-                value = stories.get(story_id, 0.0)
+                value = posting.get(story_id, 0.0)
                 dot += value * weight
-                stories[story_id] = value + weight
-        story.norm2 += 2.0 * dot + sum(w * w for w in vector.values())
+                posting[story_id] = value + weight
+        story.norm2 += 2.0 * dot + norm2
         story.norm = math.sqrt(max(story.norm2, 0.0))
+
+    def _hold_url(self, url: int, story_id: str) -> None:
+        holders = self._by_url.get(url)
+        if holders is None:
+            self._by_url[url] = story_id
+        elif isinstance(holders, str):
+            self._by_url[url] = {holders: 2} if holders == story_id else {holders: 1, story_id: 1}
+        else:
+            holders[story_id] = holders.get(story_id, 0) + 1
+
+    def _drop_url(self, url: int, story_id: str) -> None:
+        holders = self._by_url[url]
+        if isinstance(holders, str):
+            del self._by_url[url]
+            return
+        _decrement(holders, story_id)
+        if len(holders) == 1:
+            [(only, n)] = holders.items()
+            if n == 1:
+                self._by_url[url] = only
 
     def expire(self, now: datetime) -> None:
         """Forget members seen more than ``window`` before ``now``, and stories left empty."""
-        horizon = now - self.settings.window
+        horizon = (now - self.settings.window).timestamp()
         queue = self._queue
-        while queue and queue[0][0] < horizon:
-            _, seq, ident = heapq.heappop(queue)
-            member = self._members.get(ident)
-            if member is not None and member.seq == seq:  # else replaced by a newer version
-                del self._members[ident]
+        members = self._members
+        while queue and queue[0].seen < horizon:
+            member = queue.popleft()
+            if members.get(member.ident) is member:  # else replaced by a newer version
+                del members[member.ident]
                 self._remove(member)
 
     def _count_topics(self, member: _Member, step: int) -> None:
@@ -1362,35 +1439,47 @@ class StoryIndex:
         story.times.pop(bisect.bisect_left(story.times, member.at))
         for word in member.title:
             _decrement(story.titles, word)
+            if word in story.numbers:
+                _decrement(story.numbers, word)
         self._count_topics(member, -1)
         if self._centroids is not None and member.embedding is not None:
             self._centroids.remove(story_id, member.embedding, last=story.size == 0)
         if member.url:
-            by_story = self._by_url[member.url]
-            _decrement(by_story, story_id)
-            if not by_story:
-                del self._by_url[member.url]
+            self._drop_url(member.url, story_id)
+        postings = self._postings
+        counts = story.counts
         dot = 0.0
         for feature, weight in zip(member.features, member.weights, strict=True):
             _decrement(self._df, feature)
-            stories = self._postings[feature]
-            value = stories[story_id]
+            posting = postings[feature]
+            value = posting[1] if isinstance(posting, tuple) else posting[story_id]
             dot += value * weight
-            _decrement(story.counts, feature)
-            if feature in story.counts:
-                stories[story_id] = value - weight
-            else:  # no member left with it: drop it, and any rounding error with it
-                del stories[story_id]
-                if not stories:
-                    del self._postings[feature]
+            _decrement(counts, feature)
+            if feature in counts:
+                if isinstance(posting, tuple):
+                    postings[feature] = (story_id, value - weight)
+                else:
+                    posting[story_id] = value - weight
+            elif isinstance(posting, tuple):  # no member left with it: drop it, and any
+                del postings[feature]  # rounding error with it
+            else:
+                del posting[story_id]
+                if len(posting) == 1:
+                    [(held_by, left)] = posting.items()
+                    postings[feature] = (held_by, left)
         if story.size == 0:
             del self._stories[story_id]
         elif member.features:
             norm2 = story.norm2 - 2.0 * dot + sum(w * w for w in member.weights)
             if story.size <= 8 or norm2 <= 1e-9:  # cheap to be exact; never trust a tiny one
-                norm2 = sum(self._postings[f][story_id] ** 2 for f in story.counts)
+                weight_of = self._weight
+                norm2 = sum(weight_of(f, story_id) ** 2 for f in counts)
             story.norm2 = norm2
             story.norm = math.sqrt(max(norm2, 0.0))
+
+
+def _seen(member: _Member) -> float:
+    return member.seen
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:

@@ -470,6 +470,48 @@ def test_expiry_is_per_member_so_a_long_story_keeps_only_its_window() -> None:
     assert index.assign(NK_TROOPS[0], NOW + timedelta(hours=2, minutes=30))[1] < 1.0
 
 
+def _centroids(index: StoryIndex) -> dict[tuple[str, str], float]:
+    out = {}
+    for feature, posting in index._postings.items():
+        items = [posting] if isinstance(posting, tuple) else list(posting.items())
+        for story_id, weight in items:
+            out[(feature, story_id)] = weight
+    return out
+
+
+def test_expiry_leaves_what_adding_only_the_survivors_gives() -> None:
+    """Members leave one by one; what is left (postings, document counts, links)
+    is what an index given only the survivors holds, and nothing is left over
+    once all are gone, whichever way a feature was shared between stories."""
+    rows = load_sample()[:300]
+    settings = DedupeSettings(window=timedelta(minutes=150))
+    live = StoryIndex(settings)
+    added = []
+    for i, (_, e, _) in enumerate(rows):
+        seen = NOW + timedelta(minutes=i)
+        story_id = live.assign(e, seen)[0] or story_id_for(e)
+        live.add(story_id, e, seen)
+        added.append((story_id, e, seen))
+    live.add(added[-1][0], added[0][1], added[-1][2])  # a re-added (edited) old member
+    end = added[-1][2]
+    live.expire(end)
+    survivors = StoryIndex(settings)
+    for story_id, e, seen in added[1:]:
+        if seen >= end - settings.window:
+            survivors.add(story_id, e, seen)
+    survivors.add(added[-1][0], added[0][1], end)
+    assert len(live) == len(survivors)
+    assert live._df == survivors._df
+    assert live._by_url == survivors._by_url
+    # The weights themselves carry the IDF of the moment each member came in.
+    assert _centroids(live).keys() == _centroids(survivors).keys()
+    assert {k: v.counts for k, v in live._stories.items()} == {
+        k: v.counts for k, v in survivors._stories.items()}
+    live.expire(end + settings.window + timedelta(minutes=1))
+    assert (len(live), live.stories()) == (0, 0)
+    assert not (live._postings or live._df or live._by_url or live._queue)
+
+
 def test_rebuilding_from_add_gives_the_same_assignments() -> None:
     rows = load_sample()
     history, later = rows[:400], rows[400:]
@@ -779,8 +821,7 @@ def test_c_story_scores_are_the_python_ones_to_the_bit(limit: int, candidates: i
     for i, (_, e, _) in enumerate(rows[500:]):
         horizon = late if i % 2 else rows[0][2]
         vector, _ = index._entry_vector(e)
-        held = sorted(((len(p), w, p) for f, w in vector.items() if (p := index._postings.get(f))),
-                      key=lambda item: item[0])
+        held = index._held(vector)
         expected = dedupe_module._story_scores_py(held, index._stories, horizon, limit,
                                                   candidates, shortlist)
         got = dedupe_module._core.story_scores(held, index._stories, horizon, limit, candidates,
