@@ -106,6 +106,8 @@ asan: $(VENV)/.installed-test
 	  tests/test_text.py::test_news_punctuation_and_accents_fold_in_c \
 	  "tests/test_dedupe.py::test_c_story_scores_are_the_python_ones_to_the_bit" \
 	  tests/test_dedupe.py::test_c_and_python_candidate_loops_cluster_alike \
+	  tests/test_dedupe.py::test_c_accumulate_and_withdraw_are_the_python_ones_to_the_bit \
+	  tests/test_dedupe.py::test_c_accumulate_and_withdraw_refuse_what_they_cannot_read \
 	  tests/test_dedupe.py::test_c_story_scores_refuses_bad_input
 
 clean:

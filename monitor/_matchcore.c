@@ -1569,8 +1569,8 @@ static PyTypeObject CoreType = {
  * _story_scores_py in the same order (the same float operations, so the
  * same scores to the last bit):
  *
- *   held: [(postings size, entry weight, {story id: centroid weight})], rarest
- *   first. A feature in at most posting_limit stories, while fewer than
+ *   held: [(postings size, entry weight, {story id: centroid weight} or, held
+ *   by one story, (story id, centroid weight))], rarest first. A feature in at most posting_limit stories, while fewer than
  *   candidates stories are proposed, adds weight * value to each of its
  *   stories' dots; any other is "common". Each proposed story with a
  *   positive norm and last_seen >= horizon scores dot / norm. With common
@@ -1579,6 +1579,11 @@ static PyTypeObject CoreType = {
  */
 
 static PyObject *str_norm, *str_last_seen;
+
+/* A posting of one story: (story id, weight). */
+static int is_solo(PyObject *posting) {
+    return PyTuple_Check(posting) && PyTuple_GET_SIZE(posting) == 2;
+}
 
 /* dots[key] = dots.get(key, 0.0) + add */
 static int add_to(PyObject *dots, PyObject *key, double add) {
@@ -1637,8 +1642,9 @@ static PyObject *story_scores(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
         PyObject *item = PyList_GET_ITEM(held, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3 ||
-            !PyDict_Check(PyTuple_GET_ITEM(item, 2))) {
-            PyErr_SetString(PyExc_TypeError, "held: (size, weight, dict) tuples");
+            !(PyDict_Check(PyTuple_GET_ITEM(item, 2)) || is_solo(PyTuple_GET_ITEM(item, 2)))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "held: (size, weight, dict or (story id, weight)) tuples");
             goto error;
         }
         Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
@@ -1650,6 +1656,12 @@ static PyObject *story_scores(PyObject *self, PyObject *args) {
         double weight = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
         if (weight == -1.0 && PyErr_Occurred()) goto error;
         PyObject *postings = PyTuple_GET_ITEM(item, 2), *key, *value;
+        if (!PyDict_Check(postings)) {  /* one story holds it */
+            double v = PyFloat_AsDouble(PyTuple_GET_ITEM(postings, 1));
+            if (v == -1.0 && PyErr_Occurred()) goto error;
+            if (add_to(dots, PyTuple_GET_ITEM(postings, 0), weight * v) < 0) goto error;
+            continue;
+        }
         Py_ssize_t pos = 0;
         while (PyDict_Next(postings, &pos, &key, &value)) {
             double v = PyFloat_AsDouble(value);
@@ -1699,7 +1711,14 @@ static PyObject *story_scores(PyObject *self, PyObject *args) {
             PyObject *item = PyList_GET_ITEM(common, c);
             double weight = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
             if (weight == -1.0 && PyErr_Occurred()) goto error;
-            PyObject *shared = PyDict_GetItemWithError(PyTuple_GET_ITEM(item, 2), id);
+            PyObject *postings = PyTuple_GET_ITEM(item, 2), *shared = NULL;
+            if (PyDict_Check(postings)) {
+                shared = PyDict_GetItemWithError(postings, id);
+            } else {
+                int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(postings, 0), id, Py_EQ);
+                if (same < 0) goto error;
+                if (same) shared = PyTuple_GET_ITEM(postings, 1);
+            }
             if (shared) {
                 double v = PyFloat_AsDouble(shared);
                 if (v == -1.0 && PyErr_Occurred()) goto error;
@@ -1726,10 +1745,213 @@ error:
     return NULL;
 }
 
+/* ---- accumulate / withdraw: a member in and out of its story (issue #11) --
+ *
+ * StoryIndex.add's and _remove's loops over a member's features, the same
+ * steps as dedupe's _accumulate_py and _withdraw_py in the same order (so
+ * the same floats to the last bit). weights is an array('f'). A posting is
+ * (story id, weight) while one story holds the feature, else a dict
+ * {story id: weight}.
+ */
+
+/* counts[key] += step (step is +1 or -1), deleting the key at 0. */
+static int bump(PyObject *counts, PyObject *key, long step) {
+    PyObject *old = PyDict_GetItemWithError(counts, key);
+    long n = step;
+    if (old) {
+        n = PyLong_AsLong(old);
+        if (n == -1 && PyErr_Occurred()) return -1;
+        n += step;
+    } else if (PyErr_Occurred()) {
+        return -1;
+    } else if (step < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return -1;
+    }
+    if (n == 0) return PyDict_DelItem(counts, key);
+    PyObject *v = PyLong_FromLong(n);
+    if (!v) return -1;
+    int rc = PyDict_SetItem(counts, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int set_posting(PyObject *postings, PyObject *feature, PyObject *story, double value) {
+    PyObject *t = Py_BuildValue("(Od)", story, value);
+    if (!t) return -1;
+    int rc = PyDict_SetItem(postings, feature, t);
+    Py_DECREF(t);
+    return rc;
+}
+
+static int set_float(PyObject *dict, PyObject *key, double value) {
+    PyObject *f = PyFloat_FromDouble(value);
+    if (!f) return -1;
+    int rc = PyDict_SetItem(dict, key, f);
+    Py_DECREF(f);
+    return rc;
+}
+
+/* The member's features and float32 weights, checked; weights->buf holds n floats. */
+static int member_args(PyObject *features, Py_buffer *weights, Py_ssize_t *n) {
+    if (!PyTuple_Check(features)) {
+        PyErr_SetString(PyExc_TypeError, "features: a tuple of str");
+        return -1;
+    }
+    if (weights->itemsize != sizeof(float) || !weights->format || strcmp(weights->format, "f")) {
+        PyErr_SetString(PyExc_TypeError, "weights: an array('f')");
+        return -1;
+    }
+    *n = PyTuple_GET_SIZE(features);
+    if (weights->len / weights->itemsize != *n) {
+        PyErr_SetString(PyExc_ValueError, "features and weights differ in length");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *accumulate(PyObject *self, PyObject *args) {
+    PyObject *story, *features, *array, *df, *counts, *postings;
+    Py_buffer weights;
+    if (!PyArg_ParseTuple(args, "UOOO!O!O!", &story, &features, &array, &PyDict_Type, &df,
+                          &PyDict_Type, &counts, &PyDict_Type, &postings))
+        return NULL;
+    if (PyObject_GetBuffer(array, &weights, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    Py_ssize_t n;
+    double dot = 0.0, norm2 = 0.0;
+    if (member_args(features, &weights, &n) < 0) goto error;
+    const float *w = weights.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *feature = PyTuple_GET_ITEM(features, i);
+        double weight = (double)w[i];
+        norm2 += weight * weight;
+        if (bump(df, feature, 1) < 0 || bump(counts, feature, 1) < 0) goto error;
+        PyObject *posting = PyDict_GetItemWithError(postings, feature);
+        if (!posting) {
+            if (PyErr_Occurred() || set_posting(postings, feature, story, weight) < 0) goto error;
+        } else if (PyTuple_Check(posting)) {
+            if (PyTuple_GET_SIZE(posting) != 2) goto bad_posting;
+            PyObject *held_by = PyTuple_GET_ITEM(posting, 0);
+            double value = PyFloat_AsDouble(PyTuple_GET_ITEM(posting, 1));
+            if (value == -1.0 && PyErr_Occurred()) goto error;
+            int same = PyObject_RichCompareBool(held_by, story, Py_EQ);
+            if (same < 0) goto error;
+            if (same) {
+                dot += value * weight;
+                if (set_posting(postings, feature, story, value + weight) < 0) goto error;
+            } else {
+                PyObject *both = PyDict_New();
+                if (!both) goto error;
+                Py_INCREF(held_by);  /* the tuple goes when postings[feature] is replaced */
+                int rc = set_float(both, held_by, value);
+                Py_DECREF(held_by);
+                if (rc < 0 || set_float(both, story, weight) < 0 ||
+                    PyDict_SetItem(postings, feature, both) < 0) {
+                    Py_DECREF(both);
+                    goto error;
+                }
+                Py_DECREF(both);
+            }
+        } else if (PyDict_Check(posting)) {
+            PyObject *old = PyDict_GetItemWithError(posting, story);
+            double value = 0.0;
+            if (old) {
+                value = PyFloat_AsDouble(old);
+                if (value == -1.0 && PyErr_Occurred()) goto error;
+            } else if (PyErr_Occurred()) {
+                goto error;
+            }
+            dot += value * weight;
+            if (set_float(posting, story, value + weight) < 0) goto error;
+        } else {
+            goto bad_posting;
+        }
+    }
+    PyBuffer_Release(&weights);
+    return Py_BuildValue("(dd)", dot, norm2);
+bad_posting:
+    PyErr_SetString(PyExc_TypeError, "postings: (story id, weight) tuples or dicts");
+error:
+    PyBuffer_Release(&weights);
+    return NULL;
+}
+
+static PyObject *withdraw(PyObject *self, PyObject *args) {
+    PyObject *story, *features, *array, *df, *counts, *postings;
+    Py_buffer weights;
+    if (!PyArg_ParseTuple(args, "UOOO!O!O!", &story, &features, &array, &PyDict_Type, &df,
+                          &PyDict_Type, &counts, &PyDict_Type, &postings))
+        return NULL;
+    if (PyObject_GetBuffer(array, &weights, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    Py_ssize_t n;
+    double dot = 0.0;
+    if (member_args(features, &weights, &n) < 0) goto error;
+    const float *w = weights.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *feature = PyTuple_GET_ITEM(features, i);
+        double weight = (double)w[i];
+        if (bump(df, feature, -1) < 0) goto error;
+        PyObject *posting = PyDict_GetItemWithError(postings, feature);
+        if (!posting) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, feature);
+            goto error;
+        }
+        Py_INCREF(posting);  /* kept while postings[feature] may be replaced */
+        int solo = PyTuple_Check(posting);
+        PyObject *got = NULL;
+        if (solo && PyTuple_GET_SIZE(posting) == 2) {
+            got = PyTuple_GET_ITEM(posting, 1);
+        } else if (!solo && PyDict_Check(posting)) {
+            got = PyDict_GetItemWithError(posting, story);
+            if (!got && !PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, story);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "postings: (story id, weight) tuples or dicts");
+        }
+        double value = got ? PyFloat_AsDouble(got) : -1.0;
+        if (!got || (value == -1.0 && PyErr_Occurred())) goto error_posting;
+        dot += value * weight;
+        if (bump(counts, feature, -1) < 0) goto error_posting;
+        int still = PyDict_Contains(counts, feature);
+        if (still < 0) goto error_posting;
+        if (still) {
+            if ((solo ? set_posting(postings, feature, story, value - weight)
+                      : set_float(posting, story, value - weight)) < 0) goto error_posting;
+        } else if (solo) {  /* no member left with it: drop it, and any rounding error */
+            if (PyDict_DelItem(postings, feature) < 0) goto error_posting;
+        } else {
+            if (PyDict_DelItem(posting, story) < 0) goto error_posting;
+            if (PyDict_GET_SIZE(posting) == 1) {
+                Py_ssize_t pos = 0;
+                PyObject *held_by, *left;
+                PyDict_Next(posting, &pos, &held_by, &left);
+                double rest = PyFloat_AsDouble(left);
+                if (rest == -1.0 && PyErr_Occurred()) goto error_posting;
+                if (set_posting(postings, feature, held_by, rest) < 0) goto error_posting;
+            }
+        }
+        Py_DECREF(posting);
+        continue;
+    error_posting:
+        Py_DECREF(posting);
+        goto error;
+    }
+    PyBuffer_Release(&weights);
+    return PyFloat_FromDouble(dot);
+error:
+    PyBuffer_Release(&weights);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
     {"story_scores", story_scores, METH_VARARGS,
      "story_scores(held, stories, horizon, posting_limit, candidates, shortlist) -> dict: "
      "monitor.dedupe's candidate scores (see _story_scores_py)."},
+    {"accumulate", accumulate, METH_VARARGS,
+     "accumulate(story_id, features, weights, df, counts, postings) -> (dot, norm2): "
+     "a member into its story (see monitor.dedupe._accumulate_py)."},
+    {"withdraw", withdraw, METH_VARARGS,
+     "withdraw(story_id, features, weights, df, counts, postings) -> dot: "
+     "a member out of its story (see monitor.dedupe._withdraw_py)."},
     {NULL, NULL, 0, NULL},
 };
 

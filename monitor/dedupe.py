@@ -774,7 +774,7 @@ class _Centroids:
 
 
 def _story_scores_py(
-    held: list[tuple[int, float, dict[str, float]]],
+    held: list[tuple[int, float, _Posting]],
     stories: dict[str, _Story],
     horizon: datetime,
     posting_limit: int = _POSTING_LIMIT,
@@ -783,21 +783,23 @@ def _story_scores_py(
 ) -> dict[str, float]:
     """The candidates' cosines for :meth:`StoryIndex._most_similar`.
 
-    ``held``: (postings size, entry weight, story id -> centroid weight) per
-    feature, rarest first. A feature held by at most ``posting_limit``
-    stories, while fewer than ``candidates`` are proposed, adds to the dot
-    products of its stories; the others are common. Each proposed story still
+    ``held``: (postings size, entry weight, posting) per feature, rarest
+    first. A feature held by at most ``posting_limit`` stories, while fewer
+    than ``candidates`` are proposed, adds to the dot products of its
+    stories; the others are common. Each proposed story still
     open scores dot / norm; with common features, only the ``shortlist_size``
     best get them added and are returned. monitor/_matchcore.c's
     ``story_scores`` does the same in C, float operation for float operation.
     """
     dots: dict[str, float] = {}
-    common: list[tuple[int, float, dict[str, float]]] = []
+    common: list[tuple[int, float, _Posting]] = []
     for item in held:
-        size, weight, postings = item
+        size, weight, posting = item
         if size > posting_limit or len(dots) >= candidates:
             common.append(item)
-        elif dots:
+            continue
+        postings = {posting[0]: posting[1]} if isinstance(posting, tuple) else posting
+        if dots:
             get = dots.get
             for story_id, value in postings.items():
                 dots[story_id] = get(story_id, 0.0) + weight * value
@@ -814,8 +816,11 @@ def _story_scores_py(
         scores = {}
         for story_id in shortlist:
             dot = dots[story_id]
-            for _, weight, postings in common:
-                shared = postings.get(story_id)
+            for _, weight, posting in common:
+                if isinstance(posting, tuple):
+                    shared = posting[1] if posting[0] == story_id else None
+                else:
+                    shared = posting.get(story_id)
                 if shared is not None:
                     dot += weight * shared
             scores[story_id] = dot / stories[story_id].norm
@@ -1260,7 +1265,7 @@ class StoryIndex:
             self._cached = (entry, self._changes, prepared)
         return prepared
 
-    def _held(self, vector: dict[str, float]) -> list[tuple[int, float, dict[str, float]]]:
+    def _held(self, vector: dict[str, float]) -> list[tuple[int, float, _Posting]]:
         """(stories holding it, entry weight, story id -> centroid weight) per feature
         of ``vector`` that a story holds, rarest first: the candidate loop's input."""
         held = []
@@ -1268,10 +1273,7 @@ class StoryIndex:
             posting = self._postings.get(feature)
             if posting is None:
                 continue
-            if isinstance(posting, tuple):
-                held.append((1, weight, {posting[0]: posting[1]}))
-            else:
-                held.append((len(posting), weight, posting))
+            held.append((1 if isinstance(posting, tuple) else len(posting), weight, posting))
         held.sort(key=lambda item: item[0])
         return held
 
@@ -1355,29 +1357,9 @@ class StoryIndex:
             story.last_seen = seen_at
         if url_key:
             self._hold_url(url_key, story_id)
-        counts = story.counts
-        df = self._df
-        postings = self._postings
-        dot = 0.0
-        norm2 = 0.0
-        for feature, weight in zip(features, weights, strict=True):
-            norm2 += weight * weight
-            df[feature] = df.get(feature, 0) + 1
-            counts[feature] = counts.get(feature, 0) + 1
-            posting = postings.get(feature)
-            if posting is None:
-                postings[feature] = (story_id, weight)
-            elif isinstance(posting, tuple):
-                held_by, value = posting
-                if held_by == story_id:
-                    dot += value * weight
-                    postings[feature] = (story_id, value + weight)
-                else:
-                    postings[feature] = {held_by: value, story_id: weight}
-            else:
-                value = posting.get(story_id, 0.0)
-                dot += value * weight
-                posting[story_id] = value + weight
+        accumulate = _core.accumulate if _core is not None else _accumulate_py
+        dot, norm2 = accumulate(story_id, features, weights, self._df, story.counts,
+                                self._postings)
         story.norm2 += 2.0 * dot + norm2
         story.norm = math.sqrt(max(story.norm2, 0.0))
 
@@ -1446,27 +1428,10 @@ class StoryIndex:
             self._centroids.remove(story_id, member.embedding, last=story.size == 0)
         if member.url:
             self._drop_url(member.url, story_id)
-        postings = self._postings
         counts = story.counts
-        dot = 0.0
-        for feature, weight in zip(member.features, member.weights, strict=True):
-            _decrement(self._df, feature)
-            posting = postings[feature]
-            value = posting[1] if isinstance(posting, tuple) else posting[story_id]
-            dot += value * weight
-            _decrement(counts, feature)
-            if feature in counts:
-                if isinstance(posting, tuple):
-                    postings[feature] = (story_id, value - weight)
-                else:
-                    posting[story_id] = value - weight
-            elif isinstance(posting, tuple):  # no member left with it: drop it, and any
-                del postings[feature]  # rounding error with it
-            else:
-                del posting[story_id]
-                if len(posting) == 1:
-                    [(held_by, left)] = posting.items()
-                    postings[feature] = (held_by, left)
+        withdraw = _core.withdraw if _core is not None else _withdraw_py
+        dot = withdraw(story_id, member.features, member.weights, self._df, counts,
+                       self._postings)
         if story.size == 0:
             del self._stories[story_id]
         elif member.features:
@@ -1480,6 +1445,64 @@ class StoryIndex:
 
 def _seen(member: _Member) -> float:
     return member.seen
+
+
+def _accumulate_py(story_id: str, features: tuple[str, ...], weights: array[float],
+                   df: dict[str, int], counts: dict[str, int],
+                   postings: dict[str, _Posting]) -> tuple[float, float]:
+    """A member's features into its story's counts and centroid and the document
+    counts: (the dot product of the member with the centroid before, its |vector|²).
+    monitor/_matchcore.c's ``accumulate`` does the same, float for float."""
+    dot = 0.0
+    norm2 = 0.0
+    for feature, weight in zip(features, weights, strict=True):
+        norm2 += weight * weight
+        df[feature] = df.get(feature, 0) + 1
+        counts[feature] = counts.get(feature, 0) + 1
+        posting = postings.get(feature)
+        if posting is None:
+            postings[feature] = (story_id, weight)
+        elif isinstance(posting, tuple):
+            held_by, value = posting
+            if held_by == story_id:
+                dot += value * weight
+                postings[feature] = (story_id, value + weight)
+            else:
+                postings[feature] = {held_by: value, story_id: weight}
+        else:
+            value = posting.get(story_id, 0.0)
+            dot += value * weight
+            posting[story_id] = value + weight
+    return dot, norm2
+
+
+def _withdraw_py(story_id: str, features: tuple[str, ...], weights: array[float],
+                 df: dict[str, int], counts: dict[str, int],
+                 postings: dict[str, _Posting]) -> float:
+    """The reverse of :func:`_accumulate_py`: the dot product of the member with
+    the centroid it leaves. A feature no member of the story holds any more leaves
+    its posting, and any rounding error with it. monitor/_matchcore.c's
+    ``withdraw`` does the same, float for float."""
+    dot = 0.0
+    for feature, weight in zip(features, weights, strict=True):
+        _decrement(df, feature)
+        posting = postings[feature]
+        value = posting[1] if isinstance(posting, tuple) else posting[story_id]
+        dot += value * weight
+        _decrement(counts, feature)
+        if feature in counts:
+            if isinstance(posting, tuple):
+                postings[feature] = (story_id, value - weight)
+            else:
+                posting[story_id] = value - weight
+        elif isinstance(posting, tuple):
+            del postings[feature]
+        else:
+            del posting[story_id]
+            if len(posting) == 1:
+                [(held_by, left)] = posting.items()
+                postings[feature] = (held_by, left)
+    return dot
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:

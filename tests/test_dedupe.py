@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -683,15 +684,17 @@ def test_semantic_tightness_is_the_average_cosine_between_members(embed: Countin
 
 @needs_semantic
 def test_semantic_joins_what_shares_no_word(embed: Counting) -> None:
-    """What the lexical rule cannot do: no content word in common."""
+    """What the lexical rule cannot do: no content word in common beyond the name a
+    Twitter watchlist matched them on."""
     outage = entry("Twitter suffers outage, returns after 47 minutes down", feed="Wire")
     blackout = entry("Twitter blacks out for all users", feed="Blog")
     lexical = StoryIndex(DedupeSettings())
     semantic = StoryIndex(SEMANTIC, embed=embed)
+    watchlist = {"topics": ["twitter"], "terms": ["Twitter"]}
     for index in (lexical, semantic):
-        feed(index, [outage])
-    assert lexical.assign(blackout, NOW)[0] is None
-    assert semantic.assign(blackout, NOW)[0] == story_id_for(outage)
+        index.add(story_id_for(outage), outage, NOW, topics=["twitter"])
+    assert lexical.assign(blackout, NOW, **watchlist)[0] is None
+    assert semantic.assign(blackout, NOW, **watchlist)[0] == story_id_for(outage)
 
 
 @needs_semantic
@@ -830,6 +833,55 @@ def test_c_story_scores_are_the_python_ones_to_the_bit(limit: int, candidates: i
         assert list(got) == list(expected)  # the same order too
         found += len(expected)
     assert found > 50  # not a comparison of empty dicts
+
+
+def _fill_and_expire(index: StoryIndex) -> StoryIndex:
+    """The sample replayed a minute apart with a two-hour window, so members leave
+    while others join: every branch of a posting's life (one story, several, back
+    to one, gone)."""
+    for i, (_, e, _) in enumerate(load_sample()[:400]):
+        seen = NOW + timedelta(minutes=i)
+        if i % 10 == 0:
+            index.expire(seen)
+        index.add(index.assign(e, seen)[0] or story_id_for(e), e, seen)
+    return index
+
+
+@needs_core
+def test_c_accumulate_and_withdraw_are_the_python_ones_to_the_bit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = DedupeSettings(window=timedelta(hours=2))
+    with_core = _fill_and_expire(StoryIndex(settings))
+    monkeypatch.setattr(dedupe_module, "_core", None)
+    without = _fill_and_expire(StoryIndex(settings))
+    assert with_core._postings == without._postings  # float == float: to the bit
+    assert with_core._df == without._df
+    assert {k: (v.counts, v.norm2) for k, v in with_core._stories.items()} == {
+        k: (v.counts, v.norm2) for k, v in without._stories.items()}
+    assert any(isinstance(p, dict) for p in with_core._postings.values())
+
+
+@needs_core
+def test_c_accumulate_and_withdraw_refuse_what_they_cannot_read() -> None:
+    core = dedupe_module._core
+    assert core is not None
+    weights = array("f", [0.5])
+    with pytest.raises(TypeError):
+        core.accumulate("s", ("a",), array("d", [0.5]), {}, {}, {})
+    with pytest.raises(ValueError):
+        core.accumulate("s", ("a", "b"), weights, {}, {}, {})
+    with pytest.raises(TypeError):
+        core.accumulate("s", ("a",), weights, {}, {}, {"a": 1.0})
+    with pytest.raises(KeyError):
+        core.withdraw("s", ("a",), weights, {}, {}, {})
+    postings: dict[str, object] = {}
+    df: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    assert core.accumulate("s", ("a",), weights, df, counts, postings) == (0.0, 0.25)
+    assert core.accumulate("t", ("a",), weights, df, {}, postings) == (0.0, 0.25)
+    assert postings == {"a": {"s": 0.5, "t": 0.5}} and df == {"a": 2}
+    assert core.withdraw("t", ("a",), weights, df, {"a": 1}, postings) == 0.25
+    assert postings == {"a": ("s", 0.5)} and df == {"a": 1}
 
 
 @needs_core
