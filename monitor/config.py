@@ -332,6 +332,29 @@ class FeedConfig(_Model):
         return v
 
 
+class HttpSettings(_Model):
+    """The status page, /healthz and /metrics. Off unless configured: it tells anyone
+    who can reach it what the team watches, so the default is loopback only."""
+
+    listen: str = "127.0.0.1:8325"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT like 127.0.0.1:8325, got {v!r}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class MonitorFile(_Model):
     state: str = "sqlite:///state/monitor.db"
     poll: PollSettings = PollSettings()
@@ -343,6 +366,9 @@ class MonitorFile(_Model):
     feeds: tuple[FeedConfig, ...] = ()
     watchlists: str | tuple[str, ...] = "watchlists/"
     destinations: dict[str, Destination] = {}
+    http: HttpSettings | None = None
+    # On SIGTERM: how long fetches and deliveries under way may take to finish.
+    stop_timeout: Duration = timedelta(seconds=10)
 
     @field_validator("feeds")
     @classmethod
@@ -403,6 +429,8 @@ class Config:
     watchlists: tuple[Watchlist, ...]
     destinations: Mapping[str, SlackDestination | EmailDestination | ConsoleDestination]
     watchlist_errors: tuple[ConfigError, ...] = field(default=())
+    http: HttpSettings | None = None
+    stop_timeout: timedelta = timedelta(seconds=10)
 
 
 def find_config(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
@@ -504,7 +532,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         path=path, state=state, poll=model.poll, backfill=model.backfill,
         retention=model.retention, dedupe=model.dedupe, templates=templates,
         feeds=feeds, watchlists=tuple(watchlists), destinations=dict(model.destinations),
-        watchlist_errors=tuple(errors),
+        watchlist_errors=tuple(errors), http=model.http, stop_timeout=model.stop_timeout,
     )
 
 
