@@ -48,6 +48,7 @@ from monitor.deliver.slack import SlackSender
 from monitor.errors import FetchError, MonitorError, ParseError
 from monitor.fetch import Fetcher
 from monitor.match import Matcher
+from monitor.metrics import Metrics
 from monitor.notify import Notifier, watchdog_interval
 from monitor.parse import parse_feed
 from monitor.render import Renderer
@@ -222,7 +223,9 @@ class Service:
         self.last_tick: float | None = None  # loop time of the scheduler's last heartbeat
         self.last_error: str | None = None
         self.reload_error: str | None = None
-        self.observers: list[Callable[[Outcome, Alert], None]] = []
+        self.metrics = Metrics()
+        self.http_runner: Any = None  # aiohttp's AppRunner while run() serves http
+        self.reloaded_at: datetime | None = None
         self._apply(config)
 
     def _apply(self, config: cfg.Config) -> None:
@@ -260,6 +263,10 @@ class Service:
                              min_interval=pace, on_outcome=self._outcome)
         self._splits = (await asyncio.to_thread(self.store.splits_since, 0))[0]
         self.index = await asyncio.to_thread(self._rebuild_index, c.dedupe)
+        self.metrics.watch_store(
+            self.store.alert_counts,
+            lambda: [(f.name, self.store.feed_state(f.name)) for f in self.config.feeds],
+            self.now)
         for err in c.watchlist_errors:
             logger.warning("watchlist.invalid %s", err)
         for problem in self.renderer.check():  # also loads them: reload swaps whole sets
@@ -303,6 +310,7 @@ class Service:
                     etag=result.etag or (state.etag if state else None),
                     last_modified=result.last_modified or (state.last_modified if state else None)))
                 logger.debug("feed.not_modified feed=%s", feed.name)
+                self.metrics.polls.labels(feed.name, "not_modified").inc()
                 return 0
             assert result.body is not None
             entries = await asyncio.to_thread(
@@ -321,6 +329,7 @@ class Service:
 
     def _feed_failed(self, feed: Feed, now: datetime, exc: MonitorError) -> int:
         logger.warning("feed.error feed=%s url=%s error=%s", feed.name, feed.url, exc)
+        self.metrics.feed_failed(feed.name, exc)
         self.tally.failed += 1
         self.tally.failed_feeds.append(feed.name)
         self.last_error = f"{feed.name}: {exc}"
@@ -333,8 +342,7 @@ class Service:
         elif outcome is Outcome.FAILED:
             self.tally.alerts_failed += 1
             self.last_error = f"alert {alert.id} to {alert.destination} failed"
-        for observe in self.observers:
-            observe(outcome, alert)
+        self.metrics.delivered(outcome.value, alert, self.now())
 
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
                 now: datetime, etag: str | None, last_modified: str | None) -> int:
@@ -378,6 +386,11 @@ class Service:
                     feed.name, len(entries), len(d.new), len(matches), len(queued),
                     " first_poll=1" if first else "")
         self.tally.new += len(d.new)
+        self.metrics.polls.labels(feed.name, "ok").inc()
+        self.metrics.entries.labels(feed.name).inc(len(entries))
+        self.metrics.new_entries.labels(feed.name).inc(len(d.new))
+        for m, _ in matches:
+            self.metrics.matches.labels(m.watchlist).inc()
         return len(queued)
 
     def _apply_splits(self) -> None:
@@ -455,11 +468,18 @@ class Service:
                           misfire_grace_time=None)
         scheduler.start()
         self.last_tick = loop.time()
-        self._status_sent = await self._status()
-        self.notifier.ready(self._status_sent)
-        logger.info("service.ready feeds=%d watchlists=%d watchdog=%s", len(self.config.feeds),
-                    len(self.watchlists), f"{dog:g}s" if dog else "off")
+        http = None
         try:
+            if self.config.http is not None:
+                from monitor import web
+
+                http = await web.start(self, self.config.http.host, self.config.http.port)
+                self.http_runner = http
+            self._status_sent = await self._status()
+            self.notifier.ready(self._status_sent)
+            logger.info("service.ready feeds=%d watchlists=%d watchdog=%s",
+                        len(self.config.feeds), len(self.watchlists),
+                        f"{dog:g}s" if dog else "off")
             async with asyncio.TaskGroup() as tg:
                 worker = tg.create_task(self.outbox.run(), name="outbox")
                 helpers = [tg.create_task(self._reloads(), name="reload")]
@@ -470,6 +490,8 @@ class Service:
                 await stop.wait()
                 await self._stop(worker, helpers)
         finally:
+            if http is not None:
+                await http.cleanup()
             for sig in installed:
                 loop.remove_signal_handler(sig)
             if scheduler.running:
@@ -534,14 +556,16 @@ class Service:
                    if job.id.startswith("feed:") and job.next_run_time is not None
                    and job.next_run_time <= now)
 
-    async def queued(self) -> int:
-        counts = await asyncio.to_thread(self.store.alert_counts)
-        return sum(n for (_, status), n in counts.items() if status is AlertStatus.QUEUED)
+    def status_line(self) -> str:
+        """The STATUS= text. Reads the store: on the loop, await ``_status()``."""
+        counts = self.store.alert_counts()
+        queued = sum(n for (_, status), n in counts.items() if status is AlertStatus.QUEUED)
+        return status_text(feeds=len(self.config.feeds), due=self.feeds_due(),
+                           watchlists=len(self.watchlists), queued=queued,
+                           last_error=self.last_error, reload_error=self.reload_error)
 
     async def _status(self) -> str:
-        return status_text(feeds=len(self.config.feeds), due=self.feeds_due(),
-                           watchlists=len(self.watchlists), queued=await self.queued(),
-                           last_error=self.last_error, reload_error=self.reload_error)
+        return await asyncio.to_thread(self.status_line)
 
     def healthy(self, now: float) -> str | None:
         """Why the service is not healthy, or None: the heartbeat is fresh (the store is
@@ -605,6 +629,7 @@ class Service:
             self.reload_error = got.problems[0] + (f" (and {more} more)" if more > 0 else "")
             for problem in got.problems:
                 logger.error("config.reload_failed kept=previous error=%s", problem)
+            self.metrics.reloads.labels("failed").inc()
             self.notifier.ready(await self._status())
             return False
         new = got.config
@@ -618,6 +643,8 @@ class Service:
             for f in (*change.added, *change.changed):
                 self._schedule(f, now)
         self.reload_error = None
+        self.reloaded_at = self.now()
+        self.metrics.reloads.labels("ok").inc()
         logger.info("config.reloaded feeds=%d watchlists=%d added=%d removed=%d changed=%d",
                     len(new.feeds), len(self.watchlists), len(change.added),
                     len(change.removed), len(change.changed))
