@@ -116,19 +116,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems += Renderer(config.templates).check()
     for p in problems:
         _err(p)
+    for wl in config.watchlists:
+        _warn_lowercase_operators(wl)
     if problems:
         return 1
-    _out(f"{path}: ok: {len(config.feeds)} feeds, {len(config.watchlists)} watchlists, "
-         f"{len(config.destinations)} destinations")
+    _out(f"{path}: ok: {_plural(len(config.feeds), 'feed')}, "
+         f"{_plural(len(config.watchlists), 'watchlist')}, "
+         f"{_plural(len(config.destinations), 'destination')}")
     return 0
+
+
+def _warn_lowercase_operators(wl: Watchlist) -> None:
+    """Operators are upper case; a lowercase ``and`` between terms is a word the
+    entry must contain, which is rarely what was meant. A warning, not an error."""
+    from monitor.query import lowercase_operators
+
+    if not wl.query:
+        return
+    for word, offset in lowercase_operators(wl.query):
+        where = ":".join(str(x) for x in (wl.path or "<query>", wl.query_line, wl.query_column)
+                         if x is not None)
+        _err(f"{where}: warning: query: lowercase {word!r} is a word to match, not an "
+             f"operator; write {word.upper()} (or quote the phrase)\n"
+             f"  {wl.query}\n  {' ' * offset}^")
 
 
 # ----------------------------------------------------------------------------- try
 
 
+def _looks_like_path(arg: str) -> bool:
+    return (Path(arg).suffix in (".yaml", ".yml")
+            or (arg.startswith(("./", "../", "/", "~/")) and " " not in arg))
+
+
 def _watchlist_from_arg(arg: str) -> Watchlist:
-    p = Path(arg)
-    if p.suffix in (".yaml", ".yml") and p.exists():
+    p = Path(arg).expanduser()
+    if _looks_like_path(arg):
+        if not p.exists():
+            # Taken as a query it would match the words of a file name: say so instead.
+            raise MonitorError(f"{arg}: no such watchlist file (to try a query that looks "
+                               "like a path, quote its terms: '\"a/b\"')")
         return cfg.load_watchlist(p)
     from monitor import query as q
 
@@ -171,13 +198,14 @@ def cmd_try(args: argparse.Namespace) -> int:
     from monitor.match import Matcher
 
     wl = _watchlist_from_arg(args.watchlist)
+    _warn_lowercase_operators(wl)
     matcher = Matcher.compile([wl])
     if len(matcher) == 0:
         _err(f"{args.watchlist}: this watchlist has no term that could match")
         return 1
     entries: list[tuple[Entry, datetime | None]] = []
     if args.since:
-        start = datetime.now(UTC) - cfg.parse_duration(args.since)
+        start = datetime.now(UTC) - args.since
         with _opened_store(args) as store:
             entries += [(se.entry, se.seen_at) for se in store.entries_since(start)]
     if args.feeds:
@@ -186,6 +214,11 @@ def cmd_try(args: argparse.Namespace) -> int:
         _err("give one or more feeds (URL or file) to try against, or --since 7d to "
              "backtest against the stored entries")
         return 2
+    if wl.feeds is not None and entries and not any(e.feed in wl.feeds for e, _ in entries):
+        tried = sorted({e.feed for e, _ in entries})
+        _err(f"{wl.name}: its feeds: filter ({', '.join(sorted(wl.feeds))}) excludes every "
+             f"entry tried (from {', '.join(tried)}); feeds given on the command line are "
+             "named after their file or URL, so try with --since, or without the filter")
     hits = 0
     per_day: Counter[str] = Counter()
     for entry, seen in entries:
@@ -204,7 +237,7 @@ def cmd_try(args: argparse.Namespace) -> int:
                 _out(f"* {entry.title}\n  {entry.feed} | {entry.link}\n"
                      f"  matched: {', '.join(m.terms)}")
     if not args.json:
-        _out(f"{hits} of {len(entries)} entries would alert")
+        _out(f"{hits} of {_plural(len(entries), 'entry', 'entries')} would alert")
         if args.since and per_day:
             _out("per day:")
             for day in sorted(per_day):
@@ -281,8 +314,14 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             if not args.all and not args.ids:
                 _err("alerts retry: give alert ids or --all")
                 return 2
+            unknown = [i for i in args.ids if store.alert(i) is None]
+            if unknown:
+                _err(f"alerts retry: no alert has the id {', '.join(map(repr, unknown))} "
+                     "(`news-monitor alerts --failed` lists the failed ones)")
+                return 1
             n = store.requeue(None if args.all else args.ids, datetime.now(UTC))
-            _out(f"re-queued {n} alert(s); a running service sends them within seconds, "
+            _out(f"re-queued {_plural(n, 'alert')}; a running service sends "
+                 f"{'it' if n == 1 else 'them'} within seconds, "
                  "or run `news-monitor run --once`")
             return 0
         status = AlertStatus.FAILED if args.failed else None
@@ -328,13 +367,13 @@ def cmd_stories_split(args: argparse.Namespace) -> int:
         alerts = alerts_for(matches, watchlists, datetime.now(UTC))
         queued = store.split(replace(se, story_id=story), story, alerts)
         _out(f"split {se.entry.feed}: {se.entry.title} into story {story}; "
-             f"{len(queued)} alert(s) queued")
+             f"{_plural(len(queued), 'alert')} queued")
         return 0
 
 
 def cmd_stories(args: argparse.Namespace) -> int:
     with _opened_store(args) as store:
-        since = datetime.now(UTC) - cfg.parse_duration(args.since)
+        since = datetime.now(UTC) - args.since
         stories = store.stories_since(since)
         for s in stories:
             feeds = sorted({src.feed for src in s.sources})
@@ -344,8 +383,8 @@ def cmd_stories(args: argparse.Namespace) -> int:
                                  "sources": [{"feed": x.feed, "title": x.title, "link": x.link}
                                              for x in s.sources]}, ensure_ascii=False))
                 continue
-            _out(f"{s.first_seen:%Y-%m-%d %H:%M}  [{len(s.sources)} from {len(feeds)} "
-                 f"source(s)] {s.title}")
+            _out(f"{s.first_seen:%Y-%m-%d %H:%M}  [{len(s.sources)} from "
+                 f"{_plural(len(feeds), 'source')}] {s.title}")
             if args.explain:
                 for m in store.members(s.id):
                     j = m.join
@@ -359,7 +398,7 @@ def cmd_stories(args: argparse.Namespace) -> int:
                 for src in s.sources:
                     _out(f"    {src.feed}: {src.title}  {src.link}")
         if not args.json:
-            _out(f"{len(stories)} stories since {since:%Y-%m-%d %H:%M} UTC")
+            _out(f"{_plural(len(stories), 'story', 'stories')} since {since:%Y-%m-%d %H:%M} UTC")
         return 0
 
 

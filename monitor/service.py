@@ -382,9 +382,11 @@ class Service:
         queued = self.store.ingest(
             PollRecord(feed=feed.name, at=now, etag=etag, last_modified=last_modified),
             stored, alerts, d.retitled)
-        logger.info("feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s",
-                    feed.name, len(entries), len(d.new), len(matches), len(queued),
-                    " first_poll=1" if first else "")
+        # A poll that found nothing new is routine: debug, so the journal shows news.
+        logger.log(logging.INFO if d.new else logging.DEBUG,
+                   "feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s",
+                   feed.name, len(entries), len(d.new), len(matches), len(queued),
+                   " first_poll=1" if first else "")
         self.tally.new += len(d.new)
         self.metrics.polls.labels(feed.name, "ok").inc()
         self.metrics.entries.labels(feed.name).inc(len(entries))

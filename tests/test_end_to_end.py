@@ -271,7 +271,7 @@ def test_one_story_three_outlets_one_alert_then_updates(
 
     r = cli(config, "stories", "--since", "1h")
     assert r.returncode == 0, r.stderr
-    assert "[3 from 3 source(s)]" in r.stdout, r.stdout
+    assert "[3 from 3 sources]" in r.stdout, r.stdout
 
 
 def test_backtest_and_dead_letter_retry(
