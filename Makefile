@@ -11,6 +11,7 @@
 #   make lint           ruff and mypy --strict, in .venv (without the semantic extra)
 #   make lint-semantic  mypy --strict again in .venv-semantic, with the extra installed
 #   make asan           the C core (matcher, dedupe candidates) under AddressSanitizer and UBSan
+#   make test-tools     systemd-analyze and chromium for the tests (apt, where root; make test runs it)
 # Two virtualenvs, so that the default one stays small: .venv (the package with
 # its test and dev extras) and .venv-semantic (the same plus the semantic extra).
 

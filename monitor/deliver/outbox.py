@@ -181,7 +181,7 @@ class Outbox:
             try:
                 wait = await self._step(name)
             except Exception:
-                logger.exception("outbox lane failed; retrying destination=%s", name)
+                logger.exception("outbox.lane_crash destination=%s (starts again in 5 s)", name)
                 wait = 5.0
             if wait is None:
                 continue
