@@ -604,7 +604,12 @@ class Service:
         while True:
             await self._reload_wanted.wait()
             self._reload_wanted.clear()
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # a bug in reloading must not stop the service
+                logger.exception("config.reload_crash kept=previous")
+                self.reload_error = "reload failed unexpectedly: see the log"
+                self.notifier.ready(await self._status())
 
     async def _watch(self) -> None:
         from monitor.reload import changes
@@ -613,7 +618,7 @@ class Service:
             async for paths in changes(lambda: self.config):
                 logger.info("config.changed files=%s", ",".join(sorted(str(p) for p in paths)))
                 self._reload_wanted.set()
-        except OSError as exc:  # e.g. out of inotify watches: SIGHUP still works
+        except Exception as exc:  # e.g. out of inotify watches: SIGHUP still works
             logger.warning("config.watch_failed error=%s (send SIGHUP to reload)", exc)
 
     async def reload(self) -> bool:
