@@ -221,6 +221,9 @@ class Service:
         self._scheduler: Any = None  # APScheduler's AsyncIOScheduler while run() runs
         self.tally = Tally()
         self.last_tick: float | None = None  # loop time of the scheduler's last heartbeat
+        self.tick_every = TICK
+        self._last_look = 0.0  # loop time the tick last refreshed STATUS= and woke the outbox
+        self._status_sent = ""
         self.last_error: str | None = None
         self.reload_error: str | None = None
         self.metrics = Metrics()
@@ -544,10 +547,6 @@ class Service:
         if text != self._status_sent:
             self.notifier.status(text)
             self._status_sent = text
-
-    _last_look = 0.0
-    _status_sent = ""
-    tick_every = TICK
 
     def feeds_due(self) -> int:
         """Feeds whose poll time has come (or that are being polled)."""

@@ -171,7 +171,7 @@ def test_check_reports_path_and_line(tmp_path: Path, feed_server: FeedServer,
     (tmp_path / "watchlists" / "bad.yaml").unlink()
     r = cli(config, "check")
     assert r.returncode == 0, r.stderr
-    assert "1 watchlists" in r.stdout
+    assert "1 watchlist," in r.stdout
 
 
 def test_check_does_not_need_network_or_secrets_in_output(tmp_path: Path) -> None:
