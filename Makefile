@@ -11,6 +11,7 @@
 #   make lint           ruff and mypy --strict, in .venv (without the semantic extra)
 #   make lint-semantic  mypy --strict again in .venv-semantic, with the extra installed
 #   make asan           the C core (matcher, dedupe candidates) under AddressSanitizer and UBSan
+#   make test-tools     systemd-analyze and chromium for the tests (apt, where root; make test runs it)
 # Two virtualenvs, so that the default one stays small: .venv (the package with
 # its test and dev extras) and .venv-semantic (the same plus the semantic extra).
 
@@ -21,7 +22,7 @@ SEMANTIC_VENV ?= .venv-semantic
 SBIN   := $(SEMANTIC_VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-semantic demo check bench lint lint-semantic asan postgres clean
+.PHONY: run test test-semantic demo check bench lint lint-semantic asan postgres test-tools clean
 
 %/bin/python:
 	$(PYTHON) -m venv $*
@@ -66,7 +67,23 @@ postgres:
 	   pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start && \
 	   sleep 2) || echo "PostgreSQL is not available: the PostgreSQL store tests will say so"
 
-test: $(VENV)/.installed-test postgres
+# Tools the tests drive: systemd-analyze checks the shipped unit (Debian package
+# systemd), headless Chromium loads the status page (package chromium). Installed
+# with apt where we are root (CI); elsewhere their tests are skipped, saying why.
+TEST_TOOLS := systemd-analyze:systemd chromium:chromium
+test-tools:
+	@missing=""; for t in $(TEST_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing for the tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing \
+	      || (apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	          apt-get install -y -q --no-install-recommends $$missing); \
+	  else echo "missing$$missing (apt-get install$$missing): their tests will be skipped"; fi; \
+	fi
+
+test: $(VENV)/.installed-test postgres test-tools
 	NEWS_MONITOR_TEST_PG=$(PG_URL) $(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory asan
 

@@ -4,9 +4,11 @@ Serves three real feed snapshots (demo/feeds/) on 127.0.0.1; after the
 monitor's first poll has recorded them, "publishes" breaking stories into them
 a few seconds apart, among them the North Korean troops story carried by two
 outlets under different headlines, so you see one alert for it, not two. The
-monitor runs as `news-monitor run` with a throwaway state directory and the
-console destination, and the demo stops by itself after the last story
-(`--forever` keeps it running).
+monitor runs as `news-monitor run` with the console destination, showing the
+alerts and warnings only (`-v` shows every log line), and the demo stops by
+itself after the last story (`--forever` keeps it running). Its config and state
+stay in demo/ (demo/monitor.yaml, demo/state/), so afterwards
+`news-monitor stories --config demo/monitor.yaml` shows what it grouped.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -94,6 +96,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--forever", action="store_true", help="keep running after the last story")
     ap.add_argument("--gap", type=float, default=3.0, help="seconds between stories")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show every log line")
+    ap.add_argument("--dir", type=Path, default=HERE,
+                    help="where the config and state go (default: demo/)")
     args = ap.parse_args()
 
     feeds = DemoFeeds()
@@ -101,41 +106,49 @@ def main() -> int:
     threading.Thread(target=serve, args=(feeds, ready, port), daemon=True).start()
     ready.wait(10)
     base = f"http://127.0.0.1:{port[0]}"
-    with tempfile.TemporaryDirectory(prefix="news-monitor-demo-") as tmp:
-        config = Path(tmp) / "monitor.yaml"
-        config.write_text(
-            "state: sqlite:///state/monitor.db\n"
-            "poll: {interval: 2s, timeout: 5s}\n"
-            "feeds:\n"
-            f"  - {{name: CNN, url: '{base}/cnn.xml'}}\n"
-            f"  - {{name: Fox News, url: '{base}/fox.xml'}}\n"
-            f"  - {{name: LA Times, url: '{base}/latimes.xml'}}\n"
-            f"watchlists: {ROOT / 'watchlists'}\n"
-            f"templates: {ROOT / 'templates'}\n"
-            "destinations:\n  console: {type: console}\n", encoding="utf-8")
-        exe = Path(sys.executable).parent / "news-monitor"
-        cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else
-               ["-m", "monitor.cli"]), "run", "--config", str(config)]
-        print(f"demo: serving sample feeds on {base}; the monitor's first poll records "
-              "what is there, then breaking stories arrive", flush=True)
-        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            while feeds.polls < 3 and proc.poll() is None:
-                time.sleep(0.2)
-            for outlet, title, link, summary in BREAKING:
-                time.sleep(args.gap)
-                print(f"\ndemo: {outlet} publishes: {title}", flush=True)
-                feeds.publish(outlet, title, link, summary)
-            time.sleep(args.gap + 3)
-            if args.forever:
-                proc.wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-    print("\ndemo: done. `make run` watches real feeds the same way.")
+    shutil.rmtree(args.dir / "state", ignore_errors=True)  # each demo starts afresh
+    args.dir.mkdir(parents=True, exist_ok=True)
+    config = args.dir / "monitor.yaml"
+    config.write_text(
+        "# written by demo/run.py (make demo) for its own feed server; rewritten each run\n"
+        "state: sqlite:///state/monitor.db\n"
+        "poll: {interval: 2s, timeout: 5s}\n"
+        "feeds:\n"
+        f"  - {{name: CNN, url: '{base}/cnn.xml'}}\n"
+        f"  - {{name: Fox News, url: '{base}/fox.xml'}}\n"
+        f"  - {{name: LA Times, url: '{base}/latimes.xml'}}\n"
+        f"watchlists: {ROOT / 'watchlists'}\n"
+        f"templates: {ROOT / 'templates'}\n"
+        "destinations:\n  console: {type: console}\n", encoding="utf-8")
+    exe = Path(sys.executable).parent / "news-monitor"
+    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else
+           ["-m", "monitor.cli"]), "run", "--config", str(config)]
+    print(f"demo: serving sample feeds on {base}; the monitor's first poll records "
+          "what is there, then breaking stories arrive", flush=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if not args.verbose:
+        env["NEWS_MONITOR_LOG_LEVEL"] = "warning"  # the alerts are the show
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        while feeds.polls < 3 and proc.poll() is None:
+            time.sleep(0.2)
+        for outlet, title, link, summary in BREAKING:
+            time.sleep(args.gap)
+            print(f"\ndemo: {outlet} publishes: {title}\n", flush=True)
+            feeds.publish(outlet, title, link, summary)
+        time.sleep(args.gap + 3)
+        if args.forever:
+            proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+    shown = os.path.relpath(config) if not os.path.relpath(config).startswith("..") else config
+    print("\ndemo: done. What it grouped: "
+          f"news-monitor stories --all-sources --config {shown}\n"
+          "      `make run` watches real feeds the same way.")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 ::
 
-    news-monitor run    [--config F] [--once]        run the service (or one poll of every feed)
+    news-monitor run    [--config F] [--once [--drain 60s]]
+                                                     run the service (or one poll of every feed)
+    news-monitor replay WATCHLIST [--since 24h]      alert on stored entries of a window
     news-monitor check  [--config F]                 validate config, watchlists, templates
     news-monitor try    WATCHLIST|QUERY [FEED...] [--since 7d] [--json]
                                                      what would alert, without recording or sending
@@ -26,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from monitor import config as cfg
 from monitor.errors import ConfigError, MonitorError
@@ -46,14 +48,21 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, fmt: str) -> None:
+    from monitor import logs
+
     level = logging.DEBUG if verbose else logging.INFO
     if os.environ.get("NEWS_MONITOR_LOG_LEVEL"):
         level = getattr(logging, os.environ["NEWS_MONITOR_LOG_LEVEL"].upper(), level)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("apscheduler", "aiohttp.access", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(level, fmt)
+
+
+def _duration(text: str) -> timedelta:
+    """argparse type: a duration, or one line saying what one looks like."""
+    try:
+        return cfg.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _load(args: argparse.Namespace) -> cfg.Config:
@@ -69,15 +78,20 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.service import Service
+    """The service; with --once one poll of every feed, exiting 1 when every feed
+    failed and 75 (EX_TEMPFAIL) when alerts stay queued, so cron can tell."""
+    from monitor.service import Service, exit_code, summary_line
 
     config = _load(args)
 
     async def main() -> int:
-        async with Service(config) as service:
+        async with Service(config, watch_files=not args.once) as service:
             if args.once:
-                await service.run_once(drain_timeout=args.drain_timeout)
-                return 0
+                left = await service.run_once(drain_timeout=args.drain.total_seconds())
+                code = exit_code(service.tally, left)
+                logger.log(logging.INFO if code == 0 else logging.WARNING, "%s exit=%d",
+                           summary_line(service.tally, left), code)
+                return code
             await service.run()
             return 0
 
@@ -102,19 +116,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems += Renderer(config.templates).check()
     for p in problems:
         _err(p)
+    for wl in config.watchlists:
+        _warn_lowercase_operators(wl)
     if problems:
         return 1
-    _out(f"{path}: ok: {len(config.feeds)} feeds, {len(config.watchlists)} watchlists, "
-         f"{len(config.destinations)} destinations")
+    _out(f"{path}: ok: {_plural(len(config.feeds), 'feed')}, "
+         f"{_plural(len(config.watchlists), 'watchlist')}, "
+         f"{_plural(len(config.destinations), 'destination')}")
     return 0
+
+
+def _warn_lowercase_operators(wl: Watchlist) -> None:
+    """Operators are upper case; a lowercase ``and`` between terms is a word the
+    entry must contain, which is rarely what was meant. A warning, not an error."""
+    from monitor.query import lowercase_operators
+
+    if not wl.query:
+        return
+    for word, offset in lowercase_operators(wl.query):
+        where = ":".join(str(x) for x in (wl.path or "<query>", wl.query_line, wl.query_column)
+                         if x is not None)
+        _err(f"{where}: warning: query: lowercase {word!r} is a word to match, not an "
+             f"operator; write {word.upper()} (or quote the phrase)\n"
+             f"  {wl.query}\n  {' ' * offset}^")
 
 
 # ----------------------------------------------------------------------------- try
 
 
+def _looks_like_path(arg: str) -> bool:
+    return (Path(arg).suffix in (".yaml", ".yml")
+            or (arg.startswith(("./", "../", "/", "~/")) and " " not in arg))
+
+
 def _watchlist_from_arg(arg: str) -> Watchlist:
-    p = Path(arg)
-    if p.suffix in (".yaml", ".yml") and p.exists():
+    p = Path(arg).expanduser()
+    if _looks_like_path(arg):
+        if not p.exists():
+            # Taken as a query it would match the words of a file name: say so instead.
+            raise MonitorError(f"{arg}: no such watchlist file (to try a query that looks "
+                               "like a path, quote its terms: '\"a/b\"')")
         return cfg.load_watchlist(p)
     from monitor import query as q
 
@@ -157,13 +198,14 @@ def cmd_try(args: argparse.Namespace) -> int:
     from monitor.match import Matcher
 
     wl = _watchlist_from_arg(args.watchlist)
+    _warn_lowercase_operators(wl)
     matcher = Matcher.compile([wl])
     if len(matcher) == 0:
         _err(f"{args.watchlist}: this watchlist has no term that could match")
         return 1
     entries: list[tuple[Entry, datetime | None]] = []
     if args.since:
-        start = datetime.now(UTC) - cfg.parse_duration(args.since)
+        start = datetime.now(UTC) - args.since
         with _opened_store(args) as store:
             entries += [(se.entry, se.seen_at) for se in store.entries_since(start)]
     if args.feeds:
@@ -172,6 +214,11 @@ def cmd_try(args: argparse.Namespace) -> int:
         _err("give one or more feeds (URL or file) to try against, or --since 7d to "
              "backtest against the stored entries")
         return 2
+    if wl.feeds is not None and entries and not any(e.feed in wl.feeds for e, _ in entries):
+        tried = sorted({e.feed for e, _ in entries})
+        _err(f"{wl.name}: its feeds: filter ({', '.join(sorted(wl.feeds))}) excludes every "
+             f"entry tried (from {', '.join(tried)}); feeds given on the command line are "
+             "named after their file or URL, so try with --since, or without the filter")
     hits = 0
     per_day: Counter[str] = Counter()
     for entry, seen in entries:
@@ -190,12 +237,58 @@ def cmd_try(args: argparse.Namespace) -> int:
                 _out(f"* {entry.title}\n  {entry.feed} | {entry.link}\n"
                      f"  matched: {', '.join(m.terms)}")
     if not args.json:
-        _out(f"{hits} of {len(entries)} entries would alert")
+        _out(f"{hits} of {_plural(len(entries), 'entry', 'entries')} would alert")
         if args.since and per_day:
             _out("per day:")
             for day in sorted(per_day):
                 _out(f"  {day}  {per_day[day]}")
     return 0
+
+
+# -------------------------------------------------------------------------- replay
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Alert deliberately on stored entries of a window, for a new or changed watchlist.
+
+    A live watchlist applies to entries found from its load on; this is how a team
+    catches up on purpose. Grouped and deduplicated as at ingest: one alert per
+    story, none for a story this watchlist already alerted on.
+    """
+    from monitor.match import Matcher
+    from monitor.service import alerts_for
+
+    config = _load(args)
+    wl = _configured_watchlist(config, args.watchlist)
+    now = datetime.now(UTC)
+    since = now - args.since
+    with _opened_store(args) as store:
+        stored = store.entries_since(since)
+        matcher = Matcher.compile([wl])
+        matches = [(m, se.story_id) for se in stored for m in matcher.match(se.entry)]
+        queued = store.queue(alerts_for(matches, {wl.name: wl}, now))
+    stories = {a.story_id for a in queued}
+    _out(f"{wl.name}: {_plural(len(matches), 'stored entry', 'stored entries')} of "
+         f"{_plural(len(stored), 'entry', 'entries')} since {since:%Y-%m-%d %H:%M} UTC match; "
+         f"queued {_plural(len(queued), 'alert')} for {_plural(len(stories), 'story', 'stories')}"
+         "; a running service sends them within seconds, or run `news-monitor run --once`")
+    return 0
+
+
+def _configured_watchlist(config: cfg.Config, ref: str) -> Watchlist:
+    """A watchlist of the config, by name or by its file's path."""
+    for wl in config.watchlists:
+        if ref == wl.name or (wl.path and Path(ref).resolve() == Path(wl.path).resolve()):
+            return wl
+    for err in config.watchlist_errors:
+        if err.path and Path(ref).resolve() == Path(err.path).resolve():
+            raise err
+    known = ", ".join(repr(w.name) for w in config.watchlists) or "none"
+    raise MonitorError(f"no watchlist named {ref!r} in {config.path} (known: {known})")
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 # ------------------------------------------------------------ alerts, stories, feeds
@@ -221,8 +314,14 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             if not args.all and not args.ids:
                 _err("alerts retry: give alert ids or --all")
                 return 2
+            unknown = [i for i in args.ids if store.alert(i) is None]
+            if unknown:
+                _err(f"alerts retry: no alert has the id {', '.join(map(repr, unknown))} "
+                     "(`news-monitor alerts --failed` lists the failed ones)")
+                return 1
             n = store.requeue(None if args.all else args.ids, datetime.now(UTC))
-            _out(f"re-queued {n} alert(s); a running service sends them within seconds, "
+            _out(f"re-queued {_plural(n, 'alert')}; a running service sends "
+                 f"{'it' if n == 1 else 'them'} within seconds, "
                  "or run `news-monitor run --once`")
             return 0
         status = AlertStatus.FAILED if args.failed else None
@@ -268,13 +367,13 @@ def cmd_stories_split(args: argparse.Namespace) -> int:
         alerts = alerts_for(matches, watchlists, datetime.now(UTC))
         queued = store.split(replace(se, story_id=story), story, alerts)
         _out(f"split {se.entry.feed}: {se.entry.title} into story {story}; "
-             f"{len(queued)} alert(s) queued")
+             f"{_plural(len(queued), 'alert')} queued")
         return 0
 
 
 def cmd_stories(args: argparse.Namespace) -> int:
     with _opened_store(args) as store:
-        since = datetime.now(UTC) - cfg.parse_duration(args.since)
+        since = datetime.now(UTC) - args.since
         stories = store.stories_since(since)
         for s in stories:
             feeds = sorted({src.feed for src in s.sources})
@@ -284,8 +383,8 @@ def cmd_stories(args: argparse.Namespace) -> int:
                                  "sources": [{"feed": x.feed, "title": x.title, "link": x.link}
                                              for x in s.sources]}, ensure_ascii=False))
                 continue
-            _out(f"{s.first_seen:%Y-%m-%d %H:%M}  [{len(s.sources)} from {len(feeds)} "
-                 f"source(s)] {s.title}")
+            _out(f"{s.first_seen:%Y-%m-%d %H:%M}  [{len(s.sources)} from "
+                 f"{_plural(len(feeds), 'source')}] {s.title}")
             if args.explain:
                 for m in store.members(s.id):
                     j = m.join
@@ -299,7 +398,7 @@ def cmd_stories(args: argparse.Namespace) -> int:
                 for src in s.sources:
                     _out(f"    {src.feed}: {src.title}  {src.link}")
         if not args.json:
-            _out(f"{len(stories)} stories since {since:%Y-%m-%d %H:%M} UTC")
+            _out(f"{_plural(len(stories), 'story', 'stories')} since {since:%Y-%m-%d %H:%M} UTC")
         return 0
 
 
@@ -317,11 +416,33 @@ def cmd_feeds(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``news-monitor try: argument --since: expected a
+    duration like ...``), pointing at --help rather than printing all of it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("news-monitor")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="news-monitor", description="Watch news feeds; alert "
-                                "once per matching story to Slack, email or the console.")
+    p = _Parser(prog="news-monitor", description="Watch news feeds; alert "
+                "once per matching story to Slack, email or the console.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                   help="print the version and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text: `event key=value` lines (under systemd without timestamps, "
+                   "with journald priorities); json: one object per line, for log shippers")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--config", "-c", help="monitor.yaml (default: $NEWS_MONITOR_CONFIG, "
@@ -331,9 +452,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="run the service"))
     run.add_argument("--once", action="store_true",
                      help="poll every feed once, deliver the alerts, exit")
-    run.add_argument("--drain-timeout", type=float, default=60.0,
-                     help="with --once: how long to keep retrying deliveries (s)")
+    run.add_argument("--drain", type=_duration, default=timedelta(seconds=60),
+                     metavar="DURATION",
+                     help="with --once: how long deliveries may take, retries included "
+                     "(default 60s)")
     run.set_defaults(func=cmd_run)
+
+    rp = with_config(sub.add_parser(
+        "replay", help="alert on stored entries of a window (grouped and deduplicated "
+        "as usual), e.g. after adding or changing a watchlist"))
+    rp.add_argument("watchlist", metavar="WATCHLIST", help="the watchlist's name or file")
+    rp.add_argument("--since", type=_duration, default=timedelta(hours=24), metavar="DURATION",
+                    help="how far back to look (default 24h)")
+    rp.set_defaults(func=cmd_replay)
 
     check = with_config(sub.add_parser("check", help="validate config, watchlists, templates"))
     check.set_defaults(func=cmd_check)
@@ -342,23 +473,26 @@ def build_parser() -> argparse.ArgumentParser:
                                    "would alert on, recording and sending nothing"))
     t.add_argument("watchlist", help="a watchlist .yaml file, or a query string")
     t.add_argument("feeds", nargs="*", help="feed URLs or files")
-    t.add_argument("--since", help="backtest against stored entries of this period, e.g. 7d")
+    t.add_argument("--since", type=_duration, metavar="DURATION",
+                   help="backtest against stored entries of this period, e.g. 7d")
     t.add_argument("--json", action="store_true", help="one JSON object per matching entry")
     t.set_defaults(func=cmd_try)
 
     al = with_config(sub.add_parser("alerts", help="list alerts; `alerts retry` re-queues"))
-    al.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    al.add_argument("action", nargs="?", choices=["list", "retry"], default="list",
+                    help="list (the default) or retry")
     al.add_argument("ids", nargs="*", help="alert ids to retry")
     al.add_argument("--all", action="store_true", help="retry every failed alert")
     al.add_argument("--failed", action="store_true", help="only failed (dead-letter) alerts")
-    al.add_argument("--limit", type=int, default=50)
-    al.add_argument("--json", action="store_true")
+    al.add_argument("--limit", type=int, default=50, help="list at most N alerts (default 50)")
+    al.add_argument("--json", action="store_true", help="one JSON object per alert")
     al.set_defaults(func=cmd_alerts)
 
     st = with_config(sub.add_parser("stories", help="recent story clusters and their sources"))
-    st.add_argument("--since", default="24h")
+    st.add_argument("--since", type=_duration, default=timedelta(hours=24), metavar="DURATION",
+                    help="stories seen in this period (default 24h)")
     st.add_argument("--all-sources", action="store_true", help="list sources of every story")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="one JSON object per story")
     st.add_argument("--explain", action="store_true",
                     help="per member: the rule, score and bar it passed, and the shared words")
     st.set_defaults(func=cmd_stories)
@@ -375,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format)
     try:
         return int(args.func(args))
     except ConfigError as exc:

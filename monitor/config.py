@@ -332,6 +332,29 @@ class FeedConfig(_Model):
         return v
 
 
+class HttpSettings(_Model):
+    """The status page, /healthz and /metrics. Off unless configured: it tells anyone
+    who can reach it what the team watches, so the default is loopback only."""
+
+    listen: str = "127.0.0.1:8325"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT like 127.0.0.1:8325, got {v!r}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class MonitorFile(_Model):
     state: str = "sqlite:///state/monitor.db"
     poll: PollSettings = PollSettings()
@@ -343,6 +366,9 @@ class MonitorFile(_Model):
     feeds: tuple[FeedConfig, ...] = ()
     watchlists: str | tuple[str, ...] = "watchlists/"
     destinations: dict[str, Destination] = {}
+    http: HttpSettings | None = None
+    # On SIGTERM: how long fetches and deliveries under way may take to finish.
+    stop_timeout: Duration = timedelta(seconds=10)
 
     @field_validator("feeds")
     @classmethod
@@ -403,6 +429,8 @@ class Config:
     watchlists: tuple[Watchlist, ...]
     destinations: Mapping[str, SlackDestination | EmailDestination | ConsoleDestination]
     watchlist_errors: tuple[ConfigError, ...] = field(default=())
+    http: HttpSettings | None = None
+    stop_timeout: timedelta = timedelta(seconds=10)
 
 
 def find_config(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
@@ -410,20 +438,33 @@ def find_config(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
     return Path(arg or env.get(ENV_CONFIG) or DEFAULT_CONFIG)
 
 
-def _validation_errors(exc: ValidationError, located: _Located) -> list[ConfigError]:
+def _validation_errors(exc: ValidationError, located: _Located,
+                       raw: Any = None) -> list[ConfigError]:
     out = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        shown = _named(loc, raw)
         msg = err["msg"]
         msg = msg.removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = f"unknown key {loc[-1]!r}"
         elif err["type"] == "missing":
             msg = f"missing required key {loc[-1]!r}"
-        dotted = ".".join(str(p) for p in loc)
+        dotted = ".".join(str(p) for p in shown)
         text = f"{dotted}: {msg}" if dotted and err["type"] != "extra_forbidden" else msg
         out.append(located.error(text, loc))
     return out
+
+
+def _named(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
+    """``("feeds", 0, "url")`` as ``("feeds['BBC World']", "url")``: people know their
+    feeds by name, not by position."""
+    if (len(loc) >= 2 and loc[0] == "feeds" and isinstance(loc[1], int)
+            and isinstance(raw, dict) and isinstance(raw.get("feeds"), list)
+            and loc[1] < len(raw["feeds"]) and isinstance(raw["feeds"][loc[1]], dict)
+            and isinstance(raw["feeds"][loc[1]].get("name"), str)):
+        return (f"feeds[{raw['feeds'][loc[1]]['name']!r}]", *loc[2:])
+    return loc
 
 
 _UNION_TAGS = {"slack", "email", "console", "function-after[_check(), SlackDestination]",
@@ -438,7 +479,7 @@ def _validate(model: type[_M], raw: dict[Any, Any], located: _Located) -> _M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        found = _validation_errors(exc, located)
+        found = _validation_errors(exc, located, raw)
         raise found[0] if len(found) == 1 else _Many(found) from None
 
 
@@ -504,7 +545,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         path=path, state=state, poll=model.poll, backfill=model.backfill,
         retention=model.retention, dedupe=model.dedupe, templates=templates,
         feeds=feeds, watchlists=tuple(watchlists), destinations=dict(model.destinations),
-        watchlist_errors=tuple(errors),
+        watchlist_errors=tuple(errors), http=model.http, stop_timeout=model.stop_timeout,
     )
 
 
@@ -575,7 +616,8 @@ def load_watchlist(
     if feed_names is not None and model.feeds != "all":
         for i, f in enumerate(model.feeds):
             if f not in feed_names:
-                raise located.error(f"feeds: unknown feed {f!r}", ("feeds", i))
+                known = ", ".join(repr(n) for n in sorted(feed_names)) or "none configured"
+                raise located.error(f"feeds: unknown feed {f!r} (known: {known})", ("feeds", i))
     quiet = model.quiet_hours or default_quiet
     return Watchlist(
         name=model.name, path=str(path), all=model.all, any=model.any, none=model.none,

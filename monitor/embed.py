@@ -85,7 +85,7 @@ class Embedder:
             if model is None:
                 model = SentenceTransformer(path, device="cpu", local_files_only=True)
                 _MODELS[path] = model
-                logger.info("embed-model-loaded path=%s threads=%d", path, self.threads)
+                logger.info("embed.model_loaded path=%s threads=%d", path, self.threads)
             self._model = model
 
     def __call__(self, texts: Sequence[str]) -> list[NDArray[np.float32]]:

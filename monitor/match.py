@@ -363,7 +363,7 @@ _INDEXES = range(1 << 30)
 @functools.cache
 def _warn_pure_python() -> None:
     logger.warning(
-        "matcher_pure_python reason=%s",
+        "matcher.pure_python reason=%s",
         "monitor._matchcore is not built (no C compiler at install?): matching runs in Python,"
         " several times slower",
     )
@@ -520,7 +520,7 @@ class _Compiler:
             )
         channels = frozenset(_CHANNEL[term.field] for _, node in accepted for term in terms(node))
         logger.debug(
-            "matcher_compiled watchlists=%d patterns=%d triggers=%d native=%s",
+            "matcher.compiled watchlists=%d patterns=%d triggers=%d native=%s",
             len(compiled),
             len(self.patterns),
             len(self.triggers),
@@ -742,7 +742,7 @@ def _condition(watchlist: Watchlist) -> Node | None:
 
 def _skip(watchlist: Watchlist, reason: str) -> None:
     logger.warning(
-        "watchlist_skipped watchlist=%s path=%s line=%s error=%s",
+        "watchlist.skipped watchlist=%s path=%s line=%s error=%s",
         watchlist.name,
         watchlist.path,
         watchlist.query_line or watchlist.line,

@@ -368,6 +368,23 @@ class _Depth:
         self.parser.depth -= 1
 
 
+def lowercase_operators(text: str) -> list[tuple[str, int]]:
+    """Lowercase ``and``/``or``/``not`` standing between two terms (pure): almost
+    always meant as operators, but operators are upper case, so they are words
+    that must appear. (word, offset) each; empty for a query that does not lex."""
+    try:
+        tokens = list(_lex(text))
+    except QueryError:
+        return []
+    found = []
+    for before, tok, after in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        if (tok.kind == "WORD" and tok.text in ("and", "or", "not")
+                and before.kind in ("WORD", "PHRASE", ")")
+                and after.kind in ("WORD", "PHRASE", "(", "FIELD")):
+            found.append((tok.text, tok.offset))
+    return found
+
+
 def _fields(term: Term) -> frozenset[str]:
     return frozenset({"title", "summary"}) if term.field is None else frozenset({term.field})
 

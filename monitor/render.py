@@ -382,7 +382,7 @@ class Renderer:
             "undefined": jinja2.StrictUndefined,
             "trim_blocks": True,
             "lstrip_blocks": True,
-            "auto_reload": True,
+            "auto_reload": False,  # a template changes only on reload, once validated
         }
         self._env = jinja2.Environment(
             autoescape=jinja2.select_autoescape(

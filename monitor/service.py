@@ -15,31 +15,41 @@
               send                             monitor.deliver.{slack,email,console}
 
 All resources are opened in :meth:`Service.__aenter__` on an AsyncExitStack and
-closed in reverse on the way out, so shutdown is one cancellation. One broken
-feed or destination is logged (naming it), recorded in the store, and never
-stops the rest.
+closed in reverse on the way out. One broken feed or destination is logged
+(naming it), recorded in the store, and never stops the rest.
+
+Beside the pipeline, :meth:`Service.run` keeps a heartbeat: a scheduler job
+(``tick``) that proves the scheduler makes progress. The systemd watchdog
+(``WATCHDOG=1``, monitor.notify) and ``/healthz`` (monitor.web) both look at it.
+SIGHUP and changed files reload the configuration all or nothing
+(monitor.reload); SIGTERM/SIGINT stop new work and give the work under way
+``stop_timeout`` to finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import Any
 
 from monitor import config as cfg
 from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, canonical_url, story_id_for
 from monitor.deliver.console import ConsoleSender
 from monitor.deliver.email import EmailSender
-from monitor.deliver.outbox import Outbox
+from monitor.deliver.outbox import Outbox, Outcome
 from monitor.deliver.slack import SlackSender
 from monitor.errors import FetchError, MonitorError, ParseError
 from monitor.fetch import Fetcher
 from monitor.match import Matcher
+from monitor.metrics import Metrics
+from monitor.notify import Notifier, watchdog_interval
 from monitor.parse import parse_feed
 from monitor.render import Renderer
 from monitor.schedule import hold_for
@@ -47,6 +57,10 @@ from monitor.store import PollRecord, SqlStore, StoredEntry, alert_id, open_stor
 from monitor.types import Alert, AlertStatus, Entry, Feed, FeedState, Match, Sender, Watchlist
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between heartbeats of the scheduler; also how often idle outbox lanes
+#: look for alerts queued by another process (`alerts retry`, `replay`).
+TICK = 1.0
 
 
 def utcnow() -> datetime:
@@ -120,6 +134,55 @@ def alerts_for(matches: Sequence[tuple[Match, str]], watchlists: dict[str, Watch
     return out
 
 
+@dataclass(slots=True)
+class Tally:
+    """What a run did, counted as it goes: ``run --once``'s summary line."""
+
+    polled: int = 0
+    failed: int = 0
+    new: int = 0
+    sent: int = 0
+    alerts_failed: int = 0
+    failed_feeds: list[str] = field(default_factory=list)
+
+
+def summary_line(t: Tally, queued: int) -> str:
+    """``run --once``'s last line (pure)."""
+    return (f"run.summary feeds_polled={t.polled} feeds_failed={t.failed} new_entries={t.new} "
+            f"alerts_sent={t.sent} alerts_queued={queued} alerts_failed={t.alerts_failed}")
+
+
+EX_TEMPFAIL = 75  # sysexits.h: try again later
+
+
+def exit_code(t: Tally, queued: int) -> int:
+    """1 when every feed failed, 75 when alerts stay queued, else 0 (pure): what cron sees."""
+    if t.polled and t.failed == t.polled:
+        return 1
+    return EX_TEMPFAIL if queued else 0
+
+
+def ticking(now: float, last_tick: float | None, within: float) -> bool:
+    """Whether the scheduler's heartbeat was seen within ``within`` seconds (pure)."""
+    return last_tick is not None and now - last_tick <= within
+
+
+def status_text(*, feeds: int, due: int, watchlists: int, queued: int, last_error: str | None,
+                reload_error: str | None) -> str:
+    """The one line ``systemctl status`` shows (pure)."""
+    parts = [f"{_n(feeds, 'feed')} ({due} due)", _n(watchlists, "watchlist"),
+             f"{_n(queued, 'alert')} queued"]
+    if reload_error:
+        parts.append(f"reload failed, previous config in force: {reload_error}")
+    if last_error:
+        parts.append(f"last error: {last_error}")
+    return "; ".join(parts)
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 # ------------------------------------------------------------------------ doing
 
 
@@ -140,9 +203,14 @@ def build_sender(name: str, dest: cfg.SlackDestination | cfg.EmailDestination
 class Service:
     """The monitor. ``async with Service(config) as s: await s.run()`` (or ``run_once()``)."""
 
-    def __init__(self, config: cfg.Config, *, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, config: cfg.Config, *, now: Callable[[], datetime] = utcnow,
+                 notifier: Notifier | None = None, env: Mapping[str, str] | None = None,
+                 watch_files: bool = True) -> None:
         self.config = config
         self.now = now
+        self.env = os.environ if env is None else env
+        self.notifier = notifier or Notifier.from_env(self.env)
+        self.watch_files = watch_files
         self._stack = AsyncExitStack()
         self.store: SqlStore
         self.fetcher: Fetcher
@@ -150,6 +218,17 @@ class Service:
         self.senders: dict[str, Sender] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._ingesting = asyncio.Lock()
+        self._scheduler: Any = None  # APScheduler's AsyncIOScheduler while run() runs
+        self.tally = Tally()
+        self.last_tick: float | None = None  # loop time of the scheduler's last heartbeat
+        self.tick_every = TICK
+        self._last_look = 0.0  # loop time the tick last refreshed STATUS= and woke the outbox
+        self._status_sent = ""
+        self.last_error: str | None = None
+        self.reload_error: str | None = None
+        self.metrics = Metrics()
+        self.http_runner: Any = None  # aiohttp's AppRunner while run() serves http
+        self.reloaded_at: datetime | None = None
         self._apply(config)
 
     def _apply(self, config: cfg.Config) -> None:
@@ -158,6 +237,8 @@ class Service:
         self.watchlists = {w.name: w for w in config.watchlists}
         self.matcher = Matcher.compile(config.watchlists)
         self.renderer = Renderer(config.templates)
+        if hasattr(self, "outbox"):
+            self.outbox.renderer = self.renderer
 
     async def __aenter__(self) -> Service:
         try:
@@ -182,11 +263,17 @@ class Service:
         pace = {name: 1.0 for name, d in c.destinations.items()
                 if isinstance(d, cfg.SlackDestination)}
         self.outbox = Outbox(self.store, self.senders, self.renderer, now=self.now,
-                             min_interval=pace)
+                             min_interval=pace, on_outcome=self._outcome)
         self._splits = (await asyncio.to_thread(self.store.splits_since, 0))[0]
         self.index = await asyncio.to_thread(self._rebuild_index, c.dedupe)
+        self.metrics.watch_store(
+            self.store.alert_counts,
+            lambda: [(f.name, self.store.feed_state(f.name)) for f in self.config.feeds],
+            self.now)
         for err in c.watchlist_errors:
             logger.warning("watchlist.invalid %s", err)
+        for problem in self.renderer.check():  # also loads them: reload swaps whole sets
+            logger.warning("template.invalid %s", problem)
         logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s",
                     len(c.feeds), len(self.matcher), len(self.senders), _safe_url(c.state))
 
@@ -226,6 +313,7 @@ class Service:
                     etag=result.etag or (state.etag if state else None),
                     last_modified=result.last_modified or (state.last_modified if state else None)))
                 logger.debug("feed.not_modified feed=%s", feed.name)
+                self.metrics.polls.labels(feed.name, "not_modified").inc()
                 return 0
             assert result.body is not None
             entries = await asyncio.to_thread(
@@ -244,8 +332,20 @@ class Service:
 
     def _feed_failed(self, feed: Feed, now: datetime, exc: MonitorError) -> int:
         logger.warning("feed.error feed=%s url=%s error=%s", feed.name, feed.url, exc)
+        self.metrics.feed_failed(feed.name, exc)
+        self.tally.failed += 1
+        self.tally.failed_feeds.append(feed.name)
+        self.last_error = f"{feed.name}: {exc}"
         self.store.record_poll(PollRecord(feed=feed.name, at=now, error=str(exc)))
         return 0
+
+    def _outcome(self, outcome: Outcome, alert: Alert) -> None:
+        if outcome is Outcome.SENT:
+            self.tally.sent += 1
+        elif outcome is Outcome.FAILED:
+            self.tally.alerts_failed += 1
+            self.last_error = f"alert {alert.id} to {alert.destination} failed"
+        self.metrics.delivered(outcome.value, alert, self.now())
 
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
                 now: datetime, etag: str | None, last_modified: str | None) -> int:
@@ -285,9 +385,17 @@ class Service:
         queued = self.store.ingest(
             PollRecord(feed=feed.name, at=now, etag=etag, last_modified=last_modified),
             stored, alerts, d.retitled)
-        logger.info("feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s",
-                    feed.name, len(entries), len(d.new), len(matches), len(queued),
-                    " first_poll=1" if first else "")
+        # A poll that found nothing new is routine: debug, so the journal shows news.
+        logger.log(logging.INFO if d.new else logging.DEBUG,
+                   "feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s",
+                   feed.name, len(entries), len(d.new), len(matches), len(queued),
+                   " first_poll=1" if first else "")
+        self.tally.new += len(d.new)
+        self.metrics.polls.labels(feed.name, "ok").inc()
+        self.metrics.entries.labels(feed.name).inc(len(entries))
+        self.metrics.new_entries.labels(feed.name).inc(len(d.new))
+        for m, _ in matches:
+            self.metrics.matches.labels(m.watchlist).inc()
         return len(queued)
 
     def _apply_splits(self) -> None:
@@ -314,6 +422,7 @@ class Service:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
+        self.tally.polled += 1
         try:
             await self.poll(feed)
         except Exception:
@@ -323,7 +432,10 @@ class Service:
                 self._inflight.discard(task)
 
     async def run_once(self, drain_timeout: float = 60.0) -> int:
-        """Poll every feed once, deliver what resulted; returns alerts left queued."""
+        """Poll every feed once, deliver what resulted; returns alerts left queued.
+
+        ``drain_timeout`` bounds the delivery phase, retries and their backoff included.
+        """
         await self.poll_all()
         left = await self.outbox.drain(within=drain_timeout)
         if left:
@@ -331,41 +443,220 @@ class Service:
         return left
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run until ``stop`` is set (or SIGTERM/SIGINT)."""
+        """Run until ``stop`` is set or SIGTERM/SIGINT arrives; SIGHUP reloads."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
         stop = stop or asyncio.Event()
+        self._reload_wanted = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        installed: list[signal.Signals] = []
+        for sig, handler in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set),
+                             (signal.SIGHUP, self._reload_wanted.set)):
             try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
+                loop.add_signal_handler(sig, handler)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread: the caller's stop event still works
+        dog = watchdog_interval(self.env, os.getpid())
+        # The heartbeat comes several times per watchdog check, so one late tick is no alarm.
+        self.tick_every = min(TICK, dog / 8) if dog else TICK
         scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
+        self._scheduler = scheduler
         now = self.now()
         for feed in self.config.feeds:
-            scheduler.add_job(
-                self._poll_guarded, IntervalTrigger(seconds=feed.interval.total_seconds(),
-                                                    timezone=UTC),
-                args=[feed], id=f"feed:{feed.name}", name=feed.name, next_run_time=now,
-                max_instances=1, coalesce=True, misfire_grace_time=None)
+            self._schedule(feed, now)
         scheduler.add_job(self._prune, IntervalTrigger(hours=6, timezone=UTC),
                           id="prune", next_run_time=now + timedelta(minutes=1))
+        scheduler.add_job(self._tick, IntervalTrigger(seconds=self.tick_every, timezone=UTC),
+                          id="tick", next_run_time=now, max_instances=1, coalesce=True,
+                          misfire_grace_time=None)
         scheduler.start()
+        self.last_tick = loop.time()
+        http = None
         try:
+            if self.config.http is not None:
+                from monitor import web
+
+                http = await web.start(self, self.config.http.host, self.config.http.port)
+                self.http_runner = http
+            self._status_sent = await self._status()
+            self.notifier.ready(self._status_sent)
+            logger.info("service.ready feeds=%d watchlists=%d watchdog=%s",
+                        len(self.config.feeds), len(self.watchlists),
+                        f"{dog:g}s" if dog else "off")
             async with asyncio.TaskGroup() as tg:
                 worker = tg.create_task(self.outbox.run(), name="outbox")
+                helpers = [tg.create_task(self._reloads(), name="reload")]
+                if dog:
+                    helpers.append(tg.create_task(self._watchdog(dog), name="watchdog"))
+                if self.watch_files:
+                    helpers.append(tg.create_task(self._watch(), name="watch"))
                 await stop.wait()
-                worker.cancel()
+                await self._stop(worker, helpers)
         finally:
-            scheduler.shutdown(wait=False)
-            # Let polls under way finish (each is bounded by the fetch timeout) so
-            # nothing is cut off mid-transaction and nothing logs a cancellation.
-            if self._inflight:
-                await asyncio.wait(set(self._inflight),
-                                   timeout=self.config.poll.timeout.total_seconds() + 5)
+            if http is not None:
+                await http.cleanup()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            self._scheduler = None
             logger.info("service.stop")
+
+    async def _stop(self, worker: asyncio.Task[None],
+                    helpers: Sequence[asyncio.Task[None]]) -> None:
+        """Take no new work; give polls and deliveries under way ``stop_timeout``, then
+        cut them off. Pausing, not shutting down, the scheduler: its shutdown cancels
+        the jobs running, which is what the bound is for."""
+        bound = self.config.stop_timeout.total_seconds()
+        self.notifier.stopping()
+        logger.info("service.stopping timeout=%gs polls_in_flight=%d", bound, len(self._inflight))
+        if self._scheduler is not None:
+            self._scheduler.pause()
+        for h in helpers:
+            h.cancel()
+        self.outbox.stop()
+        _, left = await asyncio.wait({worker, *self._inflight}, timeout=bound)
+        if left:
+            logger.warning("service.stop_timeout cut_off=%d after=%gs", len(left), bound)
+            for t in left:
+                t.cancel()
+            await asyncio.wait(left, timeout=1.0)
+
+    def _schedule(self, feed: Feed, first: datetime) -> None:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        self._scheduler.add_job(
+            self._poll_guarded, IntervalTrigger(seconds=feed.interval.total_seconds(),
+                                                timezone=UTC),
+            args=[feed], id=f"feed:{feed.name}", name=feed.name, next_run_time=first,
+            max_instances=1, coalesce=True, misfire_grace_time=None, replace_existing=True)
+
+    async def _tick(self) -> None:
+        """The scheduler's heartbeat; every few seconds, also the status line and a look
+        at the outbox for alerts queued by another process."""
+        loop = asyncio.get_running_loop()
+        last = self._last_look
+        self.last_tick = loop.time()
+        if self.last_tick - last < 5.0:
+            return
+        self._last_look = self.last_tick
+        self.outbox.wake()
+        text = await self._status()
+        if text != self._status_sent:
+            self.notifier.status(text)
+            self._status_sent = text
+
+    def feeds_due(self) -> int:
+        """Feeds whose poll time has come (or that are being polled)."""
+        if self._scheduler is None:
+            return 0
+        now = self.now()
+        return sum(1 for job in self._scheduler.get_jobs()
+                   if job.id.startswith("feed:") and job.next_run_time is not None
+                   and job.next_run_time <= now)
+
+    def status_line(self) -> str:
+        """The STATUS= text. Reads the store: on the loop, await ``_status()``."""
+        counts = self.store.alert_counts()
+        queued = sum(n for (_, status), n in counts.items() if status is AlertStatus.QUEUED)
+        return status_text(feeds=len(self.config.feeds), due=self.feeds_due(),
+                           watchlists=len(self.watchlists), queued=queued,
+                           last_error=self.last_error, reload_error=self.reload_error)
+
+    async def _status(self) -> str:
+        return await asyncio.to_thread(self.status_line)
+
+    def healthy(self, now: float) -> str | None:
+        """Why the service is not healthy, or None: the heartbeat is fresh (the store is
+        checked by the caller, who can wait for it)."""
+        if self._scheduler is None:
+            return "the scheduler is not running"
+        within = max(5.0, 3 * self.tick_every)
+        if not ticking(now, self.last_tick, within):
+            ago = "never" if self.last_tick is None else f"{now - self.last_tick:.0f}s ago"
+            return f"the scheduler has not ticked for {within:g}s (last tick: {ago})"
+        return None
+
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 at half the interval, only while the heartbeat is fresh.
+
+        A blocked event loop sends nothing (this coroutine cannot run), a stuck
+        scheduler sends nothing (its heartbeat goes stale): either way systemd
+        sees the silence and restarts the service.
+        """
+        loop = asyncio.get_running_loop()
+        withheld = False
+        while True:
+            await asyncio.sleep(interval / 2)
+            if ticking(loop.time(), self.last_tick, interval / 2):
+                self.notifier.watchdog()
+                if withheld:
+                    logger.info("watchdog.resumed")
+                withheld = False
+            elif not withheld:
+                logger.warning("watchdog.withheld reason=%s", self.healthy(loop.time()))
+                withheld = True
+
+    async def _reloads(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            try:
+                await self.reload()
+            except Exception:  # a bug in reloading must not stop the service
+                logger.exception("config.reload_crash kept=previous")
+                self.reload_error = "reload failed unexpectedly: see the log"
+                self.notifier.ready(await self._status())
+
+    async def _watch(self) -> None:
+        from monitor.reload import changes
+
+        try:
+            async for paths in changes(lambda: self.config):
+                logger.info("config.changed files=%s", ",".join(sorted(str(p) for p in paths)))
+                self._reload_wanted.set()
+        except Exception as exc:  # e.g. out of inotify watches: SIGHUP still works
+            logger.warning("config.watch_failed error=%s (send SIGHUP to reload)", exc)
+
+    async def reload(self) -> bool:
+        """Load the configuration again and take all of it, or keep all of the old one.
+
+        Swapped between two feeds' ingests, so each poll sees one whole set; polls
+        and deliveries under way carry on. Returns whether the new set was taken.
+        """
+        from monitor.reload import candidate, feed_changes
+
+        self.notifier.reloading()
+        got = await asyncio.to_thread(candidate, self.config.path, self.config, self.env)
+        if got.problems or got.config is None:
+            more = len(got.problems) - 1
+            self.reload_error = got.problems[0] + (f" (and {more} more)" if more > 0 else "")
+            for problem in got.problems:
+                logger.error("config.reload_failed kept=previous error=%s", problem)
+            self.metrics.reloads.labels("failed").inc()
+            self.notifier.ready(await self._status())
+            return False
+        new = got.config
+        change = feed_changes(self.config.feeds, new.feeds)
+        async with self._ingesting:
+            self._apply(new)
+        if self._scheduler is not None:
+            now = self.now()
+            for f in change.removed:
+                self._scheduler.remove_job(f"feed:{f.name}")
+            for f in (*change.added, *change.changed):
+                self._schedule(f, now)
+        self.reload_error = None
+        self.reloaded_at = self.now()
+        self.metrics.reloads.labels("ok").inc()
+        logger.info("config.reloaded feeds=%d watchlists=%d added=%d removed=%d changed=%d",
+                    len(new.feeds), len(self.watchlists), len(change.added),
+                    len(change.removed), len(change.changed))
+        self._status_sent = await self._status()
+        self.notifier.ready(self._status_sent)
+        return True
 
     async def _prune(self) -> None:
         n = self.store.prune(self.now() - self.config.retention)

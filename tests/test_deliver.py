@@ -128,13 +128,19 @@ async def test_find_posted_after_the_answer_was_lost(
     assert found is not None and found.remote_id == slack_server.messages[0].ts
 
 
-async def test_history_reads_ride_out_a_passing_5xx(
+async def test_history_reads_are_one_request_each_like_posts(
     slack: SlackSender, slack_server: SlackServer
 ) -> None:
-    """Reads are retried by slack-sdk's own handlers (posts are not: the outbox owns those)."""
+    """A read that meets a 5xx fails as a transient error after one request: the
+    outbox retries it with backoff and counts the attempt (no hidden retries)."""
     alert = make_alert()
     receipt = await slack.send(alert, rendered("slack", alert))
-    slack_server.fail_next(2, status=503)
+    before = len(slack_server.calls)
+    slack_server.fail_next(1, status=503)
+    with pytest.raises(DeliveryError) as failed:
+        await slack.find_posted(alert.id)
+    assert not failed.value.permanent
+    assert len(slack_server.calls) == before + 1
     assert await slack.find_posted(alert.id) == receipt
     slack_server.fail_next(1, status=503)
     with pytest.raises(DeliveryError):

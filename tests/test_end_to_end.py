@@ -171,7 +171,7 @@ def test_check_reports_path_and_line(tmp_path: Path, feed_server: FeedServer,
     (tmp_path / "watchlists" / "bad.yaml").unlink()
     r = cli(config, "check")
     assert r.returncode == 0, r.stderr
-    assert "1 watchlists" in r.stdout
+    assert "1 watchlist," in r.stdout
 
 
 def test_check_does_not_need_network_or_secrets_in_output(tmp_path: Path) -> None:
@@ -271,7 +271,7 @@ def test_one_story_three_outlets_one_alert_then_updates(
 
     r = cli(config, "stories", "--since", "1h")
     assert r.returncode == 0, r.stderr
-    assert "[3 from 3 source(s)]" in r.stdout, r.stdout
+    assert "[3 from 3 sources]" in r.stdout, r.stdout
 
 
 def test_backtest_and_dead_letter_retry(

@@ -317,7 +317,7 @@ def test_explain_split_and_a_weak_join_posted_as_a_thread_reply(
     # Undo the merge: its own story, and the alert it would have caused goes out.
     r = cli(config, "stories", "split", "https://b.example/units")
     assert r.returncode == 0, r.stderr
-    assert "2 alert(s) queued" in r.stdout, r.stdout  # Slack and email
+    assert "2 alerts queued" in r.stdout, r.stdout  # Slack and email
     assert cli(config, "run", "--once").returncode == 0
     tops = [m for m in slack_server.messages if not m.thread_ts]
     assert len(tops) == 2 and "Kursk front: Ukraine reports" in (tops[1].text or "")

@@ -19,11 +19,19 @@ Guarantees (README, "Delivery guarantees"):
   too.
 * Slack is paced to at most one message per ``min_interval`` per destination
   (one channel each); bursts queue, nothing is dropped.
+* Every call to a destination counts as an attempt and backs off the same way:
+  the history lookup before a re-send, edits and replies included.
+* ``stop()`` lets each lane finish the alert in hand and take no new one, so a
+  shutdown never cuts a delivery off half-way; ``drain(within=...)`` keeps the
+  backoff inside its bound, so ``run --once`` tries until its deadline.
+
+Each outcome is reported to ``on_outcome`` (the service counts and measures them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import logging
 import random
@@ -53,6 +61,25 @@ class RetryPolicy:
             return max(0.0, float(retry_after)) + rng.random() * 0.25
         backoff = min(self.cap, self.base * 2.0 ** max(0, attempts - 1))
         return backoff * (0.5 + rng.random())  # full jitter around the backoff
+
+    def within(self, delay: float, remaining: float | None, retry_after: float | None) -> float:
+        """``delay`` shortened to fit the ``remaining`` seconds of a bounded drain (pure).
+
+        The last try is placed ``base`` before the end, leaving it time to be made.
+        A server's Retry-After is honoured, not shortened; with too little time
+        left for a useful try the delay stands, and the drain ends.
+        """
+        if remaining is None or retry_after is not None or delay <= remaining - self.base:
+            return delay
+        return remaining - self.base if remaining >= 2 * self.base else delay
+
+
+class Outcome(enum.Enum):
+    """What one delivery attempt came to, as reported to ``on_outcome``."""
+
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
 
 
 def digest_title(reasons: set[str], groups: Mapping[str, Sequence[Alert]], n: int) -> str:
@@ -87,6 +114,7 @@ class Outbox:
         policy: RetryPolicy | None = None,
         min_interval: Mapping[str, float] | None = None,
         rng: random.Random | None = None,
+        on_outcome: Callable[[Outcome, Alert], None] | None = None,
     ) -> None:
         self.store = store
         self.senders = dict(senders)
@@ -99,6 +127,24 @@ class Outbox:
         self._last_sent: dict[str, float] = {}
         self._flush_after: dict[str, float] = {}
         self._flush_attempts: dict[str, int] = {}
+        self._update_backoff: dict[str, tuple[int, float]] = {}  # alert -> (tries, not before)
+        self._on_outcome = on_outcome
+        self._deadline: float | None = None  # loop time a bounded drain ends
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the alert in hand on each lane, take no new one: ``run()`` returns."""
+        self._stopping = True
+        self.wake()
+
+    def _remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    def _report(self, outcome: Outcome, alert: Alert) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(outcome, alert)
 
     def wake(self) -> None:
         """New alerts were queued: let every lane look."""
@@ -117,22 +163,32 @@ class Outbox:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        async with asyncio.TaskGroup() as tg:
-            for name in self.senders:
-                tg.create_task(self._lane_until_empty(name, deadline))
+        self._deadline = deadline
+        try:
+            # A send in hand at the deadline is cut off: it is marked maybe-sent and
+            # reconciled on the next run rather than holding the run past its bound.
+            async with asyncio.timeout(within), asyncio.TaskGroup() as tg:
+                for name in self.senders:
+                    tg.create_task(self._lane_until_empty(name, deadline))
+        except TimeoutError:
+            logger.warning("outbox.drain_cut within=%.0fs", within)
+        finally:
+            self._deadline = None
         return sum(len(self.store.pending(name)) for name in self.senders)
 
     async def _lane_forever(self, name: str) -> None:
-        while True:
+        while not self._stopping:
             try:
                 wait = await self._step(name)
             except Exception:
-                logger.exception("outbox lane failed; retrying destination=%s", name)
+                logger.exception("outbox.lane_crash destination=%s (starts again in 5 s)", name)
                 wait = 5.0
             if wait is None:
                 continue
             ev = self._wake[name]
             ev.clear()
+            if self._stopping:
+                return
             try:
                 async with asyncio.timeout(wait):
                     await ev.wait()
@@ -155,7 +211,9 @@ class Outbox:
         loop = asyncio.get_running_loop()
         sender = self.senders[name]
         for alert in self.store.updates_due_for(name):
-            await self._update(sender, alert)
+            tries, after = self._update_backoff.get(alert.id, (0, 0.0))
+            if loop.time() >= after:
+                await self._update(sender, alert, tries)
         now = self.now()
         paced = self._pace_wait(name)
         if loop.time() >= self._flush_after.get(name, 0.0):
@@ -239,10 +297,11 @@ class Outbox:
                 return
             attempts = self._flush_attempts.get(name, 0) + 1
             self._flush_attempts[name] = attempts
-            delay = self.policy.delay(attempts, exc.retry_after, self.rng)
+            delay = self.policy.within(self.policy.delay(attempts, exc.retry_after, self.rng),
+                                       self._remaining(), exc.retry_after)
             self._flush_after[name] = asyncio.get_running_loop().time() + delay
-            logger.warning("digest.retry destination=%s alerts=%d in=%.1fs reason=%s", name,
-                           len(ids), delay, exc)
+            logger.warning("digest.retry destination=%s alerts=%d attempt=%d in=%.1fs "
+                           "reason=%s", name, len(ids), attempts, delay, exc)
             return
         self._flush_attempts.pop(name, None)
         self._flush_after.pop(name, None)
@@ -255,26 +314,31 @@ class Outbox:
 
     async def _deliver(self, sender: Sender, alert: Alert) -> None:
         name = sender.name
+        # One attempt, whether it is the history lookup or the post: a lookup that
+        # keeps failing (no network) backs off like a post and counts truthfully.
+        message = self.render(sender, alert)
+        self.store.mark_attempt(alert.id)
+        attempts = alert.attempts + 1
         if alert.maybe_sent:
             find = getattr(sender, "find_posted", None)
             if find is not None:
                 try:
                     found = await find(alert.id)
                 except DeliveryError as exc:
-                    self._failed(alert, exc, maybe_sent=True)
+                    self._failed(alert, exc, attempts=attempts, maybe_sent=True)
                     return
                 if found is not None:
                     logger.info("alert.reconciled alert=%s destination=%s", alert.id, name)
                     self.store.mark_sent(alert.id, self.now(), found)
+                    self._report(Outcome.SENT, alert)
                     return
-        message = self.render(sender, alert)
-        self.store.mark_attempt(alert.id)
         try:
             receipt = await sender.send(alert, message)
         except DeliveryError as exc:
-            self._failed(alert, exc, attempts=alert.attempts + 1)
+            self._failed(alert, exc, attempts=attempts)
             return
         self.store.mark_sent(alert.id, self.now(), receipt)
+        self._report(Outcome.SENT, alert)
         logger.info("alert.sent alert=%s destination=%s watchlist=%s", alert.id, name,
                     alert.watchlist)
 
@@ -287,6 +351,7 @@ class Outbox:
                            "`news-monitor alerts retry %s` re-queues it)",
                            alert.id, alert.destination, reason, alert.id)
             self.store.mark_failed(alert.id, reason)
+            self._report(Outcome.FAILED, alert)
             return
         now = self.now()
         if now - alert.created_at > self.policy.give_up_after:
@@ -294,15 +359,20 @@ class Outbox:
                            "after %s)", alert.id, alert.destination, reason,
                            self.policy.give_up_after)
             self.store.mark_failed(alert.id, reason)
+            self._report(Outcome.FAILED, alert)
             return
-        delay = self.policy.delay(attempts, exc.retry_after, self.rng)
+        delay = self.policy.within(self.policy.delay(attempts, exc.retry_after, self.rng),
+                                   self._remaining(), exc.retry_after)
+        self._report(Outcome.RETRY, alert)
         logger.warning("alert.retry alert=%s destination=%s attempt=%d in=%.1fs reason=%s",
                        alert.id, alert.destination, attempts, delay, reason)
         self.store.mark_retry(alert.id, now + timedelta(seconds=delay), reason,
                               maybe_sent=maybe_sent or exc.uncertain)
 
-    async def _update(self, sender: Sender, alert: Alert) -> None:
-        """The story gained sources: edit the Slack message in place (and reply in thread)."""
+    async def _update(self, sender: Sender, alert: Alert, tries: int = 0) -> None:
+        """The story gained sources: edit the Slack message in place (and reply in thread).
+
+        ``tries``: failed tries so far; a transient failure waits like a send does."""
         update = getattr(sender, "update", None)
         if update is None or alert.remote_id is None:
             self.store.clear_update(alert.id)
@@ -314,11 +384,16 @@ class Outbox:
             if exc.permanent:
                 logger.warning("alert.update_failed alert=%s destination=%s reason=%s",
                                alert.id, sender.name, exc)
+                self._update_backoff.pop(alert.id, None)
                 self.store.clear_update(alert.id)
             else:
-                logger.warning("alert.update_retry alert=%s destination=%s reason=%s",
-                               alert.id, sender.name, exc)
+                delay = self.policy.delay(tries + 1, exc.retry_after, self.rng)
+                self._update_backoff[alert.id] = (
+                    tries + 1, asyncio.get_running_loop().time() + delay)
+                logger.warning("alert.update_retry alert=%s destination=%s attempt=%d "
+                               "in=%.1fs reason=%s", alert.id, sender.name, tries + 1, delay, exc)
             return
+        self._update_backoff.pop(alert.id, None)
         reply = getattr(sender, "reply", None)
         story = self.store.story(alert.story_id) if reply is not None else None
         if reply is not None and story is not None:

@@ -1,9 +1,10 @@
 """Slack destination: a bot token (chat.postMessage) or an incoming webhook.
 
-One call here is one HTTP request. slack-sdk's retry handlers are switched off
-(``retry_handlers=[]``), including the connection-error one it installs by
-default, because the outbox worker owns retries and pacing: it needs a 429's
-Retry-After handed back to it, not slept away inside ``send``.
+One call here is one HTTP request, reads (history, the channel lookup) included.
+slack-sdk's retry handlers are switched off (``retry_handlers=[]``), including
+the connection-error one it installs by default, because the outbox worker owns
+retries and pacing: it needs a 429's Retry-After handed back to it, not slept
+away inside ``send``, and a retry it cannot see is one it cannot back off or count.
 
 Foreign errors are mapped at this boundary::
 
@@ -36,10 +37,6 @@ from typing import Any, ClassVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -101,9 +98,6 @@ _CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 
 
-#: Web API methods that only read: safe for slack-sdk to retry on its own.
-_READS = frozenset({"conversations.history", "conversations.list"})
-
 class SlackSender:
     """Posts alerts to one Slack channel (bot token) or one incoming webhook.
 
@@ -138,7 +132,6 @@ class SlackSender:
         self._base_url = base_url
         self._session: aiohttp.ClientSession | None = None
         self._web: AsyncWebClient | None = None
-        self._reader: AsyncWebClient | None = None
         self._hook: AsyncWebhookClient | None = None
         # the channel id Slack answered with; history and updates need an id
         self._channel_id: str | None = channel if channel and _CHANNEL_ID.match(channel) else None
@@ -182,7 +175,7 @@ class SlackSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        self._web = self._reader = self._hook = None
+        self._web = self._hook = None
 
     # -- Slack-only operations (the outbox looks for them with getattr)
 
@@ -264,24 +257,13 @@ class SlackSender:
         # Created lazily: an aiohttp session belongs to the running event loop.
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-            self._web = self._reader = self._hook = None
+            self._web = self._hook = None
         return self._session
 
-    def _web_client(self, read: bool = False) -> AsyncWebClient:
-        """The client for posting (no retries: one attempt is one request, and the
-        outbox owns retries, pacing and Retry-After), or for reading history and
-        channels (``read``), where slack-sdk's own handlers retry safely: a
-        repeated read has no side effects."""
+    def _web_client(self) -> AsyncWebClient:
+        """The Web API client, without retries: one attempt is one request, and the
+        outbox owns retries, backoff, pacing and Retry-After."""
         session = self._ensure_session()
-        if read:
-            if self._reader is None:
-                self._reader = AsyncWebClient(
-                    token=self._token, base_url=self._base_url,
-                    timeout=int(max(1, self.timeout)), session=session, logger=_sdk_logger,
-                    retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2),
-                                    AsyncServerErrorRetryHandler(max_retry_count=2)],
-                )
-            return self._reader
         if self._web is None:
             self._web = AsyncWebClient(
                 token=self._token,
@@ -339,7 +321,7 @@ class SlackSender:
         request: Callable[[AsyncWebClient], Awaitable[AsyncSlackResponse]],
     ) -> Mapping[str, Any]:
         """One Web API request; Slack's and aiohttp's errors become ours."""
-        client = self._web_client(read=method in _READS)
+        client = self._web_client()
         try:
             async with asyncio.timeout(self.timeout):
                 response = await request(client)

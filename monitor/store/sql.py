@@ -574,6 +574,25 @@ class SqlStore:
                        (watchlist, ts(since)))
         return {d: int(n) for d, n in rows}
 
+    def queue(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """Queue ``alerts`` deduplicated as at ingest (``news-monitor replay``); returns
+        those queued."""
+        with self._tx():
+            return self._queue_alerts(alerts)
+
+    def alert_counts(self) -> dict[tuple[str, AlertStatus], int]:
+        """Alerts per (destination, status): the outbox at a glance, for status and metrics."""
+        rows = self._q("SELECT destination, status, COUNT(*) FROM alerts "
+                       "GROUP BY destination, status")
+        return {(d, AlertStatus(s)): int(n) for d, s, n in rows}
+
+    def matches_per_day(self, since: datetime) -> dict[tuple[str, str], int]:
+        """Stories matched per (watchlist, UTC day ``YYYY-MM-DD``) since ``since``."""
+        rows = self._q("SELECT watchlist, substr(matched_at, 1, 10), COUNT(*) "
+                       "FROM watchlist_stories WHERE matched_at >= ? GROUP BY 1, 2",
+                       (ts(since),))
+        return {(w, d): int(n) for w, d, n in rows}
+
     # -- key/value for scheduler bookkeeping --------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
