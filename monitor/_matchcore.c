@@ -1585,24 +1585,6 @@ static int is_solo(PyObject *posting) {
     return PyTuple_Check(posting) && PyTuple_GET_SIZE(posting) == 2;
 }
 
-/* dots[key] = dots.get(key, 0.0) + add */
-static int add_to(PyObject *dots, PyObject *key, double add) {
-    PyObject *old = PyDict_GetItemWithError(dots, key);
-    double value = add;
-    if (old) {
-        double before = PyFloat_AsDouble(old);
-        if (before == -1.0 && PyErr_Occurred()) return -1;
-        value = before + add;
-    } else if (PyErr_Occurred()) {
-        return -1;
-    }
-    PyObject *f = PyFloat_FromDouble(value);
-    if (!f) return -1;
-    int rc = PyDict_SetItem(dots, key, f);
-    Py_DECREF(f);
-    return rc;
-}
-
 /* The story's norm if it is open (norm > 0, last_seen >= horizon), else -1; -2 on error. */
 static double open_norm(PyObject *stories, PyObject *key, PyObject *horizon) {
     PyObject *story = PyDict_GetItemWithError(stories, key);
@@ -1624,7 +1606,73 @@ static double open_norm(PyObject *stories, PyObject *key, PyObject *horizon) {
     return open ? norm : -1.0;
 }
 
-typedef struct { double score; PyObject *key; double norm; } Ranked;  /* key borrowed from dots */
+typedef struct { double score; PyObject *key; double norm; double dot; } Ranked;  /* key borrowed */
+
+/* The candidates' dot products: story id -> dot, in the order first proposed
+ * (what iterating the Python loop's dict gives), in an open-addressing table
+ * of indexes into that order, so that a lookup costs no float object. Keys
+ * are borrowed from the postings in held, which live through the call. */
+typedef struct { PyObject *key; Py_hash_t hash; double dot; } Dot;
+typedef struct { Dot *items; Py_ssize_t *slots; Py_ssize_t n, cap; } Dots;
+
+static int dots_grow(Dots *d) {
+    Py_ssize_t cap = d->cap ? d->cap * 2 : 256;
+    Py_ssize_t *slots = PyMem_Malloc((size_t)cap * sizeof(Py_ssize_t));
+    Dot *items = PyMem_Realloc(d->items, (size_t)(cap / 2) * sizeof(Dot));
+    if (!slots || !items) {
+        PyMem_Free(slots);
+        if (items) d->items = items;
+        PyErr_NoMemory();
+        return -1;
+    }
+    d->items = items;
+    for (Py_ssize_t i = 0; i < cap; i++) slots[i] = -1;
+    for (Py_ssize_t i = 0; i < d->n; i++) {
+        size_t j = (size_t)items[i].hash & (size_t)(cap - 1);
+        while (slots[j] >= 0) j = (j + 1) & (size_t)(cap - 1);
+        slots[j] = i;
+    }
+    PyMem_Free(d->slots);
+    d->slots = slots;
+    d->cap = cap;
+    return 0;
+}
+
+/* The index of key's item, adding it with dot 0.0 if absent; -1 on error. */
+static Py_ssize_t dots_find(Dots *d, PyObject *key) {
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1) return -1;
+    if (2 * (d->n + 1) > d->cap && dots_grow(d) < 0) return -1;
+    size_t mask = (size_t)(d->cap - 1), j = (size_t)hash & mask;
+    for (;; j = (j + 1) & mask) {
+        Py_ssize_t i = d->slots[j];
+        if (i < 0) break;
+        Dot *item = &d->items[i];
+        if (item->key == key) return i;
+        if (item->hash == hash) {
+            int same = PyObject_RichCompareBool(item->key, key, Py_EQ);
+            if (same < 0) return -1;
+            if (same) return i;
+        }
+    }
+    d->slots[j] = d->n;
+    d->items[d->n] = (Dot){key, hash, 0.0};
+    return d->n++;
+}
+
+/* dots[key] = dots.get(key, 0.0) + add, as the Python loop does it: a new key
+ * starts at add itself (0.0 + add is add for every float but -0.0). */
+static int dots_add(Dots *d, PyObject *key, double add) {
+    Py_ssize_t before = d->n, i = dots_find(d, key);
+    if (i < 0) return -1;
+    d->items[i].dot = i == before ? add : d->items[i].dot + add;
+    return 0;
+}
+
+static void dots_free(Dots *d) {
+    PyMem_Free(d->items);
+    PyMem_Free(d->slots);
+}
 
 static PyObject *story_scores(PyObject *self, PyObject *args) {
     PyObject *held, *stories, *horizon;
@@ -1636,9 +1684,10 @@ static PyObject *story_scores(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "shortlist must be positive");
         return NULL;
     }
-    PyObject *dots = PyDict_New(), *common = PyList_New(0), *scores = PyDict_New();
+    Dots dots = {NULL, NULL, 0, 0};
+    PyObject *common = PyList_New(0), *scores = PyDict_New();
     Ranked *top = NULL;
-    if (!dots || !common || !scores) goto error;
+    if (!common || !scores) goto error;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
         PyObject *item = PyList_GET_ITEM(held, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3 ||
@@ -1649,7 +1698,7 @@ static PyObject *story_scores(PyObject *self, PyObject *args) {
         }
         Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
         if (size == -1 && PyErr_Occurred()) goto error;
-        if (size > posting_limit || PyDict_GET_SIZE(dots) >= candidates) {
+        if (size > posting_limit || dots.n >= candidates) {
             if (PyList_Append(common, item) < 0) goto error;
             continue;
         }
@@ -1659,28 +1708,27 @@ static PyObject *story_scores(PyObject *self, PyObject *args) {
         if (!PyDict_Check(postings)) {  /* one story holds it */
             double v = PyFloat_AsDouble(PyTuple_GET_ITEM(postings, 1));
             if (v == -1.0 && PyErr_Occurred()) goto error;
-            if (add_to(dots, PyTuple_GET_ITEM(postings, 0), weight * v) < 0) goto error;
+            if (dots_add(&dots, PyTuple_GET_ITEM(postings, 0), weight * v) < 0) goto error;
             continue;
         }
         Py_ssize_t pos = 0;
         while (PyDict_Next(postings, &pos, &key, &value)) {
             double v = PyFloat_AsDouble(value);
             if (v == -1.0 && PyErr_Occurred()) goto error;
-            if (add_to(dots, key, weight * v) < 0) goto error;
+            if (dots_add(&dots, key, weight * v) < 0) goto error;
         }
     }
-    Py_ssize_t ncommon = PyList_GET_SIZE(common), kept = 0, pos = 0;
-    PyObject *key, *value;
+    Py_ssize_t ncommon = PyList_GET_SIZE(common), kept = 0;
     if (ncommon) {
         top = PyMem_Calloc((size_t)shortlist, sizeof(Ranked));
         if (!top) { PyErr_NoMemory(); goto error; }
     }
-    while (PyDict_Next(dots, &pos, &key, &value)) {
+    for (Py_ssize_t d = 0; d < dots.n; d++) {
+        PyObject *key = dots.items[d].key;
         double norm = open_norm(stories, key, horizon);
         if (norm == -2.0) goto error;
         if (norm < 0.0) continue;
-        double dot = PyFloat_AsDouble(value);
-        if (dot == -1.0 && PyErr_Occurred()) goto error;
+        double dot = dots.items[d].dot;
         double score = dot / norm;
         if (!ncommon) {
             PyObject *f = PyFloat_FromDouble(score);
@@ -1698,15 +1746,12 @@ static PyObject *story_scores(PyObject *self, PyObject *args) {
             top[at] = top[at - 1];
             at--;
         }
-        top[at] = (Ranked){score, key, norm};
+        top[at] = (Ranked){score, key, norm, dot};
         if (kept < shortlist) kept++;
     }
     for (Py_ssize_t k = 0; k < kept; k++) {
         PyObject *id = top[k].key;
-        PyObject *got = PyDict_GetItemWithError(dots, id);
-        if (!got) { if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, id); goto error; }
-        double dot = PyFloat_AsDouble(got);
-        if (dot == -1.0 && PyErr_Occurred()) goto error;
+        double dot = top[k].dot;
         for (Py_ssize_t c = 0; c < ncommon; c++) {
             PyObject *item = PyList_GET_ITEM(common, c);
             double weight = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
@@ -1734,12 +1779,12 @@ static PyObject *story_scores(PyObject *self, PyObject *args) {
         if (rc < 0) goto error;
     }
     PyMem_Free(top);
-    Py_DECREF(dots);
+    dots_free(&dots);
     Py_DECREF(common);
     return scores;
 error:
     PyMem_Free(top);
-    Py_XDECREF(dots);
+    dots_free(&dots);
     Py_XDECREF(common);
     Py_XDECREF(scores);
     return NULL;
