@@ -1837,35 +1837,41 @@ static int set_float(PyObject *dict, PyObject *key, double value) {
     return rc;
 }
 
-/* The member's features and float32 weights, checked; weights->buf holds n floats. */
-static int member_args(PyObject *features, Py_buffer *weights, Py_ssize_t *n) {
-    if (!PyTuple_Check(features)) {
-        PyErr_SetString(PyExc_TypeError, "features: a tuple of str");
+/* accumulate's and withdraw's arguments, checked: weights->buf holds n floats,
+ * released by the caller (PyBuffer_Release) when this returns 0. */
+typedef struct { PyObject *story, *features, *df, *counts, *postings; Py_buffer weights;
+                 Py_ssize_t n; } Member;
+
+static int member_args(PyObject *args, Member *m) {
+    PyObject *array;
+    if (!PyArg_ParseTuple(args, "UO!OO!O!O!", &m->story, &PyTuple_Type, &m->features, &array,
+                          &PyDict_Type, &m->df, &PyDict_Type, &m->counts, &PyDict_Type,
+                          &m->postings))
         return -1;
-    }
-    if (weights->itemsize != sizeof(float) || !weights->format || strcmp(weights->format, "f")) {
-        PyErr_SetString(PyExc_TypeError, "weights: an array('f')");
-        return -1;
-    }
-    *n = PyTuple_GET_SIZE(features);
-    if (weights->len / weights->itemsize != *n) {
-        PyErr_SetString(PyExc_ValueError, "features and weights differ in length");
+    if (PyObject_GetBuffer(array, &m->weights, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    Py_buffer *w = &m->weights;
+    m->n = PyTuple_GET_SIZE(m->features);
+    const char *problem = NULL;
+    if (w->itemsize != sizeof(float) || !w->format || strcmp(w->format, "f"))
+        problem = "weights: an array('f')";
+    else if (w->len / w->itemsize != m->n)
+        problem = "features and weights differ in length";
+    if (problem) {
+        PyErr_SetString(problem[0] == 'w' ? PyExc_TypeError : PyExc_ValueError, problem);
+        PyBuffer_Release(w);
         return -1;
     }
     return 0;
 }
 
 static PyObject *accumulate(PyObject *self, PyObject *args) {
-    PyObject *story, *features, *array, *df, *counts, *postings;
-    Py_buffer weights;
-    if (!PyArg_ParseTuple(args, "UOOO!O!O!", &story, &features, &array, &PyDict_Type, &df,
-                          &PyDict_Type, &counts, &PyDict_Type, &postings))
-        return NULL;
-    if (PyObject_GetBuffer(array, &weights, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    Py_ssize_t n;
+    Member m;
+    if (member_args(args, &m) < 0) return NULL;
+    PyObject *story = m.story, *features = m.features, *df = m.df, *counts = m.counts,
+             *postings = m.postings;
+    Py_ssize_t n = m.n;
     double dot = 0.0, norm2 = 0.0;
-    if (member_args(features, &weights, &n) < 0) goto error;
-    const float *w = weights.buf;
+    const float *w = m.weights.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *feature = PyTuple_GET_ITEM(features, i);
         double weight = (double)w[i];
@@ -1912,26 +1918,23 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
             goto bad_posting;
         }
     }
-    PyBuffer_Release(&weights);
+    PyBuffer_Release(&m.weights);
     return Py_BuildValue("(dd)", dot, norm2);
 bad_posting:
     PyErr_SetString(PyExc_TypeError, "postings: (story id, weight) tuples or dicts");
 error:
-    PyBuffer_Release(&weights);
+    PyBuffer_Release(&m.weights);
     return NULL;
 }
 
 static PyObject *withdraw(PyObject *self, PyObject *args) {
-    PyObject *story, *features, *array, *df, *counts, *postings;
-    Py_buffer weights;
-    if (!PyArg_ParseTuple(args, "UOOO!O!O!", &story, &features, &array, &PyDict_Type, &df,
-                          &PyDict_Type, &counts, &PyDict_Type, &postings))
-        return NULL;
-    if (PyObject_GetBuffer(array, &weights, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    Py_ssize_t n;
+    Member m;
+    if (member_args(args, &m) < 0) return NULL;
+    PyObject *story = m.story, *features = m.features, *df = m.df, *counts = m.counts,
+             *postings = m.postings;
+    Py_ssize_t n = m.n;
     double dot = 0.0;
-    if (member_args(features, &weights, &n) < 0) goto error;
-    const float *w = weights.buf;
+    const float *w = m.weights.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *feature = PyTuple_GET_ITEM(features, i);
         double weight = (double)w[i];
@@ -1980,10 +1983,10 @@ static PyObject *withdraw(PyObject *self, PyObject *args) {
         Py_DECREF(posting);
         goto error;
     }
-    PyBuffer_Release(&weights);
+    PyBuffer_Release(&m.weights);
     return PyFloat_FromDouble(dot);
 error:
-    PyBuffer_Release(&weights);
+    PyBuffer_Release(&m.weights);
     return NULL;
 }
 
