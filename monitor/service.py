@@ -385,8 +385,9 @@ class Service:
         queued = self.store.ingest(
             PollRecord(feed=feed.name, at=now, etag=etag, last_modified=last_modified),
             stored, alerts, d.retitled)
-        # A poll that found nothing new is routine: debug, so the journal shows news.
-        logger.log(logging.INFO if d.new else logging.DEBUG,
+        # A poll that found nothing new is routine: debug, so the journal shows news
+        # (and a feed's first poll, which sets what counts as new from then on).
+        logger.log(logging.INFO if d.new or first else logging.DEBUG,
                    "feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s",
                    feed.name, len(entries), len(d.new), len(matches), len(queued),
                    " first_poll=1" if first else "")
