@@ -51,15 +51,24 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 
 def ts(dt: datetime | None) -> str | None:
-    """A UTC datetime as a fixed-width, sortable string."""
+    """A UTC datetime as a fixed-width, sortable string.
+
+    The year is zero-padded by hand: strftime's ``%Y`` gives ``999`` for the
+    year 999, which :func:`dt` (and string order) cannot take back.
+    """
     if dt is None:
         return None
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    u = dt.astimezone(UTC)
+    return f"{u.year:04d}-{u:%m-%dT%H:%M:%S.%f}Z"
 
 
 def dt(s: str | None) -> datetime | None:
+    """The inverse of :func:`ts`; also reads the unpadded years older versions wrote."""
     if s is None:
         return None
+    year, sep, rest = s.partition("-")
+    if sep and len(year) < 4 and year.isdigit():
+        s = f"{int(year):04d}-{rest}"
     return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
