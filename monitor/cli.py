@@ -188,7 +188,7 @@ async def _entries_from(feeds: Sequence[tuple[str, str, str]],
                                                   interval=timedelta(minutes=5)))
                 assert result.body is not None
                 out.extend(parse_feed(result.body, name, content_type=result.content_type,
-                                      canonicalize=canonical_url))
+                                      canonicalize=canonical_url, now=datetime.now(UTC)))
             except MonitorError as exc:
                 _err(f"{src}: {exc}")
     return out

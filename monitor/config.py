@@ -214,6 +214,8 @@ class PollSettings(_Model):
     concurrency: int = Field(50, ge=1, le=10_000)
     per_host: int = Field(4, ge=1, le=1000)
     max_bytes: Size = 10 * 10**6
+    #: Entries taken from one feed in one poll; the rest are logged and left out.
+    max_entries: int = Field(1000, ge=1, le=1_000_000)
     user_agent: str = "news-monitor/0.1 (+https://github.com/news-monitor/news-monitor)"
 
 

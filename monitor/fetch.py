@@ -1,5 +1,9 @@
 """Async HTTP for feeds: conditional GET, timeouts, size caps, Retry-After.
 
+Header values we keep (ETag, Last-Modified, Content-Type) must be clean
+printable ASCII (:func:`monitor.sanitize.header_value`); a server that sends
+anything else is treated as having sent none, so a stray byte cannot end up
+in the store or in our next request.
 A :class:`Fetcher` owns one aiohttp session for the whole service, a global
 concurrency limit and a per-host one (so ten feeds on one site don't hammer it).
 ``fetch`` returns a :class:`FetchResult`; "not modified" is a result, not an
@@ -23,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from monitor.errors import FetchError
+from monitor.sanitize import clean_text, header_value
 from monitor.types import Feed, FeedState
 
 logger = logging.getLogger(__name__)
@@ -135,12 +140,13 @@ class Fetcher:
         assert self._session is not None
         async with self._session.get(feed.url, headers=headers, max_redirects=5) as resp:
             if resp.status == 304:
-                return FetchResult(body=None, etag=resp.headers.get("ETag"),
-                                   last_modified=resp.headers.get("Last-Modified"),
+                return FetchResult(body=None, etag=header_value(resp.headers.get("ETag")),
+                                   last_modified=header_value(resp.headers.get("Last-Modified")),
                                    max_age=parse_max_age(resp.headers.get("Cache-Control")))
             if resp.status >= 400:
                 raise FetchError(
-                    f"HTTP {resp.status} {resp.reason or ''}".rstrip(), status=resp.status,
+                    f"HTTP {resp.status} {clean_text(resp.reason or '', 100)}".rstrip(),
+                    status=resp.status,
                     retry_after=parse_retry_after(resp.headers.get("Retry-After"),
                                                   datetime.now(UTC)))
             declared = resp.content_length
@@ -156,9 +162,9 @@ class Fetcher:
                 chunks.append(chunk)
             return FetchResult(
                 body=b"".join(chunks),
-                etag=resp.headers.get("ETag"),
-                last_modified=resp.headers.get("Last-Modified"),
-                content_type=resp.headers.get("Content-Type"),
+                etag=header_value(resp.headers.get("ETag")),
+                last_modified=header_value(resp.headers.get("Last-Modified")),
+                content_type=header_value(resp.headers.get("Content-Type")),
                 max_age=parse_max_age(resp.headers.get("Cache-Control")),
             )
 

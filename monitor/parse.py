@@ -18,12 +18,13 @@ import html
 import io
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
 
+from monitor import sanitize
 from monitor.errors import ParseError
 from monitor.types import Entry
 
@@ -53,15 +54,16 @@ def _when(raw: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def _text(raw: Mapping[str, Any], key: str) -> str:
+def _text(raw: Mapping[str, Any], key: str, limit: int) -> str:
     """A field as plain text. Markup is stripped only where the feed says it is markup:
     a plain-text title like "Why <!channel> pings everyone" keeps its angle brackets
-    (the renderers escape them)."""
-    value = raw.get(key) or ""
+    (the renderers escape them). Only the first ``limit * RAW_FACTOR`` characters
+    are looked at, so an oversize field costs no more than a capped one."""
+    value = str(raw.get(key) or "")[: limit * sanitize.RAW_FACTOR]
     detail = raw.get(f"{key}_detail") or {}
-    if detail.get("type") == "text/plain":
-        return _SPACE.sub(" ", value).strip()
-    return plain_text(value)
+    if detail.get("type") != "text/plain":
+        value = plain_text(value)
+    return sanitize.clean_text(_SPACE.sub(" ", value), limit)
 
 
 def _identity(url: str) -> str:
@@ -74,11 +76,16 @@ def parse_feed(
     *,
     content_type: str | None = None,
     canonicalize: Callable[[str], str] = _identity,
+    now: datetime | None = None,
+    max_entries: int = sanitize.DEFAULT_MAX_ENTRIES,
 ) -> list[Entry]:
     """Parse a feed body into entries, in document order.
 
     ``feed`` is the feed's configured name (Entry.feed). ``canonicalize`` maps a
     link to its canonical form (``dedupe.canonical_url`` in the service).
+    Every entry goes through :func:`monitor.sanitize.clean_entries`: dates
+    after ``now`` plus a day are dropped (``now`` None: no upper bound), and at
+    most ``max_entries`` are returned (the rest are logged).
     Raises ParseError when the body is not a feed at all.
     """
     headers = {"content-type": content_type} if content_type else None
@@ -89,26 +96,30 @@ def parse_feed(
     raw_entries = parsed.get("entries") or []
     if not raw_entries and parsed.get("bozo") and not parsed.get("feed"):
         problem = parsed.get("bozo_exception")
-        raise ParseError(f"not a feed: {problem or 'no RSS or Atom found'}")
+        raise ParseError(f"not a feed: {_problem(problem or 'no RSS or Atom found')}")
     if not raw_entries and not parsed.get("version") and parsed.get("bozo"):
-        raise ParseError(f"not a feed: {parsed.get('bozo_exception') or 'unknown format'}")
+        raise ParseError(f"not a feed: {_problem(parsed.get('bozo_exception') or 'unknown format')}")
 
-    entries: list[Entry] = []
-    seen: set[str] = set()
-    for raw in raw_entries:
-        title = _text(raw, "title")
-        link = (raw.get("link") or "").strip()
-        summary = _text(raw, "summary")
-        if not title and not link:
-            continue
-        canonical = canonicalize(link) if link else ""
-        guid = (raw.get("id") or "").strip() or None
-        key = guid or canonical or "title:" + hashlib.sha1(title.encode()).hexdigest()[:16]
-        if key in seen:  # a feed that repeats an item: the first one wins
-            continue
-        seen.add(key)
-        entries.append(Entry(
-            feed=feed, key=key, guid=guid, link=link, canonical_url=canonical,
-            title=title or link, summary=summary, published=_when(raw),
-        ))
-    return entries
+    def entries() -> Iterator[Entry]:
+        for raw in raw_entries:
+            title = _text(raw, "title", sanitize.TITLE_MAX)
+            link = sanitize.clean_text(str(raw.get("link") or ""), sanitize.LINK_MAX)
+            if not title and not link:
+                continue
+            summary = _text(raw, "summary", sanitize.SUMMARY_MAX)
+            canonical = canonicalize(link) if link else ""
+            guid = sanitize.strip_control(str(raw.get("id") or "")).strip() or None
+            key = guid or canonical or "title:" + hashlib.sha1(title.encode()).hexdigest()[:16]
+            yield Entry(feed=feed, key=key, guid=guid, link=link, canonical_url=canonical,
+                        title=title or link, summary=summary, published=_when(raw))
+
+    cleaned = sanitize.clean_entries(entries(), now=now, max_entries=max_entries)
+    if cleaned.dropped:
+        logger.warning("feed.capped feed=%s kept=%d dropped=%d (poll.max_entries)",
+                       feed, len(cleaned.entries), cleaned.dropped)
+    return list(cleaned.entries)
+
+
+def _problem(problem: object) -> str:
+    """feedparser's complaint, as one clean, short line (it may quote the body)."""
+    return sanitize.clean_text(str(problem), 300)

@@ -318,7 +318,7 @@ class Service:
             assert result.body is not None
             entries = await asyncio.to_thread(
                 parse_feed, result.body, feed.name, content_type=result.content_type,
-                canonicalize=canonical_url)
+                canonicalize=canonical_url, now=now, max_entries=self.config.poll.max_entries)
         except (FetchError, ParseError) as exc:
             return self._feed_failed(feed, now, exc)
         # Off the loop (story assignment can embed text, and the store writes), one

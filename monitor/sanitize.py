@@ -1,0 +1,165 @@
+"""Untrusted feed values -> values every later stage can hold (pure).
+
+A feed's publisher controls its titles, summaries, links, GUIDs and dates.
+Every parse path ends in :func:`clean_entries` (or :func:`clean_entry` for
+one entry), so the matcher, grouping, the store and every renderer only ever
+see entries that are:
+
+* free of control characters: C0 (tab and newline survive in summaries
+  only), DEL, C1 and lone surrogates are removed. They would reach terminals
+  as escape sequences, email headers and Slack as garbage, and PostgreSQL
+  refuses NUL outright;
+* capped: a title at :data:`TITLE_MAX` characters, a summary at
+  :data:`SUMMARY_MAX`, a link at :data:`LINK_MAX`, a GUID and the entry key
+  at :data:`KEY_MAX_BYTES` UTF-8 bytes, each cut marked with :data:`CUT`.
+  A cut GUID or key keeps a hash of the whole value, so two long GUIDs that
+  share a prefix stay two entries;
+* dated plausibly: a date before :data:`EARLIEST` or more than
+  :data:`FUTURE_SLACK` after ``now`` is treated as missing;
+* few enough: at most ``max_entries`` per feed per poll (the rest are
+  counted, for the caller to log).
+
+The text helpers (:func:`strip_control`, :func:`cap`) are also what other
+modules use on untrusted strings that do not come from entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from monitor.types import Entry
+
+TITLE_MAX = 1000  # characters
+SUMMARY_MAX = 5000  # characters: room for a long teaser, not a whole article
+LINK_MAX = 2000  # characters: what browsers and Slack reliably take
+KEY_MAX_BYTES = 2000  # UTF-8 bytes, for GUIDs and entry keys
+#: How much raw markup parse looks at before stripping it: a few times the cap,
+#: so markup around capped text survives while a megabyte title costs nothing.
+RAW_FACTOR = 8
+CUT = "…"
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)  # clock skew and time zones written wrong
+DEFAULT_MAX_ENTRIES = 1000  # per feed per poll; real feeds reach about 500
+
+# C0 but tab and newline, DEL, C1, lone surrogates.
+_CONTROL_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# The same plus tab, newline and carriage return: for one-line fields.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SPACES = re.compile(r"[ \t]*[\t\n\r][ \t\n\r]*")
+
+
+def strip_control(text: str, *, keep_lines: bool = False) -> str:
+    """``text`` without control characters or lone surrogates.
+
+    One-line fields (titles, links, GUIDs, header values) lose tabs and line
+    breaks too (a run of them becomes one space); ``keep_lines`` keeps tab and
+    newline, for summaries.
+    """
+    if keep_lines:
+        return _CONTROL_KEEP_LINES.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _CONTROL.sub("", _SPACES.sub(" ", text))
+
+
+def cap(text: str, limit: int) -> str:
+    """``text`` shortened to at most ``limit`` characters, the cut marked with "…"."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(CUT))].rstrip() + CUT
+
+
+def cap_bytes(text: str, limit: int) -> str:
+    """``text`` within ``limit`` UTF-8 bytes. A cut value keeps a hash of the whole,
+    so that values sharing a long prefix stay distinct (GUIDs and keys identify)."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    room = max(0, limit - len(CUT.encode()) - len(digest))
+    head = raw[:room].decode("utf-8", "ignore")
+    return head + CUT + digest
+
+
+def plausible(when: datetime | None, now: datetime | None) -> datetime | None:
+    """``when`` if a news item could carry it, else None (treated as undated).
+
+    ``now`` None checks only the lower bound (for callers without a clock,
+    such as a parse of a file for ``try``).
+    """
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when < EARLIEST:
+        return None
+    if now is not None and when > now + FUTURE_SLACK:
+        return None
+    return when
+
+
+def clean_text(text: str, limit: int, *, keep_lines: bool = False) -> str:
+    """Control characters removed, outer space trimmed, then capped."""
+    if len(text) > limit * RAW_FACTOR:  # don't scan a megabyte to keep a thousand
+        text = text[: limit * RAW_FACTOR]
+    return cap(strip_control(text, keep_lines=keep_lines).strip(), limit)
+
+
+def clean_entry(entry: Entry, now: datetime | None) -> Entry:
+    """One entry made safe to match, group, store and render (see the module docstring)."""
+    guid = entry.guid
+    if guid is not None:
+        guid = cap_bytes(strip_control(guid).strip(), KEY_MAX_BYTES) or None
+    title = clean_text(entry.title, TITLE_MAX)
+    summary = clean_text(entry.summary, SUMMARY_MAX, keep_lines=True)
+    link = clean_text(entry.link, LINK_MAX)
+    canonical = clean_text(entry.canonical_url, LINK_MAX)
+    key = cap_bytes(strip_control(entry.key), KEY_MAX_BYTES) or "empty"
+    published = plausible(entry.published, now)
+    if (guid, title, summary, link, canonical, key, published) == (
+            entry.guid, entry.title, entry.summary, entry.link, entry.canonical_url,
+            entry.key, entry.published):
+        return entry
+    return replace(entry, guid=guid, title=title, summary=summary, link=link,
+                   canonical_url=canonical, key=key, published=published)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cleaned:
+    """A poll's entries after :func:`clean_entries`; ``dropped`` were over ``max_entries``."""
+
+    entries: tuple[Entry, ...]
+    dropped: int = 0
+
+
+def clean_entries(entries: Iterable[Entry], *, now: datetime | None,
+                  max_entries: int = DEFAULT_MAX_ENTRIES) -> Cleaned:
+    """Every parse path's last step: each entry cleaned, repeats of a key dropped
+    (the first one wins), at most ``max_entries`` kept in document order."""
+    kept: list[Entry] = []
+    seen: set[str] = set()
+    dropped = 0
+    for raw in entries:
+        if len(kept) >= max_entries:
+            dropped += 1
+            continue
+        e = clean_entry(raw, now)
+        if e.key in seen or not (e.title or e.link):
+            continue
+        seen.add(e.key)
+        kept.append(e)
+    return Cleaned(entries=tuple(kept), dropped=dropped)
+
+
+def header_value(value: str | None, limit: int = 1000) -> str | None:
+    """An HTTP header value we may store and send back, else None.
+
+    Validators (ETag, Last-Modified) are opaque tokens of printable ASCII;
+    anything else (a decoded non-UTF-8 byte is a lone surrogate) is ignored,
+    as if the server had sent none.
+    """
+    if value is None or len(value) > limit or not value.isascii() or not value.isprintable():
+        return None
+    return value
