@@ -40,12 +40,13 @@ from types import TracebackType
 from typing import Any
 
 from monitor import config as cfg
+from monitor import redact
 from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, canonical_url, story_id_for
 from monitor.deliver.console import ConsoleSender
 from monitor.deliver.email import EmailSender
 from monitor.deliver.outbox import Outbox, Outcome
 from monitor.deliver.slack import SlackSender
-from monitor.errors import FetchError, MonitorError, ParseError
+from monitor.errors import FetchError, MonitorError, ParseError, StoreError
 from monitor.fetch import Fetcher
 from monitor.match import Matcher
 from monitor.metrics import Metrics
@@ -275,7 +276,7 @@ class Service:
         for problem in self.renderer.check():  # also loads them: reload swaps whole sets
             logger.warning("template.invalid %s", problem)
         logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s",
-                    len(c.feeds), len(self.matcher), len(self.senders), _safe_url(c.state))
+                    len(c.feeds), len(self.matcher), len(self.senders), redact.url(c.state))
 
     def _rebuild_index(self, dedupe: cfg.DedupeConfig) -> StoryIndex:
         """The story index of the last ``window``, rebuilt from the store (memory stays
@@ -302,10 +303,11 @@ class Service:
     # -- one feed -----------------------------------------------------------------------
 
     async def poll(self, feed: Feed) -> int:
-        """Poll one feed; returns the number of alerts queued. Never raises for feed trouble."""
+        """Poll one feed; returns the number of alerts queued. Never raises for feed trouble:
+        a fetch, parse or store error is recorded as this feed's failure (``feeds`` shows it)."""
         now = self.now()
-        state = self.store.feed_state(feed.name)
         try:
+            state = self.store.feed_state(feed.name)
             result = await self.fetcher.fetch(feed, state)
             if result.not_modified:
                 self.store.record_poll(PollRecord(
@@ -319,24 +321,30 @@ class Service:
             entries = await asyncio.to_thread(
                 parse_feed, result.body, feed.name, content_type=result.content_type,
                 canonicalize=canonical_url, now=now, max_entries=self.config.poll.max_entries)
-        except (FetchError, ParseError) as exc:
+            # Off the loop (story assignment can embed text, and the store writes), one
+            # feed at a time: the story index is not shared between threads.
+            async with self._ingesting:
+                queued = await asyncio.to_thread(self._ingest, feed, state, entries, now,
+                                                 result.etag, result.last_modified)
+        except (FetchError, ParseError, StoreError) as exc:
             return self._feed_failed(feed, now, exc)
-        # Off the loop (story assignment can embed text, and the store writes), one
-        # feed at a time: the story index is not shared between threads.
-        async with self._ingesting:
-            queued = await asyncio.to_thread(self._ingest, feed, state, entries, now,
-                                             result.etag, result.last_modified)
         if queued:
             self.outbox.wake()
         return queued
 
     def _feed_failed(self, feed: Feed, now: datetime, exc: MonitorError) -> int:
-        logger.warning("feed.error feed=%s url=%s error=%s", feed.name, feed.url, exc)
+        error = redact.text(str(exc))
+        logger.warning("feed.error feed=%s url=%s error=%s", feed.name, redact.url(feed.url),
+                       error)
         self.metrics.feed_failed(feed.name, exc)
         self.tally.failed += 1
         self.tally.failed_feeds.append(feed.name)
-        self.last_error = f"{feed.name}: {exc}"
-        self.store.record_poll(PollRecord(feed=feed.name, at=now, error=str(exc)))
+        self.last_error = f"{feed.name}: {error}"
+        try:
+            self.store.record_poll(PollRecord(feed=feed.name, at=now, error=error))
+        except StoreError as store_exc:
+            logger.warning("feed.unrecorded feed=%s error=%s", feed.name,
+                           redact.text(str(store_exc)))
         return 0
 
     def _outcome(self, outcome: Outcome, alert: Alert) -> None:
@@ -663,12 +671,3 @@ class Service:
         n = self.store.prune(self.now() - self.config.retention)
         self.index.expire(self.now())
         logger.info("store.pruned entries=%d", n)
-
-
-def _safe_url(url: str) -> str:
-    """A state URL without its password, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
-    return url

@@ -72,6 +72,25 @@ def dt(s: str | None) -> datetime | None:
     return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+def writable(*values: str | None) -> None:
+    """Refuse text the store could not hold or give back unchanged.
+
+    PostgreSQL rejects NUL, and a lone surrogate cannot be encoded as UTF-8
+    by either backend; the parser removes both, so reaching this is a bug
+    upstream, reported as one feed's StoreError rather than a crashed poll.
+    """
+    for v in values:
+        if v is None:
+            continue
+        if "\0" in v:
+            raise StoreError("refused a value with a NUL character")
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise StoreError("refused a value that is not valid Unicode (a lone "
+                             "surrogate)") from None
+
+
 def alert_id(watchlist: str, destination: str, story_id: str) -> str:
     """Deterministic: one alert per (watchlist, destination, story), ever."""
     digest = hashlib.sha256(f"{watchlist}\0{destination}\0{story_id}".encode()).hexdigest()
@@ -187,6 +206,9 @@ class SqlStore:
     dialect: ClassVar[str]
     serial: ClassVar[str]
     errors: tuple[type[BaseException], ...] = ()
+    #: Raised by drivers for values they cannot encode (a lone surrogate is a
+    #: UnicodeEncodeError in sqlite3): mapped to StoreError like driver errors.
+    value_errors: ClassVar[tuple[type[BaseException], ...]] = (UnicodeError, ValueError)
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -211,29 +233,32 @@ class SqlStore:
         with self._lock:
             try:
                 self._begin()
-            except self.errors as exc:
+            except (*self.errors, *self.value_errors) as exc:
                 raise StoreError(f"cannot begin transaction: {exc}") from exc
             try:
                 yield
             except BaseException:
-                self._execute("ROLLBACK")
+                try:
+                    self._execute("ROLLBACK")
+                except self.errors:
+                    pass  # the connection is gone: the original error says more
                 raise
             try:
                 self._execute("COMMIT")
-            except self.errors as exc:
+            except (*self.errors, *self.value_errors) as exc:
                 raise StoreError(f"commit failed: {exc}") from exc
 
     def _q(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
             try:
                 return list(self._execute(sql, params).fetchall())
-            except self.errors as exc:
+            except (*self.errors, *self.value_errors) as exc:
                 raise StoreError(f"query failed: {exc}") from exc
 
     def _x(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         try:
             cur = self._execute(sql, params)
-        except self.errors as exc:
+        except (*self.errors, *self.value_errors) as exc:
             raise StoreError(f"statement failed: {exc}") from exc
         return int(cur.rowcount or 0)
 
@@ -271,6 +296,7 @@ class SqlStore:
                          last_polled_at=dt(r[4]), last_error=r[5], failures=r[6])
 
     def _record_poll(self, poll: PollRecord) -> None:
+        writable(poll.feed, poll.etag, poll.last_modified, poll.error)
         if poll.error is None:
             self._x(
                 "INSERT INTO feeds (name, etag, last_modified, first_polled_at, last_polled_at, "
@@ -337,6 +363,7 @@ class SqlStore:
             self._record_poll(poll)
             for se in entries:
                 e = se.entry
+                writable(e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary)
                 j = se.join if se.join is not None and se.join.story_id is not None else None
                 self._x(
                     f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "

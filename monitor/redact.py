@@ -1,0 +1,108 @@
+"""Secrets out of what we show, log and store (pure).
+
+Two kinds of text leave the process and may carry a secret:
+
+* URLs we were configured with (a feed at ``https://user:pass@host/?token=...``,
+  a state URL with its password): :func:`url` keeps them recognisable and
+  drops the credentials;
+* error strings written by someone else (a Slack Web API error, an SMTP reply,
+  a driver's message, an exception naming a URL): a server that echoes our
+  token or the AUTH exchange must not put it into logs, ``alerts`` or
+  ``feeds``. :func:`text` makes one clean line of them, capped, with anything
+  token-like replaced by :data:`MASK`.
+
+Redaction errs towards hiding: an error message that loses a long
+random-looking word is still an error message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from monitor.sanitize import cap, strip_control
+
+MASK = "[redacted]"
+TEXT_MAX = 500  # characters of a foreign error string we keep
+
+#: Query parameters whose values are credentials.
+_SECRET_PARAMS = re.compile(
+    r"^(?:.*[_-])?(?:token|key|apikey|secret|password|passwd|pwd|pass|auth|sig|signature|"
+    r"code|session|sid|credential|credentials)$", re.I)
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # credentials inside a URL: scheme://user:password@host
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@"), rf"\1:{MASK}@"),
+    # Slack tokens (bot, user, app, refresh, config...) and app-level tokens
+    (re.compile(r"\bxox[abposre]-[A-Za-z0-9-]+"), MASK),
+    (re.compile(r"\bxapp-[A-Za-z0-9-]+"), MASK),
+    # Slack webhook paths
+    (re.compile(r"hooks\.slack\.com/\S+"), f"hooks.slack.com/{MASK}"),
+    # HTTP authorisation schemes
+    (re.compile(r"\b(Bearer|Basic|Digest|Token)\s+[^\s,;]+", re.I), rf"\1 {MASK}"),
+    # SMTP AUTH exchanges: AUTH PLAIN <blob>, AUTH LOGIN <blob>
+    (re.compile(r"\b(AUTH\s+(?:PLAIN|LOGIN|CRAM-MD5|XOAUTH2))\s+\S+", re.I), rf"\1 {MASK}"),
+    # key=value and key: value credentials
+    (re.compile(r"\b((?:[A-Za-z]+[_-])?(?:password|passwd|pwd|secret|token|api[_-]?key|"
+                r"access[_-]?key|auth|credentials?))(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&,;]+)",
+                re.I), rf"\1\2{MASK}"),
+)
+# A long run of base64 or hex that looks random (mixed case with a digit or
+# +/=, or just long): an AUTH blob, an API key, a session id.
+_BLOB = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+
+
+def _blob(m: re.Match[str]) -> str:
+    word = m.group(0)
+    lower = any(c.islower() for c in word)
+    upper = any(c.isupper() for c in word)
+    digit = any(c.isdigit() or c in "+/=" for c in word)
+    if len(word) >= 32 and (digit or (lower and upper)):
+        return MASK
+    if lower and upper and digit:
+        return MASK
+    if word.endswith("=") and (lower or upper):
+        return MASK
+    return word
+
+
+def text(value: str, limit: int = TEXT_MAX, *, secrets: Iterable[str] = ()) -> str:
+    """A foreign error string fit to log, store and print.
+
+    One line, no control characters, known ``secrets`` (a configured token or
+    password) and anything token-like replaced, at most ``limit`` characters.
+    """
+    out = strip_control(value[: limit * 4]).strip()
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            out = out.replace(secret, MASK)
+    for pattern, repl in _PATTERNS:
+        out = pattern.sub(repl, out)
+    out = _BLOB.sub(_blob, out)
+    return cap(out, limit)
+
+
+def url(value: str) -> str:
+    """A URL without its credentials: the password (and any credential-named
+    query parameter) becomes :data:`MASK`; the user name stays, so it is still
+    clear which account is meant."""
+    value = strip_control(value)
+    try:
+        parts = urlsplit(value)
+        netloc = parts.netloc
+        if "@" in netloc:
+            creds, host = netloc.rsplit("@", 1)
+            user = creds.split(":", 1)[0]
+            netloc = f"{user}:{MASK}@{host}" if ":" in creds else f"{user}@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(_SECRET_PARAMS.match(k) for k, _ in pairs):
+                query = urlencode([(k, MASK if _SECRET_PARAMS.match(k) else v)
+                                   for k, v in pairs], safe="[]")
+        if (netloc, query) == (parts.netloc, parts.query):
+            return value  # nothing to hide; urlunsplit would normalise sqlite:////path
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # not a URL we can take apart: hide what looks secret
+        return text(value, limit=len(value) + 1)
