@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from monitor import config as cfg
+from monitor import redact
 from monitor.errors import ConfigError, MonitorError
+from monitor.sanitize import ascii_json_safe, escape_control
 from monitor.types import Entry, Feed, Watchlist
 
 if TYPE_CHECKING:
@@ -41,11 +43,18 @@ logger = logging.getLogger("monitor")
 
 
 def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+    """Everything we print passes here: titles, links and errors came from feeds
+    and servers, so control characters are shown escaped, never obeyed."""
+    sys.stdout.write(escape_control(text) + "\n")
 
 
 def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(escape_control(text) + "\n")
+
+
+def _json(value: object) -> str:
+    """One JSON line whose text holds no raw control character or surrogate."""
+    return ascii_json_safe(json.dumps(value, ensure_ascii=False))
 
 
 def _setup_logging(verbose: bool, fmt: str) -> None:
@@ -228,11 +237,11 @@ def cmd_try(args: argparse.Namespace) -> int:
             if when is not None:
                 per_day[when.strftime("%Y-%m-%d")] += 1
             if args.json:
-                _out(json.dumps({"watchlist": m.watchlist, "title": entry.title,
-                                 "link": entry.link, "matched": list(m.terms),
-                                 "feed": entry.feed,
-                                 "published": entry.published.isoformat()
-                                 if entry.published else None}, ensure_ascii=False))
+                _out(_json({"watchlist": m.watchlist, "title": entry.title,
+                            "link": entry.link, "matched": list(m.terms),
+                            "feed": entry.feed,
+                            "published": entry.published.isoformat()
+                            if entry.published else None}))
             else:
                 _out(f"* {entry.title}\n  {entry.feed} | {entry.link}\n"
                      f"  matched: {', '.join(m.terms)}")
@@ -328,10 +337,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         alerts = store.list_alerts(status, limit=args.limit)
         if args.json:
             for a in alerts:
-                _out(json.dumps({"id": a.id, "status": a.status.value, "watchlist": a.watchlist,
-                                 "destination": a.destination, "attempts": a.attempts,
-                                 "title": a.entry.title, "error": a.last_error,
-                                 "created_at": a.created_at.isoformat()}, ensure_ascii=False))
+                _out(_json({"id": a.id, "status": a.status.value, "watchlist": a.watchlist,
+                            "destination": a.destination, "attempts": a.attempts,
+                            "title": a.entry.title, "error": a.last_error,
+                            "created_at": a.created_at.isoformat()}))
             return 0
         _out(f"{'ID':<20} {'STATUS':<7} {'TRIES':>5}  {'DESTINATION':<14} {'WATCHLIST':<22} TITLE")
         for a in alerts:
@@ -378,10 +387,10 @@ def cmd_stories(args: argparse.Namespace) -> int:
         for s in stories:
             feeds = sorted({src.feed for src in s.sources})
             if args.json:
-                _out(json.dumps({"id": s.id, "title": s.title,
-                                 "first_seen": s.first_seen.isoformat(),
-                                 "sources": [{"feed": x.feed, "title": x.title, "link": x.link}
-                                             for x in s.sources]}, ensure_ascii=False))
+                _out(_json({"id": s.id, "title": s.title,
+                            "first_seen": s.first_seen.isoformat(),
+                            "sources": [{"feed": x.feed, "title": x.title, "link": x.link}
+                                        for x in s.sources]}))
                 continue
             _out(f"{s.first_seen:%Y-%m-%d %H:%M}  [{len(s.sources)} from "
                  f"{_plural(len(feeds), 'source')}] {s.title}")
@@ -409,7 +418,8 @@ def cmd_feeds(args: argparse.Namespace) -> int:
             st = store.feed_state(feed.name)
             last = f"{st.last_polled_at:%Y-%m-%d %H:%M}" if st and st.last_polled_at else "never"
             status = f"FAILING x{st.failures}: {st.last_error}" if st and st.failures else "ok"
-            _out(f"{feed.name:<24} every {feed.interval}  last {last}  {status}\n    {feed.url}")
+            _out(f"{feed.name:<24} every {feed.interval}  last {last}  {status}\n"
+                 f"    {redact.url(feed.url)}")
         return 0
 
 

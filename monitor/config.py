@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor import redact
 from monitor.errors import ConfigError, QueryError
 from monitor.types import Feed, Mode, QuietHours, Watchlist
 
@@ -330,7 +331,7 @@ class FeedConfig(_Model):
     @classmethod
     def _url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://", "file://")):
-            raise ValueError(f"feed url must be http(s):// or file://, got {v!r}")
+            raise ValueError(f"feed url must be http(s):// or file://, got {redact.url(v)!r}")
         return v
 
 

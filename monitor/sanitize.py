@@ -64,6 +64,29 @@ def strip_control(text: str, *, keep_lines: bool = False) -> str:
     return _CONTROL.sub("", _SPACES.sub(" ", text))
 
 
+# What a terminal must not be handed raw: control characters but tab and
+# newline, lone surrogates, and the bidirectional overrides that reorder a line.
+_TERMINAL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_control(text: str) -> str:
+    """``text`` for a terminal: control characters shown as ``\\x1b``-style
+    escapes instead of being obeyed. Tab and newline stay."""
+    return _TERMINAL.sub(_escaped, text)
+
+
+def ascii_json_safe(text: str) -> str:
+    """JSON text (already dumped) with C1 controls, bidi overrides and lone
+    surrogates written as ``\\uXXXX``: json.dumps(ensure_ascii=False) leaves
+    them raw, where a terminal obeys them (or stdout cannot encode them)."""
+    return _TERMINAL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
 def cap(text: str, limit: int) -> str:
     """``text`` shortened to at most ``limit`` characters, the cut marked with "…"."""
     if len(text) <= limit:

@@ -5,6 +5,9 @@ starting, recording and delivering afterwards."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -13,8 +16,12 @@ from xml.sax.saxutils import escape
 import pytest
 from feeds import RSS, seed_story
 from servers import FeedServer, SlackServer, SMTPServer
-from stores import state_url
+from stores import fresh_store, state_url
 from test_end_to_end import cli, make_config
+
+from monitor.errors import StoreError
+from monitor.store import PollRecord, StoredEntry
+from monitor.types import Entry
 
 NOW = format_datetime(datetime.now(UTC), usegmt=True)
 
@@ -80,3 +87,214 @@ def test_an_implausible_date_does_not_stop_later_starts(
     r = cli(config, "run", "--once")
     assert r.returncode == 0, r.stderr
     assert any(title[:30] in (m.text or "") for m in slack_server.messages)
+
+
+# ------------------------------------------------- 5. one bad value, one feed
+
+
+class RawHTTPServer:
+    """Answers every request on 127.0.0.1 with the same bytes, headers and all:
+    for what aiohttp's server refuses to send (a non-UTF-8 byte in a header)."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> RawHTTPServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(self.response)
+
+
+def test_a_bad_validator_header_is_ignored_and_the_feed_keeps_working(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    body = rss(item("Markets rally", "https://evil.example/m")).encode()
+    response = (b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+                b"ETag: \"abc\xff\xfe\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 G\xffT\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+                + body)
+    with RawHTTPServer(response) as raw:
+        feed_server.set("/good.xml", RSS().render())
+        config = make_config(tmp_path, feed_server, slack_server, smtp_server,
+                             {"Good": "/good.xml"},
+                             )
+        text = config.read_text().replace(
+            "feeds:\n", f"feeds:\n  - {{name: Raw, url: 'http://127.0.0.1:{raw.port}/f.xml'}}\n")
+        config.write_text(text)
+        for _ in range(2):
+            r = cli(config, "run", "--once")
+            assert r.returncode == 0, r.stderr
+            assert "Traceback" not in r.stderr
+        r = cli(config, "feeds")
+        assert r.returncode == 0, r.stderr
+        raw_line = next(line for line in r.stdout.splitlines() if line.startswith("Raw "))
+        assert raw_line.rstrip().endswith("ok"), r.stdout
+        title = publish_good(feed_server)
+        r = cli(config, "run", "--once")
+        assert r.returncode == 0, r.stderr
+        assert any(title[:30] in (m.text or "") for m in slack_server.messages)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_nul_in_a_title_breaks_nothing(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer, backend: str) -> None:
+    with state_url(backend, tmp_path) as state:
+        config = started(tmp_path, feed_server, slack_server, smtp_server, state=state)
+        feed_server.set("/evil.xml", rss(
+            item("Chess&#0; club of North Korea visits Ukraine\x01 for a tournament",
+                 "https://evil.example/nul",
+                 raw_title=True)))
+        title = publish_good(feed_server)
+        r = cli(config, "run", "--once")
+        assert r.returncode == 0, r.stderr
+        assert "Traceback" not in r.stderr
+        r = cli(config, "feeds")
+        assert "FAILING" not in r.stdout, r.stdout
+        texts = [m.text or "" for m in slack_server.messages]
+        assert any(title[:30] in t for t in texts)
+        assert any("Chess club of North Korea" in t for t in texts), texts
+        assert all("\x00" not in t and "\x01" not in t for t in texts)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_store_refuses_what_it_cannot_read_back(tmp_path: Path, backend: str) -> None:
+    """The store's boundary: a value no backend can hold is a StoreError (the
+    poll records it as the feed's failure), never a UnicodeEncodeError."""
+    now = datetime.now(UTC)
+    e = Entry(feed="F", key="k", guid=None, link="https://x.example/", canonical_url="",
+              title="nul \x00 here", summary="", published=None)
+    with fresh_store(backend, tmp_path) as store:
+        with pytest.raises(StoreError):
+            store.ingest(PollRecord(feed="F", at=now), [StoredEntry(entry=e, story_id="s",
+                                                                    seen_at=now)], [])
+        with pytest.raises(StoreError):
+            store.record_poll(PollRecord(feed="F", at=now, etag='"\udcff"'))
+        store.record_poll(PollRecord(feed="F", at=now, error="still usable"))
+        state = store.feed_state("F")
+        assert state is not None and state.failures == 1
+
+
+# -------------------------------------------------------------- 6. secrets
+
+TOKEN = "xoxb-test-token"
+
+
+def test_no_secret_reaches_logs_alerts_or_feeds(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    config = started(tmp_path, feed_server, slack_server, smtp_server)
+    secret_url = feed_server.url("/private.xml").replace("://", "://bob:hunter2@")
+    text = config.read_text().replace(
+        "feeds:\n", f"feeds:\n  - {{name: Private, url: '{secret_url}?token=s3cr3tv4lue'}}\n")
+    config.write_text(text)
+    # Servers that echo what they were sent: the token, the AUTH exchange, a password.
+    slack_server.fail_next(1, 200, error=f"invalid_auth: {TOKEN} Bearer {TOKEN}")
+    smtp_server.fail_next(1, 550, "5.7.1 AUTH PLAIN AHVzZXIAaHVudGVyMg== password=hunter2 "
+                                  f"token {TOKEN}")
+    publish_good(feed_server)
+    outputs = []
+    for args in (("run", "--once"), ("feeds",), ("alerts",), ("alerts", "--json"),
+                 ("alerts", "--failed")):
+        r = cli(config, *args)
+        assert r.returncode == 0, r.stderr
+        outputs.append(r.stdout + r.stderr)
+    everything = "\n".join(outputs)
+    assert "Private" in everything and "127.0.0.1" in everything
+    for secret in ("hunter2", TOKEN, "AHVzZXIAaHVudGVyMg", "s3cr3tv4lue"):
+        assert secret not in everything, secret
+    assert "failed" in outputs[3]  # the refused alerts are there, their reasons cleaned
+
+
+# ------------------------------------------------- 7. control characters
+
+HOSTILE = "North Korea\x1b]0;pwned\x07 troops\x1b[8m Ukraine\x9b31m\x00\x08 grain"
+
+
+def test_control_characters_reach_no_terminal_header_or_slack(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    config = started(tmp_path, feed_server, slack_server, smtp_server)
+    xml_title = "".join(f"&#{ord(c)};" if ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 else c
+                        for c in HOSTILE)
+    feed_server.set("/evil.xml", rss(item(xml_title, "https://evil.example/esc",
+                                          raw_title=True, summary="Ukraine \x1b[2J")))
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    outputs = [r.stdout + r.stderr]
+    for args in (("alerts",), ("alerts", "--json"), ("stories",), ("stories", "--json"),
+                 ("feeds",)):
+        r = cli(config, *args)
+        assert r.returncode == 0, r.stderr
+        outputs.append(r.stdout + r.stderr)
+    for out in outputs:
+        assert not any(c in out for c in "\x1b\x07\x9b\x00\x08"), out
+    assert "North Korea" in outputs[1]
+    [msg] = slack_server.messages
+    posted = json.dumps({"text": msg.text, "blocks": msg.blocks}, ensure_ascii=False)
+    assert not any(c in json.loads(posted)["text"] for c in "\x1b\x07\x9b\x00")
+    assert "\\u001b" not in posted and "\\u0007" not in posted
+    [mail] = smtp_server.received
+    subject = str(mail.message["Subject"])
+    assert "North Korea" in subject and not any(c in subject for c in "\x1b\x07\x9b\x00")
+
+
+def test_the_console_destination_escapes_control_characters(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    wl = "name: Console\nall: [Ukraine]\nnotify: [console]\n"
+    config = started(tmp_path, feed_server, slack_server, smtp_server,
+                     watchlists={"c.yaml": wl})
+    # Straight into the store's old rows: the console must escape, whatever it is handed.
+    feed_server.set("/evil.xml", rss(item("Ukraine &#27;]0;pwned&#7; news", "https://e.example/c",
+                                          raw_title=True)))
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    assert "Ukraine" in r.stdout
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+
+
+# ------------------------------------------------------- 2. long titles
+
+
+def test_a_megabyte_title_is_capped_and_cheap(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    config = started(tmp_path, feed_server, slack_server, smtp_server)
+    long_title = "Chess: North Korea meets Ukraine " + "pawn " * 200_000  # 1,000,000 characters
+    feed_server.set("/evil.xml", rss(item(long_title, "https://evil.example/long",
+                                          guid="g" * 1_000_000, summary="s " * 500_000)))
+    title = publish_good(feed_server)
+    started_at = time.monotonic()
+    r = cli(config, "run", "--once", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - started_at < 20
+    [mail_a, mail_b] = smtp_server.received
+    subjects = [str(m.message["Subject"]) for m in (mail_a, mail_b)]
+    assert all(len(s) <= 300 for s in subjects), [len(s) for s in subjects]
+    assert any(title[:30] in s for s in subjects)
+    for m in slack_server.messages:
+        assert len(m.text or "") <= 4000
+    r = cli(config, "alerts", "--json")
+    titles = [json.loads(line)["title"] for line in r.stdout.splitlines()]
+    assert all(len(t) <= 1000 for t in titles) and any(t.endswith("…") for t in titles)

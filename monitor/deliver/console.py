@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import ClassVar, TextIO
 
+from monitor.sanitize import escape_control
 from monitor.types import Alert, Receipt, Rendered
 
 
@@ -27,7 +28,8 @@ class ConsoleSender:
 
     async def send(self, alert: Alert, message: Rendered) -> Receipt:
         stream = self._stream if self._stream is not None else sys.stdout
-        stream.write(message.text.rstrip("\n") + "\n\n")
+        # Titles and links come from feeds: a terminal must show escapes, not obey them.
+        stream.write(escape_control(message.text.rstrip("\n")) + "\n\n")
         stream.flush()
         return Receipt()
 

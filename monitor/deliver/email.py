@@ -37,12 +37,15 @@ from typing import ClassVar
 
 import aiosmtplib
 
+from monitor import redact
 from monitor.errors import DeliveryError, PermanentDeliveryError
+from monitor.sanitize import cap, strip_control
 from monitor.types import Alert, Receipt, Rendered
 
 logger = logging.getLogger(__name__)
 
 MESSAGE_ID_DOMAIN = "news-monitor"
+SUBJECT_MAX = 250  # characters; mail clients show far fewer
 _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]")
 
 
@@ -110,11 +113,14 @@ class EmailSender:
         msg["Date"] = format_datetime(now or datetime.now(UTC))
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.to)
-        msg["Subject"] = " ".join(message.subject.split()) or "[news-monitor]"
+        # One line of at most SUBJECT_MAX characters: folding a header is
+        # superlinear in its length, and a header must hold no control character.
+        subject = cap(" ".join(strip_control(message.subject).split()), SUBJECT_MAX)
+        msg["Subject"] = subject or "[news-monitor]"
         msg["X-News-Monitor-Alert"] = alert.id
-        msg.set_content(message.text or "")
+        msg.set_content(strip_control(message.text or "", keep_lines=True))
         if message.html:
-            msg.add_alternative(message.html, subtype="html")
+            msg.add_alternative(strip_control(message.html, keep_lines=True), subtype="html")
         return msg
 
     async def send(self, alert: Alert, message: Rendered) -> Receipt:
@@ -137,27 +143,32 @@ class EmailSender:
                 )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
-            text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            text = self._clean("; ".join(f"{r.recipient}: {r.code} {r.message}"
+                                         for r in exc.recipients))
             error_type = PermanentDeliveryError if all(c >= 500 for c in codes) else DeliveryError
             raise error_type(f"{where}: recipients refused: {text}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             error_type = PermanentDeliveryError if exc.code >= 500 else DeliveryError
-            raise error_type(f"{where}: {type(exc).__name__} {exc.code} {exc.message}") from exc
+            raise error_type(f"{where}: {type(exc).__name__} {exc.code} "
+                             f"{self._clean(exc.message)}") from exc
         except aiosmtplib.SMTPNotSupported as exc:
-            raise PermanentDeliveryError(f"{where}: {exc}") from exc
+            raise PermanentDeliveryError(f"{where}: {self._clean(str(exc))}") from exc
         except aiosmtplib.SMTPException as exc:
             # aiosmtplib raises a bare SMTPException when the server lacks STARTTLS
             # or AUTH that we were told to use: a configuration mismatch, not an outage.
             if type(exc) is aiosmtplib.SMTPException and "not supported" in str(exc):
-                raise PermanentDeliveryError(f"{where}: {exc}") from exc
-            raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
+                raise PermanentDeliveryError(f"{where}: {self._clean(str(exc))}") from exc
+            raise DeliveryError(f"{where}: {type(exc).__name__}: {self._clean(str(exc))}") \
+                from exc
         except (TimeoutError, OSError) as exc:
             reason = (
-                "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                "timed out" if isinstance(exc, TimeoutError)
+                else f"{type(exc).__name__}: {self._clean(str(exc))}"
             )
             raise DeliveryError(f"{where}: {reason}") from exc
         except ValueError as exc:  # aiosmtplib refuses CR/LF/control characters in arguments
-            raise PermanentDeliveryError(f"{where}: invalid message: {exc}") from exc
+            raise PermanentDeliveryError(
+                f"{where}: invalid message: {self._clean(str(exc))}") from exc
         if errors:  # some recipients refused, the others got it: not worth a re-send
             logger.warning(
                 "email.partly_refused destination=%s alert=%s refused=%s",
@@ -166,6 +177,17 @@ class EmailSender:
                 ", ".join(f"{k} ({v.code})" for k, v in errors.items()),
             )
         return Receipt(remote_id=str(msg["Message-ID"]))
+
+    def _clean(self, reply: str) -> str:
+        """An SMTP reply as we may log and store it: the server wrote it, and one
+        that echoes the AUTH exchange would otherwise hand it our password."""
+        secrets = [self._password or ""]
+        if self.username and self._password:
+            import base64
+
+            for blob in (f"\0{self.username}\0{self._password}", self._password):
+                secrets.append(base64.b64encode(blob.encode()).decode())
+        return redact.text(reply, 300, secrets=secrets)
 
     async def aclose(self) -> None:
         """Nothing to close: each send uses its own SMTP session."""

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from monitor import redact
 from monitor.errors import DeliveryError
 from monitor.render import Renderer
 from monitor.store import SqlStore
@@ -289,11 +290,12 @@ class Outbox:
         try:
             await sender.send(carrier, message)
         except DeliveryError as exc:
+            reason = redact.text(str(exc))
             if exc.permanent:
                 logger.warning("digest.failed destination=%s alerts=%d reason=%s", name,
-                               len(ids), exc)
+                               len(ids), reason)
                 for aid in ids:
-                    self.store.mark_failed(aid, str(exc))
+                    self.store.mark_failed(aid, reason)
                 return
             attempts = self._flush_attempts.get(name, 0) + 1
             self._flush_attempts[name] = attempts
@@ -301,7 +303,7 @@ class Outbox:
                                        self._remaining(), exc.retry_after)
             self._flush_after[name] = asyncio.get_running_loop().time() + delay
             logger.warning("digest.retry destination=%s alerts=%d attempt=%d in=%.1fs "
-                           "reason=%s", name, len(ids), attempts, delay, exc)
+                           "reason=%s", name, len(ids), attempts, delay, reason)
             return
         self._flush_attempts.pop(name, None)
         self._flush_after.pop(name, None)
@@ -345,7 +347,7 @@ class Outbox:
     def _failed(self, alert: Alert, exc: DeliveryError, attempts: int | None = None,
                 maybe_sent: bool = False) -> None:
         attempts = alert.attempts if attempts is None else attempts
-        reason = str(exc)
+        reason = redact.text(str(exc))
         if exc.permanent:
             logger.warning("alert.failed alert=%s destination=%s reason=%s (permanent; "
                            "`news-monitor alerts retry %s` re-queues it)",
@@ -383,7 +385,7 @@ class Outbox:
         except DeliveryError as exc:
             if exc.permanent:
                 logger.warning("alert.update_failed alert=%s destination=%s reason=%s",
-                               alert.id, sender.name, exc)
+                               alert.id, sender.name, redact.text(str(exc)))
                 self._update_backoff.pop(alert.id, None)
                 self.store.clear_update(alert.id)
             else:
@@ -391,7 +393,8 @@ class Outbox:
                 self._update_backoff[alert.id] = (
                     tries + 1, asyncio.get_running_loop().time() + delay)
                 logger.warning("alert.update_retry alert=%s destination=%s attempt=%d "
-                               "in=%.1fs reason=%s", alert.id, sender.name, tries + 1, delay, exc)
+                               "in=%.1fs reason=%s", alert.id, sender.name, tries + 1, delay,
+                               redact.text(str(exc)))
             return
         self._update_backoff.pop(alert.id, None)
         reply = getattr(sender, "reply", None)
@@ -413,7 +416,7 @@ class Outbox:
                                 always=source.weak)
                 except DeliveryError as exc:
                     logger.warning("alert.reply_failed alert=%s destination=%s reason=%s",
-                                   alert.id, sender.name, exc)
+                                   alert.id, sender.name, redact.text(str(exc)))
             self.store.set_announced(alert.id, len(story.sources))
         self.store.clear_update(alert.id)
         logger.info("alert.updated alert=%s destination=%s", alert.id, sender.name)

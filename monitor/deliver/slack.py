@@ -41,8 +41,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from monitor import redact
 from monitor.errors import DeliveryError, PermanentDeliveryError
 from monitor.render import mrkdwn_escape
+from monitor.sanitize import strip_control
 from monitor.types import Alert, Receipt, Rendered
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,10 @@ class SlackSender:
         mode = "webhook" if self.webhook else f"channel={self.channel!r}"
         return f"SlackSender({self.name!r}, {mode})"
 
+    def _secrets(self) -> tuple[str, ...]:
+        """What must never appear in an error we raise."""
+        return tuple(s for s in (self._token, self._webhook_url) if s)
+
     @property
     def webhook(self) -> bool:
         return self._webhook_url is not None
@@ -155,7 +161,7 @@ class SlackSender:
             "chat.postMessage",
             lambda client: client.chat_postMessage(
                 channel=self._channel_id or self.channel or "",
-                text=message.text,
+                text=strip_control(message.text, keep_lines=True),
                 blocks=_blocks(message),
                 metadata={
                     "event_type": EVENT_TYPE,
@@ -188,7 +194,8 @@ class SlackSender:
         await self._call(
             "chat.update",
             lambda client: client.chat_update(
-                channel=channel, ts=ts, text=message.text, blocks=_blocks(message) or []
+                channel=channel, ts=ts, text=strip_control(message.text, keep_lines=True),
+                blocks=_blocks(message) or [],
             ),
         )
 
@@ -208,7 +215,7 @@ class SlackSender:
             lambda client: client.chat_postMessage(
                 channel=channel,
                 thread_ts=ts,
-                text=mrkdwn_escape(text),
+                text=mrkdwn_escape(strip_control(text)),
                 unfurl_links=False,
                 unfurl_media=False,
             ),
@@ -334,7 +341,8 @@ class SlackSender:
             ) from exc
         except SlackClientError as exc:
             raise PermanentDeliveryError(
-                f"slack destination {self.name!r}: {method} rejected by the client: {exc}"
+                f"slack destination {self.name!r}: {method} rejected by the client: "
+                f"{redact.text(str(exc), 200, secrets=self._secrets())}"
             ) from exc
         data = response.data
         return data if isinstance(data, dict) else {}
@@ -344,6 +352,8 @@ class SlackSender:
         status = int(getattr(response, "status_code", 0) or 0)
         data = getattr(response, "data", None)
         code = str(data.get("error") or "") if isinstance(data, dict) else ""
+        if code and not _CODE.match(code):  # a server may echo anything here, our token too
+            code = "unrecognised_error"
         where = f"slack destination {self.name!r}"
         if self.channel and method in ("chat.postMessage", "chat.update", "conversations.history"):
             where += f" (channel {self.channel})"
@@ -355,7 +365,7 @@ class SlackSender:
         try:
             async with asyncio.timeout(self.timeout):
                 response = await client.send(
-                    text=message.text,
+                    text=strip_control(message.text, keep_lines=True),
                     blocks=_blocks(message),
                     unfurl_links=False,
                     unfurl_media=False,
@@ -415,4 +425,16 @@ def _describe(exc: BaseException) -> str:
 
 
 def _blocks(message: Rendered) -> list[dict[str, Any]] | None:
-    return [dict(block) for block in message.blocks] if message.blocks else None
+    """The message's blocks with no control character in any string: JSON would
+    carry them, and Slack shows them as garbage or refuses the message."""
+    return [_clean(dict(block)) for block in message.blocks] if message.blocks else None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return strip_control(value, keep_lines=True)
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
