@@ -143,15 +143,61 @@ class _Located:
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+#: Aliases one document may use, and values it may expand to: far above any
+#: real config (a thousand feeds are a few thousand values), far below a bomb.
+MAX_ALIASES = 1000
+MAX_VALUES = 200_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses recursive aliases and counts alias uses.
+
+    ``&a [x, *a]`` composes to a node that contains itself (constructing it
+    never ends); an alias bomb composes fine and explodes when expanded. The
+    first is refused here, while composing; the second is bounded by
+    :data:`MAX_ALIASES` here and by :data:`MAX_VALUES` in :func:`_construct`.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._composing: list[str] = []  # anchors whose node is not finished yet
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            mark = event.start_mark if isinstance(event.start_mark, yaml.Mark) else None
+            self._aliases += 1
+            if event.anchor in self._composing:
+                raise yaml.composer.ComposerError(
+                    None, None, f"recursive alias *{event.anchor} (a value inside itself)",
+                    mark)
+            if self._aliases > MAX_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases", mark)
+            return super().compose_node(parent, index)
+        anchor = getattr(event, "anchor", None)
+        if anchor is None:
+            return super().compose_node(parent, index)
+        self._composing.append(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._composing.pop()
+
 
 def _load_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, _Located]:
     located = _Located(str(path))
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise ConfigError(f"cannot read: {reason or exc}", path=str(path)) from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
+        if node is None:
+            return None, located
+        return _construct(node, (), located, env, [0]), located
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise ConfigError(
@@ -159,37 +205,45 @@ def _load_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, _Located]:
             path=str(path),
             line=mark.line + 1 if mark else None,
             column=mark.column + 1 if mark else None,
-        ) from exc
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", path=str(path)) from exc
-    if node is None:
-        return None, located
-    return _construct(node, (), located, env), located
+        raise ConfigError(f"invalid YAML: {exc}", path=str(path)) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", path=str(path), line=1) from None
 
 
 def _construct(node: yaml.Node, loc: tuple[Any, ...], located: _Located,
-               env: Mapping[str, str]) -> Any:
+               env: Mapping[str, str], count: list[int]) -> Any:
+    """The value of ``node``; ``count`` (one cell, shared) bounds how many values
+    the document expands to, however its aliases nest."""
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise located.error(f"the document expands to more than {MAX_VALUES} values "
+                            "(aliases nested in aliases?)", loc)
     located.marks.setdefault(loc, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader(  # keys are plain scalars in practice
-                "").construct_object(key_node, deep=True)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError("a key must be a plain value, not a list or mapping",
+                                  path=located.file, line=key_node.start_mark.line + 1,
+                                  column=key_node.start_mark.column + 1)
+            key = _scalar(key_node, located)
             if key == "<<":
                 raise located.error("YAML merge keys are not supported", loc)
             sub = (*loc, key)
             located.marks[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _construct(value_node, sub, located, env)
+            out[key] = _construct(value_node, sub, located, env, count)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
-            items.append(_construct(item, (*loc, i), located, env))
+            items.append(_construct(item, (*loc, i), located, env, count))
         return items
     assert isinstance(node, yaml.ScalarNode)
     located.scalars[loc] = node
     located.marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    value = yaml.SafeLoader("").construct_object(node)
+    value = _scalar(node, located)
     if isinstance(value, str) and "${" in value:
 
         def substitute(m: re.Match[str]) -> str:
@@ -199,6 +253,25 @@ def _construct(node: yaml.Node, loc: tuple[Any, ...], located: _Located,
             return env[name]
 
         value = _VAR.sub(substitute, value)
+    return value
+
+
+def _scalar(node: yaml.ScalarNode, located: _Located) -> Any:
+    """One scalar as SafeLoader reads it; an unknown tag (``!!python/name:``) or a
+    value its tag cannot take (``!!int x``) is a ConfigError at its line."""
+    try:
+        value = yaml.SafeLoader("").construct_object(node)
+    except yaml.MarkedYAMLError:
+        raise
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(f"invalid value: {exc}", path=located.file,
+                          line=node.start_mark.line + 1,
+                          column=node.start_mark.column + 1) from None
+    try:
+        hash(value)
+    except TypeError:
+        raise ConfigError("invalid value", path=located.file,
+                          line=node.start_mark.line + 1) from None
     return value
 
 
@@ -535,6 +608,11 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
                                 feed_names=feed_names, default_quiet=model.quiet_hours)
         except ConfigError as exc:
             errors.extend(exc.errors if isinstance(exc, _Many) else [exc])
+            continue
+        except Exception as exc:  # a bug of ours: still only this watchlist's problem
+            logger.exception("watchlist.crash path=%s", wl_path)
+            errors.append(ConfigError(f"cannot load: {type(exc).__name__}: {exc}",
+                                      path=str(wl_path)))
             continue
         if wl.name in names:
             errors.append(ConfigError(

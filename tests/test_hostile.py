@@ -5,6 +5,7 @@ starting, recording and delivering afterwards."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -298,3 +299,42 @@ def test_a_megabyte_title_is_capped_and_cheap(
     r = cli(config, "alerts", "--json")
     titles = [json.loads(line)["title"] for line in r.stdout.splitlines()]
     assert all(len(t) <= 1000 for t in titles) and any(t.endswith("…") for t in titles)
+
+
+# ---------------------------------------------------- 8. bad watchlist files
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    lines = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\nname: Bomb\nany: [x]\nnotify: [newsroom]\n"
+
+
+BAD_WATCHLISTS = {
+    "recursive.yaml": "name: Recursive\nany: &a [x, *a]\nnotify: [newsroom]\n",
+    "tag.yaml": "name: Tag\nany: !!python/name:os.system x\nnotify: [newsroom]\n",
+    "key.yaml": "name: Key\n? {a: 1}\n: x\nany: [x]\nnotify: [newsroom]\n",
+    "bomb.yaml": _alias_bomb(),
+    "deep.yaml": "name: Deep\nany: " + "[" * 3000 + "]" * 3000 + "\nnotify: [newsroom]\n",
+}
+
+
+def test_one_bad_watchlist_file_stops_nothing_else(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    from test_end_to_end import NK_WATCHLIST
+
+    config = started(tmp_path, feed_server, slack_server, smtp_server,
+                     watchlists={"nk.yaml": NK_WATCHLIST, **BAD_WATCHLISTS})
+    started_at = time.monotonic()
+    r = cli(config, "check", timeout=60)
+    assert time.monotonic() - started_at < 20
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    for name in BAD_WATCHLISTS:
+        assert re.search(rf"{tmp_path}/watchlists/{name}:\d+(:\d+)?: ", r.stderr), (name, r.stderr)
+    title = publish_good(feed_server)
+    r = cli(config, "run", "--once", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "recursive.yaml" in r.stderr
+    assert any(title[:30] in (m.text or "") for m in slack_server.messages)
