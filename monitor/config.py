@@ -472,6 +472,7 @@ class WatchlistFile(_Model):
     quiet_hours: QuietHoursConfig | None = None
     urgent: bool = False
     max_per_hour: int | None = Field(None, ge=1)
+    max_per_poll: int = Field(20, ge=1)
 
     @field_validator("all", "any", "none", "notify", "at", mode="before")
     @classmethod
@@ -706,7 +707,7 @@ def load_watchlist(
         feeds=None if model.feeds == "all" else frozenset(model.feeds),
         notify=model.notify, mode=model.mode, every=model.every, at=model.at,
         timezone=model.timezone, quiet_hours=quiet.value() if quiet else None,
-        urgent=model.urgent, max_per_hour=model.max_per_hour,
+        urgent=model.urgent, max_per_hour=model.max_per_hour, max_per_poll=model.max_per_poll,
         line=located.where(())[0] or 1, query_line=query_line, query_column=query_column,
     )
 

@@ -119,19 +119,29 @@ def alerts_for(matches: Sequence[tuple[Match, str]], watchlists: dict[str, Watch
 
     ``recent`` counts, per (watchlist, destination), the alerts that went out
     immediately in the last hour: what ``max_per_hour`` is checked against.
+    ``matches`` are one feed's in one poll (or fewer): beyond a watchlist's
+    ``max_per_poll`` immediate alerts to one destination, the rest are held
+    as due now with reason "max_per_poll", and the outbox sends them as one
+    summary after the others, so one feed's burst cannot flood a channel.
     """
     counts = dict(recent or {})
+    this_poll: dict[tuple[str, str], int] = {}
     out = []
     for m, story in matches:
         wl = watchlists[m.watchlist]
         for dest in wl.notify:
             hold = hold_for(wl, now, counts.get((wl.name, dest), 0))
-            if hold.status is AlertStatus.QUEUED:
-                counts[(wl.name, dest)] = counts.get((wl.name, dest), 0) + 1
+            status, until, reason = hold.status, hold.until, hold.reason or None
+            if status is AlertStatus.QUEUED:
+                if this_poll.get((wl.name, dest), 0) >= wl.max_per_poll:
+                    status, until, reason = AlertStatus.HELD, now, "max_per_poll"
+                else:
+                    this_poll[(wl.name, dest)] = this_poll.get((wl.name, dest), 0) + 1
+                    counts[(wl.name, dest)] = counts.get((wl.name, dest), 0) + 1
             out.append(Alert(id=alert_id(wl.name, dest, story), watchlist=wl.name,
                              destination=dest, story_id=story, entry=m.entry, terms=m.terms,
-                             created_at=now, status=hold.status, hold_until=hold.until,
-                             hold_reason=hold.reason or None))
+                             created_at=now, status=status, hold_until=until,
+                             hold_reason=reason))
     return out
 
 

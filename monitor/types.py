@@ -90,6 +90,8 @@ class Watchlist:
     quiet_hours: QuietHours | None = None
     urgent: bool = False
     max_per_hour: int | None = None
+    #: Alerts one feed may cause in one poll; the rest fold into one summary.
+    max_per_poll: int = 20
     line: int = 1
     query_line: int | None = None
     query_column: int | None = None
@@ -136,7 +138,7 @@ class Alert:
     remote_id: str | None = None  # Slack ts, email Message-ID
     remote_channel: str | None = None  # Slack channel id the message landed in
     hold_until: datetime | None = None  # HELD: when the digest / quiet-hours flush is due
-    hold_reason: str | None = None  # HELD: "digest", "quiet hours" or "max_per_hour"
+    hold_reason: str | None = None  # HELD: "digest", "quiet hours", "max_per_hour", "max_per_poll"
     maybe_sent: bool = False  # a send began and its outcome is unknown: look before resending
 
 

@@ -338,3 +338,56 @@ def test_one_bad_watchlist_file_stops_nothing_else(
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "recursive.yaml" in r.stderr
     assert any(title[:30] in (m.text or "") for m in slack_server.messages)
+
+
+# ------------------------------------------------------------ 3. floods
+
+
+def _words(i: int) -> str:
+    """Four made-up words no other title shares: each item its own story."""
+    letters = "bcdfghjklmnpqrstvwxz"
+    return " ".join("".join(letters[(i * 7 + k * 13 + j * 3) % 20] + "aeiou"[(i + j + k) % 5]
+                            for j in range(4)) + str(i) for k in range(4))
+
+
+def test_one_feed_cannot_flood_a_channel_or_bury_another_watchlist(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    watchlists = {
+        "burst.yaml": "name: Burst\nall: [Ukraine]\nnotify: [newsroom]\nmax_per_poll: 4\n",
+        "calm.yaml": "name: Calm\nall: [Kyrgyzstan]\nnotify: [newsroom]\n",
+    }
+    config = started(tmp_path, feed_server, slack_server, smtp_server, watchlists=watchlists)
+    feed_server.set("/evil.xml", rss(*(
+        item(f"Ukraine {_words(i)}", f"https://evil.example/{i}") for i in range(40))))
+    good = RSS()
+    good.add("Kyrgyzstan opens a new railway to China", "https://news.example/kg")
+    feed_server.set("/good.xml", good.render())
+    r = cli(config, "run", "--once", timeout=120)
+    assert r.returncode == 0, r.stderr
+    texts = [m.text or "" for m in slack_server.messages]
+    assert len(texts) == 4 + 1 + 1, texts  # four alerts, Calm's alert, one summary
+    calm = next(i for i, t in enumerate(texts) if "Kyrgyzstan" in t)
+    assert calm <= 2, texts  # not behind Burst's whole burst
+    assert "36 more" in texts[-1] and "Evil" in texts[-1], texts[-1]
+    # Nothing alerts twice: the folded stories are claimed too.
+    r = cli(config, "run", "--once", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(slack_server.messages) == 6
+
+
+def test_the_default_flood_guard_is_twenty_per_feed_and_watchlist() -> None:
+    from monitor.service import alerts_for
+    from monitor.types import AlertStatus, Match, Watchlist
+
+    now = datetime.now(UTC)
+    wl = Watchlist(name="W", all=("x",), notify=("a", "b"))
+    matches = [(Match(watchlist="W", entry=Entry(
+        feed="Evil Wire", key=str(i), guid=None, link=f"https://e.example/{i}",
+        canonical_url=f"https://e.example/{i}", title=f"x {i}", summary="", published=now)),
+        f"story{i}") for i in range(2000)]
+    alerts = alerts_for(matches, {"W": wl}, now)
+    for dest in ("a", "b"):
+        mine = [a for a in alerts if a.destination == dest]
+        assert sum(a.status is AlertStatus.QUEUED for a in mine) == 20
+        assert all(a.hold_reason == "max_per_poll" for a in mine[20:])

@@ -9,8 +9,13 @@ Guarantees (README, "Delivery guarantees"):
   already attempted, the lane looks for it in the channel's recent history by
   the alert id carried in the message metadata, and records the found ``ts``
   instead of posting twice (exactly-once as far as Slack's history tells).
-* Per destination, alerts go out in the order their stories were found: a lane
-  never sends alert n+1 while alert n waits for a retry.
+* Per destination and watchlist, alerts go out in the order their stories were
+  found: a lane never sends alert n+1 while alert n waits for a retry.
+* A lane is fair between watchlists: it takes the next watchlist's first
+  alert in turn, so one watchlist's burst delays another's alert by at most
+  one message per watchlist with alerts waiting. One feed's burst beyond a
+  watchlist's ``max_per_poll`` arrives held ("max_per_poll") and goes out as
+  one summary once the alerts found before it are sent.
 * Transient failures (connection errors, 5xx, 429) retry with exponential
   backoff and jitter; a 429's Retry-After is honoured. Permanent failures
   (invalid_auth, channel_not_found, SMTP 5xx, ...) stop that alert and leave it
@@ -93,7 +98,21 @@ def digest_title(reasons: set[str], groups: Mapping[str, Sequence[Alert]], n: in
         return f"While it was quiet: {stories} for {names}"
     if reasons == {"max_per_hour"}:
         return f"{n} more {'story' if n == 1 else 'stories'} for {names}"
+    if reasons == {"max_per_poll"}:
+        feeds = ", ".join(sorted({a.entry.feed for alerts in groups.values() for a in alerts}))
+        return f"…and {n:,} more {'story' if n == 1 else 'stories'} from {feeds} for {names}"
     return f"{stories} for {names}"
+
+
+def pick_fair(heads: Sequence[Alert], last: str | None) -> Alert:
+    """Round robin between watchlists: the head of the first watchlist (by name)
+    after ``last``, wrapping around (pure). ``heads`` is not empty."""
+    ordered = sorted(heads, key=lambda a: a.watchlist)
+    if last is not None:
+        for a in ordered:
+            if a.watchlist > last:
+                return a
+    return ordered[0]
 
 
 def kind_of(sender: Sender) -> str:
@@ -128,6 +147,7 @@ class Outbox:
         self._last_sent: dict[str, float] = {}
         self._flush_after: dict[str, float] = {}
         self._flush_attempts: dict[str, int] = {}
+        self._last_watchlist: dict[str, str] = {}  # per lane: whose alert went last
         self._update_backoff: dict[str, tuple[int, float]] = {}  # alert -> (tries, not before)
         self._on_outcome = on_outcome
         self._deadline: float | None = None  # loop time a bounded drain ends
@@ -217,23 +237,28 @@ class Outbox:
                 await self._update(sender, alert, tries)
         now = self.now()
         paced = self._pace_wait(name)
+        heads = self.store.lane_heads(name)  # in order within a watchlist: no overtaking
+        waiting = [a.next_attempt_at for a in heads
+                   if a.next_attempt_at is not None and a.next_attempt_at > now]
         if loop.time() >= self._flush_after.get(name, 0.0):
             held = self.store.held_due(name, now)
-            if held:
+            # A "max_per_poll" summary follows the alerts found before it.
+            first = min((h.seq for h in held), default=0)
+            if held and not (heads and not waiting and heads[0].seq < first):
                 if paced:
                     return paced
                 await self._flush(sender, held)
                 self._last_sent[name] = loop.time()
                 return None
-        head = self.store.pending(name, limit=1)  # in order: nothing overtakes the head
-        if not head:
+        if not heads:
             return self._idle_wait(name, now)
-        alert = head[0]
-        if alert.next_attempt_at is not None and alert.next_attempt_at > now:
-            return min((alert.next_attempt_at - now).total_seconds(), self._idle_wait(name, now))
+        if waiting:  # the destination is failing: wait for the retry, send nothing else
+            return min((min(waiting) - now).total_seconds(), self._idle_wait(name, now))
         if paced:
             return paced
+        alert = pick_fair(heads, self._last_watchlist.get(name))
         await self._deliver(sender, alert)
+        self._last_watchlist[name] = alert.watchlist
         self._last_sent[name] = loop.time()
         return None
 

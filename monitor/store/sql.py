@@ -510,6 +510,13 @@ class SqlStore:
             "a.status = ? AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?)",
             (AlertStatus.QUEUED.value, ts(now)), f"LIMIT {int(limit)}")
 
+    def lane_heads(self, destination: str) -> list[Alert]:
+        """The first queued alert of each watchlist for one destination, in seq order:
+        the candidates a fair lane chooses between."""
+        return self._alerts(
+            "a.seq IN (SELECT MIN(seq) FROM alerts WHERE status = ? AND destination = ? "
+            "GROUP BY watchlist)", (AlertStatus.QUEUED.value, destination))
+
     def pending(self, destination: str, limit: int | None = None) -> list[Alert]:
         """Queued alerts of one destination, due or not, in order (the first ``limit``)."""
         return self._alerts("a.status = ? AND a.destination = ?",
