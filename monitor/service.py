@@ -402,7 +402,11 @@ class Service:
         alerts = alerts_for(matches, self.watchlists, now, recent)
         queued = self.store.ingest(
             PollRecord(feed=feed.name, at=now, etag=etag, last_modified=last_modified),
-            stored, alerts, d.retitled)
+            stored, alerts, d.retitled,
+            present=[e.key for e in entries if e.key in known and not known[e.key][0]])
+        # Here, not with the hourly prune: the index is this thread's, and a feed
+        # rotating many entries per poll must not outgrow the window in between.
+        self.index.expire(now)
         # A poll that found nothing new is routine: debug, so the journal shows news
         # (and a feed's first poll, which sets what counts as new from then on).
         logger.log(logging.INFO if d.new or first else logging.DEBUG,
@@ -457,6 +461,7 @@ class Service:
         """
         await self.poll_all()
         left = await self.outbox.drain(within=drain_timeout)
+        await self._prune()  # a run from cron must not let the state grow either
         if left:
             logger.warning("outbox.left queued=%d (they go out on the next run)", left)
         return left
@@ -485,7 +490,7 @@ class Service:
         now = self.now()
         for feed in self.config.feeds:
             self._schedule(feed, now)
-        scheduler.add_job(self._prune, IntervalTrigger(hours=6, timezone=UTC),
+        scheduler.add_job(self._prune, IntervalTrigger(hours=1, timezone=UTC),
                           id="prune", next_run_time=now + timedelta(minutes=1))
         scheduler.add_job(self._tick, IntervalTrigger(seconds=self.tick_every, timezone=UTC),
                           id="tick", next_run_time=now, max_instances=1, coalesce=True,
@@ -678,6 +683,11 @@ class Service:
         return True
 
     async def _prune(self) -> None:
-        n = self.store.prune(self.now() - self.config.retention)
-        self.index.expire(self.now())
+        """Retention: rows older than ``retention`` go (see SqlStore.prune)."""
+        now = self.now()
+        try:
+            n = await asyncio.to_thread(self.store.prune, now - self.config.retention, now)
+        except StoreError as exc:
+            logger.warning("store.prune_failed error=%s", redact.text(str(exc)))
+            return
         logger.info("store.pruned entries=%d", n)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from feeds import RSS, seed_story
 from servers import FeedServer, SlackServer, SMTPServer
-from test_end_to_end import cli, make_config
+from test_end_to_end import NK_WATCHLIST, cli, make_config
 
 from monitor.dedupe import DedupeSettings, StoryIndex, canonical_url, event_time, story_id_for
 from monitor.match import Matcher
@@ -270,8 +270,10 @@ def test_sixty_distinct_stories_sharing_only_the_watchlist_names_alert_sixty_tim
              "bicycle kite").split()
     assert len(words) == 60
     feeds = _feeds(feed_server, ["Wire"])
+    # Sixty from one feed in one poll: above the default flood guard (max_per_poll 20).
     config = make_config(tmp_path, feed_server, slack_server, smtp_server,
                          {name: path for name, (path, _) in feeds.items()},
+                         watchlists={"nk.yaml": NK_WATCHLIST + "max_per_poll: 60\n"},
                          extra="  \n")
     assert cli(config, "run", "--once").returncode == 0
     start = datetime.now(UTC) - timedelta(minutes=1)

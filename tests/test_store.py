@@ -109,13 +109,58 @@ def test_new_member_flags_sent_alert_for_update(store: SqlStore) -> None:
     assert store.updates_due_for("slack") == []
 
 
-def test_prune_keeps_identity(store: SqlStore) -> None:
+def test_prune_deletes_rows_and_keeps_identity(store: SqlStore) -> None:
     e = entry("f", "a", "Old story")
-    store.ingest(poll(), [StoredEntry(entry=e, story_id="s1", seen_at=NOW - timedelta(days=40))],
-                 [])
-    assert store.prune(NOW - timedelta(days=30)) == 1
-    assert store.known("f", ["a"]) == {"a": ("s1", "")}
-    assert store.entries_since(NOW - timedelta(days=50))[0].entry.summary == ""
+    old = NOW - timedelta(days=40)
+    store.ingest(poll(at=old), [StoredEntry(entry=e, story_id="s1", seen_at=old)],
+                 [alert(e, "s1", at=old)])
+    [a] = store.pending("slack")
+    store.mark_sent(a.id, old, Receipt(remote_id="1.1"))
+    assert store.prune(NOW - timedelta(days=30), NOW) == 1
+    assert store.known("f", ["a"]) == {"a": ("", "")}  # seen: never new again
+    assert store.entries_since(NOW - timedelta(days=50)) == []
+    assert store.list_alerts() == [] and store.story("s1") is None
+    assert store._q("SELECT COUNT(*) FROM watchlist_stories")[0][0] == 0
+    # Still in its feed: the key lives on; gone from it for a whole window: forgotten.
+    store.ingest(poll(at=NOW + timedelta(days=20)), [], [], present=["a"])
+    store.prune(NOW + timedelta(days=10), NOW + timedelta(days=40))
+    assert store.known("f", ["a"]) == {"a": ("", "")}
+    store.prune(NOW + timedelta(days=40), NOW + timedelta(days=70))
+    assert store.known("f", ["a"]) == {}
+
+
+def test_prune_keeps_what_unsent_alerts_need(store: SqlStore) -> None:
+    e = entry("f", "a", "Old but queued")
+    old = NOW - timedelta(days=40)
+    store.ingest(poll(at=old), [StoredEntry(entry=e, story_id="s1", seen_at=old)],
+                 [alert(e, "s1", at=old)])
+    assert store.prune(NOW - timedelta(days=30), NOW) == 0
+    assert [a.entry.title for a in store.pending("slack")] == ["Old but queued"]
+
+
+def test_a_version_2_database_upgrades(tmp_path: Path) -> None:
+    """Schema 3 (seen_keys) over a database made by schema 2."""
+    import sqlite3
+
+    from monitor.store.sql import MIGRATIONS, _schema
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    for stmt in _schema("INTEGER PRIMARY KEY AUTOINCREMENT") + list(MIGRATIONS[2]):
+        conn.execute(stmt)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema', '2')")
+    conn.execute("INSERT INTO entries (feed, key, guid, link, canonical_url, title, summary, "
+                 "published, seen_at, story_id) VALUES ('f', 'a', 'a', 'l', 'l', 't', 's', NULL, "
+                 "'2026-01-01T00:00:00.000000Z', 's1')")
+    conn.commit()
+    conn.close()
+    s = open_store(f"sqlite:///{path}")
+    try:
+        assert s.get_meta("schema") == "3"
+        assert s.known("f", ["a"]) == {"a": ("s1", "t")}
+        assert s.prune(NOW, NOW) == 1 and s.known("f", ["a"]) == {"a": ("", "")}
+    finally:
+        s.close()
 
 
 def test_entries_since_for_backtests(store: SqlStore) -> None:

@@ -333,6 +333,7 @@ class Outbox:
         self._flush_attempts.pop(name, None)
         self._flush_after.pop(name, None)
         self.store.mark_status(ids, AlertStatus.FOLDED, self.now())
+        self.store.delete_meta(marker)  # done: folded alerts are never flushed again
         logger.info("digest.sent destination=%s alerts=%d title=%r", name, len(ids), title)
 
     def render(self, sender: Sender, alert: Alert) -> Rendered:

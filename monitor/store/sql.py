@@ -3,8 +3,10 @@
 Tables::
 
     feeds              one row per feed: HTTP validators, first/last poll, failures
-    entries            every entry seen (feed, key) with its content for backtests and
-                       the story it belongs to; content is pruned after `retention`
+    entries            every entry of the last `retention` (feed, key) with its content,
+                       for backtests and the story it belongs to
+    seen_keys          what is left of an entry after `retention`: a hash of (feed, key),
+                       kept while the item is still in its feed, so it never alerts again
     stories            story clusters (#4): one row per news event
     watchlist_stories  (watchlist, story) pairs already alerted: the dedupe guarantee
     alerts             the outbox: one row per (watchlist, destination, story), in the
@@ -31,7 +33,7 @@ from monitor.dedupe import Join
 from monitor.errors import StoreError
 from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source, Story
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Numbered schema steps after version 1 (which _schema creates): step N takes
 #: a database from version N - 1 to N, on both backends.
@@ -47,7 +49,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE entries ADD COLUMN join_weak INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE alerts ADD COLUMN announced INTEGER NOT NULL DEFAULT 0",
     ),
+    # 3: retention deletes rows; an entry's identity outlives it as a compact key
+    # (refreshed while the item stays in its feed).
+    3: (
+        """CREATE TABLE seen_keys (
+            feed TEXT NOT NULL, key_hash TEXT NOT NULL, last_seen TEXT NOT NULL,
+            PRIMARY KEY (feed, key_hash))""",
+        "CREATE INDEX seen_keys_last_seen ON seen_keys (last_seen)",
+        "CREATE INDEX alerts_created ON alerts (created_at)",
+        "CREATE INDEX watchlist_stories_matched ON watchlist_stories (matched_at)",
+    ),
 }
+
+
+def key_hash(key: str) -> str:
+    """The compact form of an entry key that outlives the entry (128 bits)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def ts(dt: datetime | None) -> str | None:
@@ -320,7 +337,8 @@ class SqlStore:
     # -- entries -----------------------------------------------------------------------
 
     def known(self, feed: str, keys: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """For the keys already seen in ``feed``: key -> (story_id, stored title)."""
+        """For the keys already seen in ``feed``: key -> (story_id, stored title).
+        A key whose entry retention deleted maps to ("", "")."""
         keys = list(keys)
         out: dict[str, tuple[str, str]] = {}
         for i in range(0, len(keys), 500):
@@ -330,6 +348,14 @@ class SqlStore:
                     f"SELECT key, story_id, title FROM entries WHERE feed = ? AND key IN ({marks})",
                     (feed, *chunk)):
                 out[key] = (story, title)
+        rest = {key_hash(k): k for k in keys if k not in out}
+        hashes = list(rest)
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for (h,) in self._q(f"SELECT key_hash FROM seen_keys WHERE feed = ? AND key_hash IN "
+                                f"({marks})", (feed, *chunk)):
+                out[rest[h]] = ("", "")
         return out
 
     def story_by_url(self, urls: Iterable[str]) -> dict[str, str]:
@@ -345,14 +371,27 @@ class SqlStore:
                 out[url] = story
         return out
 
+    def _touch_seen(self, feed: str, keys: Sequence[str], at: datetime) -> None:
+        """Keys still in their feed: their compact identity lives on (in the caller's tx)."""
+        hashes = [key_hash(k) for k in keys]
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            self._x(f"UPDATE seen_keys SET last_seen = ? WHERE feed = ? AND key_hash IN ({marks})",
+                    (ts(at), feed, *chunk))
+
     def ingest(
         self,
         poll: PollRecord,
         entries: Sequence[StoredEntry],
         alerts: Sequence[Alert],
         retitled: Sequence[Entry] = (),
+        present: Sequence[str] = (),
     ) -> list[Alert]:
         """Record a poll, its new entries and the alerts they cause, in one transaction.
+
+        ``present`` are the keys of the poll's entries that were known: those whose
+        entry retention deleted keep their compact key fresh.
 
         An alert is queued only if its (watchlist, story) pair was not alerted
         before; the alerts actually queued are returned. New members of a story
@@ -361,6 +400,8 @@ class SqlStore:
         """
         with self._tx():
             self._record_poll(poll)
+            if present:
+                self._touch_seen(poll.feed, present, poll.at)
             for se in entries:
                 e = se.entry
                 writable(e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary)
@@ -461,17 +502,49 @@ class SqlStore:
                 out.append((str(feed), str(key), str(story)))
         return latest, out
 
-    def prune(self, before: datetime) -> int:
-        """Forget the content of entries seen before ``before`` (the retention window).
+    def prune(self, before: datetime, now: datetime | None = None) -> int:
+        """Delete what fell out of the retention window (seen before ``before``);
+        returns the number of entries deleted.
 
-        Their identity (feed, key) stays so an old item still in a feed never
-        alerts again; its title and summary are blanked to bound the size.
+        Rows go: entries (unless an unsent alert still needs them), stories,
+        sent, folded and failed alerts, (watchlist, story) pairs of stories that
+        are gone, and ``split:N`` notes about entries that are gone. What stays
+        of an entry is its compact key (:func:`key_hash`), stamped ``now``: a
+        poll that still finds the item refreshes it, and a key its feed has not
+        carried for a whole retention window goes too. So the database stops
+        growing at a steady feed set, and an old item still in its feed never
+        alerts again.
         """
+        cut, stamp = ts(before), ts(now or before)
+        unsent = (AlertStatus.QUEUED.value, AlertStatus.HELD.value)
         with self._tx():
-            n = self._x("UPDATE entries SET title = '', summary = '' "
-                        "WHERE seen_at < ? AND summary <> ''", (ts(before),))
-            self._x("DELETE FROM stories WHERE last_seen < ?", (ts(before),))
-        return n
+            self._x("DELETE FROM alerts WHERE created_at < ? AND status NOT IN (?, ?)",
+                    (cut, *unsent))
+            doomed = self._q(
+                "SELECT feed, key FROM entries WHERE seen_at < ? AND NOT EXISTS (SELECT 1 FROM "
+                "alerts a WHERE a.entry_feed = entries.feed AND a.entry_key = entries.key)",
+                (cut,))
+            for feed, key in doomed:
+                self._x("INSERT INTO seen_keys (feed, key_hash, last_seen) VALUES (?, ?, ?) "
+                        "ON CONFLICT (feed, key_hash) DO UPDATE SET last_seen = excluded.last_seen",
+                        (feed, key_hash(key), stamp))
+                self._x("DELETE FROM entries WHERE feed = ? AND key = ?", (feed, key))
+            self._x("DELETE FROM seen_keys WHERE last_seen < ?", (cut,))
+            self._x("DELETE FROM stories WHERE last_seen < ? AND NOT EXISTS (SELECT 1 FROM "
+                    "entries e WHERE e.story_id = stories.id)", (cut,))
+            self._x("DELETE FROM watchlist_stories WHERE matched_at < ? AND NOT EXISTS "
+                    "(SELECT 1 FROM stories s WHERE s.id = watchlist_stories.story_id)", (cut,))
+            for key, value in self._q("SELECT key, value FROM meta WHERE key LIKE ?",
+                                      ("split:%",)):
+                feed, entry_key, _ = json.loads(value)
+                if not self._q("SELECT 1 FROM entries WHERE feed = ? AND key = ?",
+                               (feed, entry_key)):
+                    self._x("DELETE FROM meta WHERE key = ?", (key,))
+        return len(doomed)
+
+    def delete_meta(self, key: str) -> None:
+        with self._tx():
+            self._x("DELETE FROM meta WHERE key = ?", (key,))
 
     # -- stories -----------------------------------------------------------------------
 
