@@ -5,8 +5,12 @@ starting, recording and delivering afterwards."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -97,8 +101,10 @@ class RawHTTPServer:
     """Answers every request on 127.0.0.1 with the same bytes, headers and all:
     for what aiohttp's server refuses to send (a non-UTF-8 byte in a header)."""
 
-    def __init__(self, response: bytes) -> None:
+    def __init__(self, response: bytes, delay: float = 0.0) -> None:
         self.response = response
+        self.delay = delay
+        self.requested = threading.Event()
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -123,7 +129,12 @@ class RawHTTPServer:
                     if not chunk:
                         break
                     data += chunk
-                conn.sendall(self.response)
+                self.requested.set()
+                time.sleep(self.delay)
+                try:
+                    conn.sendall(self.response)
+                except OSError:
+                    pass
 
 
 def test_a_bad_validator_header_is_ignored_and_the_feed_keeps_working(
@@ -433,3 +444,58 @@ def test_retention_deletes_rows_and_nothing_alerts_twice(
     # Steady: what a poll adds, the next poll's prune takes away.
     assert sizes[3] == sizes[2], sizes
     assert sizes[3]["entries"] <= 31 and sizes[3].get("seen_keys", 0) <= 2 * 31, sizes
+
+
+# ------------------------------------------------------------ 9. shutdown
+
+
+def test_shutdown_lets_a_poll_under_way_finish(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    body = rss(item("Markets rally", "https://slow.example/m")).encode()
+    response = (b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    with RawHTTPServer(response, delay=1.5) as slow:
+        feed_server.set("/good.xml", RSS().render())
+        config = make_config(tmp_path, feed_server, slack_server, smtp_server,
+                             {"Good": "/good.xml"})
+        config.write_text(config.read_text().replace(
+            "feeds:\n", f"feeds:\n  - {{name: Slow, url: 'http://127.0.0.1:{slow.port}/f'}}\n"))
+        env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--config",
+                                 str(config)], cwd=tmp_path, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert slow.requested.wait(30), "the service never polled"
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, stderr
+        assert "CancelledError" not in stderr and "Traceback" not in stderr, stderr
+        assert "feed=Slow" in stderr and "service.stop" in stderr
+        r = cli(config, "feeds")
+        slow_line = next(line for line in r.stdout.splitlines() if line.startswith("Slow "))
+        assert "never" not in slow_line and slow_line.rstrip().endswith("ok"), r.stdout
+
+
+def test_a_thread_reply_is_escaped_once(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    """Regression (issue #12, finding 9): "B&B" reached the thread as B&amp;amp;B."""
+    config = started(tmp_path, feed_server, slack_server, smtp_server)
+    config.write_text(config.read_text().replace("channel: '#alerts',",
+                                                 "channel: '#alerts', thread_updates: true,"))
+    link = "https://news.example/nk-bnb"
+    feed_server.set("/evil.xml", rss(item("North Korea troops reach Ukraine", link)))
+    assert cli(config, "run", "--once").returncode == 0
+    good = RSS()
+    good.add("B&B owners: North Korea troops reach Ukraine", link)
+    feed_server.set("/good.xml", good.render())
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    replies = [m for m in slack_server.messages if m.thread_ts]
+    assert replies, [m.text for m in slack_server.messages]
+    assert "B&amp;B owners" in (replies[0].text or "")
+    assert "&amp;amp;" not in (replies[0].text or "")
