@@ -45,7 +45,9 @@ def plain_text(markup: str) -> str:
 
 def _when(raw: Mapping[str, Any]) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = raw.get(key)
+        # dict.get: FeedParserDict.get maps updated to published with a
+        # DeprecationWarning, which an item with an empty pubDate set off.
+        value = dict.get(raw, key) if isinstance(raw, dict) else raw.get(key)
         if value:
             try:
                 return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
@@ -98,7 +100,8 @@ def parse_feed(
         problem = parsed.get("bozo_exception")
         raise ParseError(f"not a feed: {_problem(problem or 'no RSS or Atom found')}")
     if not raw_entries and not parsed.get("version") and parsed.get("bozo"):
-        raise ParseError(f"not a feed: {_problem(parsed.get('bozo_exception') or 'unknown format')}")
+        problem = parsed.get("bozo_exception") or "unknown format"
+        raise ParseError(f"not a feed: {_problem(problem)}")
 
     def entries() -> Iterator[Entry]:
         for raw in raw_entries:

@@ -50,7 +50,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 # A long run of base64 or hex that looks random (mixed case with a digit or
 # +/=, or just long): an AUTH blob, an API key, a session id.
-_BLOB = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_BLOB = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
 
 
 def _blob(m: re.Match[str]) -> str:

@@ -312,6 +312,25 @@ def test_a_megabyte_title_is_capped_and_cheap(
     assert all(len(t) <= 1000 for t in titles) and any(t.endswith("…") for t in titles)
 
 
+def test_building_an_email_for_a_huge_subject_is_cheap() -> None:
+    """Header folding is superlinear in the subject's length: the sender caps it,
+    whatever reached it, so the event loop is never held for long."""
+    from monitor.deliver.email import EmailSender
+    from monitor.store import alert_id
+    from monitor.types import Alert, Rendered
+
+    e = Entry(feed="F", key="k", guid=None, link="https://x.example/", canonical_url="",
+              title="t", summary="", published=None)
+    a = Alert(id=alert_id("w", "d", "s"), watchlist="w", destination="d", story_id="s",
+              entry=e, terms=(), created_at=datetime.now(UTC))
+    sender = EmailSender("m", host="127.0.0.1", sender="a@example.org", to=["b@example.org"])
+    started_at = time.process_time()
+    msg = sender.build(a, Rendered(subject="word " * 80_000 + "\x1b\x00", text="x"))
+    msg.as_bytes()
+    assert time.process_time() - started_at < 1.0
+    assert len(str(msg["Subject"])) <= 300
+
+
 # ---------------------------------------------------- 8. bad watchlist files
 
 
