@@ -9,6 +9,9 @@ carries its context as ``key=value``. Three renderings of the same record:
   warning`` filters as it should (sd-daemon(3))
 * ``json``: one object per line with ``time``, ``level``, ``logger``, ``event``,
   the ``key=value`` pairs as fields, and the whole ``message``
+
+Control characters in a message (it may quote a feed or a server) are shown
+escaped in every rendering, as in all our output.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+
+from monitor.sanitize import ascii_json_safe, escape_control
 
 #: syslog priorities for our levels, as sd-daemon(3) wants them
 PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
@@ -61,6 +66,7 @@ class TextFormatter(logging.Formatter):
         text = f"{record.levelname} {record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
+        text = escape_control(text)  # a message can quote what a feed or a server sent
         if self.journal:
             # journald takes the prefix of the first line only; a traceback's
             # other lines join the same entry's priority as separate lines.
@@ -83,7 +89,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             out["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return ascii_json_safe(json.dumps(out, ensure_ascii=False))
 
 
 def setup(level: int, fmt: str = "text", env: Mapping[str, str] | None = None) -> None:
