@@ -339,15 +339,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             for a in alerts:
                 _out(_json({"id": a.id, "status": a.status.value, "watchlist": a.watchlist,
                             "destination": a.destination, "attempts": a.attempts,
-                            "title": a.entry.title, "error": a.last_error,
+                            "title": a.entry.title,
+                            "error": a.last_error and redact.text(a.last_error),
                             "created_at": a.created_at.isoformat()}))
             return 0
         _out(f"{'ID':<20} {'STATUS':<7} {'TRIES':>5}  {'DESTINATION':<14} {'WATCHLIST':<22} TITLE")
         for a in alerts:
             _out(f"{a.id:<20} {a.status.value:<7} {a.attempts:>5}  {a.destination[:14]:<14} "
                  f"{a.watchlist[:22]:<22} {a.entry.title[:60]}")
-            if a.last_error:
-                _out(f"{'':<36}error: {a.last_error}")
+            if a.last_error:  # stored before errors were redacted, maybe
+                _out(f"{'':<36}error: {redact.text(a.last_error)}")
         return 0
 
 
@@ -417,7 +418,8 @@ def cmd_feeds(args: argparse.Namespace) -> int:
         for feed in config.feeds:
             st = store.feed_state(feed.name)
             last = f"{st.last_polled_at:%Y-%m-%d %H:%M}" if st and st.last_polled_at else "never"
-            status = f"FAILING x{st.failures}: {st.last_error}" if st and st.failures else "ok"
+            status = (f"FAILING x{st.failures}: {redact.text(st.last_error or '')}"
+                      if st and st.failures else "ok")
             _out(f"{feed.name:<24} every {feed.interval}  last {last}  {status}\n"
                  f"    {redact.url(feed.url)}")
         return 0
