@@ -68,6 +68,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Entries one feed may put into the story index per dedupe window. News feeds
+#: publish hundreds a day; only a feed rotating thousands per poll reaches it,
+#: and beyond it its entries are grouped by URL alone. So the index holds at
+#: most feeds x budget members, whatever a publisher sends.
+INDEX_BUDGET = 10_000
+
+
 # ------------------------------------------------------------------ deciding (pure)
 
 
@@ -111,6 +118,13 @@ def decide(
         elif e.published is None or now - e.published <= retention:
             alertable.add(e.key)
     return Decision(new=tuple(new), alertable=frozenset(alertable), retitled=tuple(retitled))
+
+
+def index_room(added: Sequence[tuple[datetime, int]], now: datetime, window: timedelta,
+               budget: int) -> int:
+    """How many more entries a feed may add to the story index now (pure):
+    ``added`` is (when, how many) for its recent polls."""
+    return max(0, budget - sum(n for at, n in added if at > now - window))
 
 
 def alerts_for(matches: Sequence[tuple[Match, str]], watchlists: dict[str, Watchlist],
@@ -216,12 +230,14 @@ class Service:
 
     def __init__(self, config: cfg.Config, *, now: Callable[[], datetime] = utcnow,
                  notifier: Notifier | None = None, env: Mapping[str, str] | None = None,
-                 watch_files: bool = True) -> None:
+                 watch_files: bool = True, index_budget: int = INDEX_BUDGET) -> None:
         self.config = config
         self.now = now
         self.env = os.environ if env is None else env
         self.notifier = notifier or Notifier.from_env(self.env)
         self.watch_files = watch_files
+        self.index_budget = index_budget
+        self._indexed: dict[str, list[tuple[datetime, int]]] = {}  # feed -> (poll, added)
         self._stack = AsyncExitStack()
         self.store: SqlStore
         self.fetcher: Fetcher
@@ -301,8 +317,17 @@ class Service:
             embed = embedder
         index = StoryIndex(settings, embed=embed)
         stored = self.store.entries_since(self.now() - dedupe.window)
-        index.prepare(se.entry for se in stored)
-        for se in stored:
+        kept: list[StoredEntry] = []  # each feed's newest, within its budget
+        per_feed: dict[str, dict[datetime, int]] = {}
+        for se in reversed(stored):
+            counts = per_feed.setdefault(se.entry.feed, {})
+            if sum(counts.values()) < self.index_budget:
+                counts[se.seen_at] = counts.get(se.seen_at, 0) + 1
+                kept.append(se)
+        kept.reverse()
+        self._indexed = {feed: sorted(counts.items()) for feed, counts in per_feed.items()}
+        index.prepare(se.entry for se in kept)
+        for se in kept:
             index.add(se.story_id, se.entry, se.seen_at, topics=self._topics(se.entry))
         return index
 
@@ -374,22 +399,26 @@ class Service:
         d = decide(entries, known, first_poll=first, now=now, backfill=c.backfill,
                    retention=c.retention)
         by_url = self.store.story_by_url(e.canonical_url for e in d.new)
-        self.index.prepare(e for e in d.new if e.canonical_url not in by_url)
+        window = c.dedupe.window
+        added = [p for p in self._indexed.get(feed.name, []) if p[0] > now - window]
+        room = index_room(added, now, window, self.index_budget)
+        self.index.prepare(e for e in d.new[:room] if e.canonical_url not in by_url)
         stored: list[StoredEntry] = []
         matches: list[tuple[Match, str]] = []
-        for e in d.new:
+        for i, e in enumerate(d.new):
             # Matched first: what the entry's watchlists all share is no evidence of a story.
             found = self.matcher.match(e)
             topics = [m.watchlist for m in found]
             join = Join(story_id=by_url.get(e.canonical_url), score=1.0, bar=1.0, how="url")
-            if join.story_id is None:
+            if join.story_id is None and i < room:
                 join = self.index.decide(e, now, topics=topics,
                                          terms=[t for m in found for t in m.terms])
             story = join.story_id or story_id_for(e)
             if join.story_id is not None:
                 logger.debug("story.joined feed=%s story=%s how=%s score=%.3f bar=%.3f weak=%d",
                              feed.name, story, join.how, join.score, join.bar, join.weak)
-            self.index.add(story, e, now, topics=topics)
+            if i < room:
+                self.index.add(story, e, now, topics=topics)
             by_url.setdefault(e.canonical_url, story)
             stored.append(StoredEntry(entry=e, story_id=story, seen_at=now, join=join))
             if e.key in d.alertable:
@@ -399,6 +428,11 @@ class Service:
             if self.watchlists[name].max_per_hour is not None:
                 for dest, n in self.store.immediate_since(name, now - timedelta(hours=1)).items():
                     recent[(name, dest)] = n
+        indexed = min(room, len(d.new))
+        self._indexed[feed.name] = [*added, (now, indexed)] if indexed else added
+        if len(d.new) > room:
+            logger.warning("feed.index_budget feed=%s grouped_by_url=%d (over %d entries in %s)",
+                           feed.name, len(d.new) - room, self.index_budget, window)
         alerts = alerts_for(matches, self.watchlists, now, recent)
         queued = self.store.ingest(
             PollRecord(feed=feed.name, at=now, etag=etag, last_modified=last_modified),

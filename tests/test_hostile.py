@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -518,3 +518,28 @@ def test_a_thread_reply_is_escaped_once(
     assert replies, [m.text for m in slack_server.messages]
     assert "B&amp;B owners" in (replies[0].text or "")
     assert "&amp;amp;" not in (replies[0].text or "")
+
+
+async def test_a_rotating_feed_cannot_grow_the_story_index_without_bound(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    """Finding 4, memory: every poll's entries stay in the index for the dedupe
+    window; a feed's share of it is bounded (here 100), the rest grouped by URL."""
+    from monitor import config as cfg
+    from monitor.service import Service
+
+    config = started(tmp_path, feed_server, slack_server, smtp_server)
+    sizes = []
+    loaded = cfg.load(config, env={**os.environ, "SLACK_BOT_TOKEN": TOKEN})
+    async with Service(loaded, index_budget=100) as service:
+        for rotation in range(4):
+            feed_server.set("/evil.xml", rss(*(
+                item(f"Markets {_words(rotation * 1000 + i)}",
+                     f"https://evil.example/{rotation}/{i}") for i in range(80))))
+            await service.poll_all()
+            sizes.append(len(service.index))
+        state = service.store.feed_state("Evil")
+        assert state is not None and state.failures == 0
+        recorded = service.store.entries_since(datetime.now(UTC) - timedelta(hours=1))
+        assert len([se for se in recorded if se.entry.feed == "Evil"]) == 320  # all stored
+    assert sizes[0] == 80 and max(sizes) <= 100, sizes
