@@ -183,3 +183,12 @@ def test_sqlite_file_survives_reopen(tmp_path: Path) -> None:
     mode = s._q("PRAGMA journal_mode")[0][0]
     s.close()
     assert mode == "wal"
+
+
+def test_prune_works_in_batches(store: SqlStore) -> None:
+    old = NOW - timedelta(days=40)
+    store.ingest(poll(at=old), [StoredEntry(entry=entry("f", f"k{i}"), story_id=f"s{i}",
+                                            seen_at=old) for i in range(25)], [])
+    assert store.prune(NOW - timedelta(days=30), NOW, batch=10) == 25
+    assert len(store.known("f", [f"k{i}" for i in range(25)])) == 25
+    assert store.entries_since(old - timedelta(days=1)) == []

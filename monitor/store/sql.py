@@ -502,7 +502,7 @@ class SqlStore:
                 out.append((str(feed), str(key), str(story)))
         return latest, out
 
-    def prune(self, before: datetime, now: datetime | None = None) -> int:
+    def prune(self, before: datetime, now: datetime | None = None, batch: int = 1000) -> int:
         """Delete what fell out of the retention window (seen before ``before``);
         returns the number of entries deleted.
 
@@ -520,15 +520,22 @@ class SqlStore:
         with self._tx():
             self._x("DELETE FROM alerts WHERE created_at < ? AND status NOT IN (?, ?)",
                     (cut, *unsent))
-            doomed = self._q(
-                "SELECT feed, key FROM entries WHERE seen_at < ? AND NOT EXISTS (SELECT 1 FROM "
-                "alerts a WHERE a.entry_feed = entries.feed AND a.entry_key = entries.key)",
-                (cut,))
-            for feed, key in doomed:
-                self._x("INSERT INTO seen_keys (feed, key_hash, last_seen) VALUES (?, ?, ?) "
-                        "ON CONFLICT (feed, key_hash) DO UPDATE SET last_seen = excluded.last_seen",
-                        (feed, key_hash(key), stamp))
-                self._x("DELETE FROM entries WHERE feed = ? AND key = ?", (feed, key))
+        deleted = 0
+        while True:  # in batches: each transaction short, the lock free in between
+            with self._tx():
+                doomed = self._q(
+                    "SELECT feed, key FROM entries WHERE seen_at < ? AND NOT EXISTS (SELECT 1 "
+                    "FROM alerts a WHERE a.entry_feed = entries.feed AND a.entry_key = "
+                    f"entries.key) LIMIT {int(batch)}", (cut,))
+                for feed, key in doomed:
+                    self._x("INSERT INTO seen_keys (feed, key_hash, last_seen) VALUES (?, ?, ?) "
+                            "ON CONFLICT (feed, key_hash) DO UPDATE SET "
+                            "last_seen = excluded.last_seen", (feed, key_hash(key), stamp))
+                    self._x("DELETE FROM entries WHERE feed = ? AND key = ?", (feed, key))
+            deleted += len(doomed)
+            if len(doomed) < batch:
+                break
+        with self._tx():
             self._x("DELETE FROM seen_keys WHERE last_seen < ?", (cut,))
             self._x("DELETE FROM stories WHERE last_seen < ? AND NOT EXISTS (SELECT 1 FROM "
                     "entries e WHERE e.story_id = stories.id)", (cut,))
@@ -540,7 +547,7 @@ class SqlStore:
                 if not self._q("SELECT 1 FROM entries WHERE feed = ? AND key = ?",
                                (feed, entry_key)):
                     self._x("DELETE FROM meta WHERE key = ?", (key,))
-        return len(doomed)
+        return deleted
 
     def delete_meta(self, key: str) -> None:
         with self._tx():
