@@ -475,17 +475,21 @@ class Renderer:
         title: str,
         groups: Sequence[tuple[str, Sequence[Alert]]],
         stories: Mapping[str, Story] | None = None,
+        max_items: int | None = None,
     ) -> Rendered:
         """One message listing stories grouped by watchlist.
 
         Used for scheduled digests, quiet-hour flushes and "N more stories"
         summaries. Groups without alerts are left out. ``stories`` (by id) lets
-        each item say which other outlets carried it.
+        each item say which other outlets carried it. ``max_items`` lists at
+        most that many per group (the counts stay whole): a flood's summary
+        stays one cheap message.
         """
         title = one_line(title)
         known = stories or {}
         context_groups = [
-            _Group(watchlist=watchlist, items=[_item(a, known.get(a.story_id)) for a in alerts],
+            _Group(watchlist=watchlist,
+                   items=[_item(a, known.get(a.story_id)) for a in alerts[:max_items]],
                    count=len(alerts))
             for watchlist, alerts in groups
             if alerts

@@ -543,3 +543,27 @@ async def test_a_rotating_feed_cannot_grow_the_story_index_without_bound(
         recorded = service.store.entries_since(datetime.now(UTC) - timedelta(hours=1))
         assert len([se for se in recorded if se.entry.feed == "Evil"]) == 320  # all stored
     assert sizes[0] == 80 and max(sizes) <= 100, sizes
+
+
+def test_a_floods_summary_is_one_cheap_message() -> None:
+    """The summary of 1,980 folded alerts is rendered on the event loop: it lists
+    a few and counts the rest."""
+    from monitor.deliver.outbox import DIGEST_ITEMS, digest_title
+    from monitor.render import Renderer
+    from monitor.types import Alert
+
+    now = datetime.now(UTC)
+    alerts = [Alert(id=f"a{i}", watchlist="W", destination="d", story_id=f"s{i}",
+                    entry=Entry(feed="Evil Wire", key=str(i), guid=None,
+                                link=f"https://e.example/{i}", canonical_url="",
+                                title="t " * 400, summary="s" * 5000, published=now),
+                    terms=("x",), created_at=now, hold_reason="max_per_poll")
+              for i in range(1980)]
+    title = digest_title({"max_per_poll"}, {"W": alerts}, len(alerts))
+    assert title.startswith("…and 1,980 more") and "Evil Wire" in title
+    renderer = Renderer(Path(__file__).resolve().parent.parent / "templates")
+    started_at = time.process_time()
+    for kind in ("slack", "email", "console"):
+        message = renderer.digest(kind, title, [("W", alerts)], {}, max_items=DIGEST_ITEMS)
+        assert message.text.count("e.example/") <= DIGEST_ITEMS + 1
+    assert time.process_time() - started_at < 1.0

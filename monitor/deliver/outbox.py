@@ -52,6 +52,10 @@ from monitor.types import Alert, AlertStatus, Rendered, Sender
 
 logger = logging.getLogger(__name__)
 
+#: Stories a digest lists per watchlist (its counts stay whole): rendering runs on
+#: the event loop, and a flood's "…and 1,980 more" summary must stay cheap.
+DIGEST_ITEMS = 50
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
@@ -309,8 +313,10 @@ class Outbox:
                 if found is not None:
                     self.store.mark_status(ids, AlertStatus.FOLDED, self.now())
                     return
-        stories = {a.story_id: s for a in held if (s := self.store.story(a.story_id))}
-        message = self.renderer.digest(kind_of(sender), title, list(groups.items()), stories)
+        listed = [a for alerts in groups.values() for a in alerts[:DIGEST_ITEMS]]
+        stories = {a.story_id: s for a in listed if (s := self.store.story(a.story_id))}
+        message = self.renderer.digest(kind_of(sender), title, list(groups.items()), stories,
+                                       max_items=DIGEST_ITEMS)
         self.store.set_meta(marker, "1")
         try:
             await sender.send(carrier, message)
