@@ -567,3 +567,27 @@ def test_a_floods_summary_is_one_cheap_message() -> None:
         message = renderer.digest(kind, title, [("W", alerts)], {}, max_items=DIGEST_ITEMS)
         assert message.text.count("e.example/") <= DIGEST_ITEMS + 1
     assert time.process_time() - started_at < 1.0
+
+
+def test_a_store_error_in_one_feeds_ingest_is_that_feeds_failure(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    """Whatever the store refuses (here a trigger of the database itself), the poll
+    is recorded as the feed's failure and the other feeds go on."""
+    import sqlite3
+
+    config = started(tmp_path, feed_server, slack_server, smtp_server)
+    conn = sqlite3.connect(tmp_path / "state" / "monitor.db")
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON entries WHEN NEW.feed = 'Evil' "
+                 "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END")
+    conn.commit()
+    conn.close()
+    feed_server.set("/evil.xml", rss(item("Markets rally", "https://evil.example/m")))
+    title = publish_good(feed_server)
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "feed.crash" not in r.stderr, r.stderr
+    assert any(title[:30] in (m.text or "") for m in slack_server.messages)
+    r = cli(config, "feeds")
+    evil = next(line for line in r.stdout.splitlines() if line.startswith("Evil "))
+    assert "FAILING x1" in evil and "refused by the database" in evil, r.stdout
