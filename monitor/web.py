@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from aiohttp import web
 
+from monitor import redact
 from monitor.errors import MonitorError, StoreError
 from monitor.metrics import CONTENT_TYPE
 from monitor.types import Alert, AlertStatus, Feed, FeedState, Story
@@ -102,10 +103,13 @@ def feed_rows(feeds: Sequence[Feed], states: Mapping[str, FeedState | None],
     for f in feeds:
         st = states.get(f.name)
         polled = st.last_polled_at if st else None
-        rows.append(FeedRow(name=f.name, url=f.url, interval=_ago(f.interval),
+        # The page is for anyone who can reach the port: no credentials from the
+        # feed's URL, no secret a server echoed into an error.
+        rows.append(FeedRow(name=f.name, url=redact.url(f.url), interval=_ago(f.interval),
                             last_polled=f"{_ago(now - polled)} ago" if polled else "never",
                             failures=st.failures if st else 0,
-                            error=st.last_error if st and st.failures else None))
+                            error=redact.text(st.last_error or "") if st and st.failures
+                            else None))
     return sorted(rows, key=lambda r: (-r.failures, r.name))
 
 
