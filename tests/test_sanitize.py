@@ -138,3 +138,17 @@ def test_redact_text_caps_and_knows_configured_secrets() -> None:
 ])
 def test_redact_url(url: str, want: str) -> None:
     assert redact.url(url) == want
+
+
+def test_log_lines_show_control_characters_escaped() -> None:
+    import json
+    import logging
+
+    from monitor.logs import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord("monitor", logging.WARNING, __file__, 1,
+                               "feed.error feed=%s error=%s", ("F", "bad \x1b]0;x\x07 \x9b"), None)
+    for formatter in (TextFormatter(journal=False), TextFormatter(journal=True), JsonFormatter()):
+        line = formatter.format(record)
+        assert not any(c in line for c in "\x1b\x07\x9b"), line
+    assert "\x1b" in json.loads(JsonFormatter().format(record))["error"]  # escaped, not lost
