@@ -109,6 +109,18 @@ def _check(e: Entry) -> None:
     assert e.published is None or sanitize.EARLIEST <= e.published <= NOW + timedelta(days=1)
 
 
+def _strings(value: object) -> Iterator[str]:
+    """Every string inside a JSON-like value (Slack blocks)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
 def _through_everything(body: bytes, store: SqlStore, name: str) -> None:
     try:
         entries = parse_feed(body, name, canonicalize=canonical_url, now=NOW)
@@ -134,6 +146,9 @@ def _through_everything(body: bytes, store: SqlStore, name: str) -> None:
         story = store.story(a.story_id)
         for kind in ("slack", "email", "console"):
             rendered = RENDERER.alert(kind, a, story)
+            if kind == "slack":
+                for text in _strings([rendered.text, list(rendered.blocks)]):
+                    assert not CONTROL.search(text.replace("\n", "").replace("\t", ""))
             if kind == "email":
                 msg = MAILER.build(a, rendered, now=NOW)
                 assert not CONTROL.search(str(msg["Subject"]))
