@@ -646,25 +646,33 @@ def test_semantic_missile_stays_apart_whatever_the_troops_story_holds(
     closely (0.67-0.85), so it asks more than a loose story does."""
     index = StoryIndex(SEMANTIC, embed=embed)
     troops = feed(index, NK_TROOPS[:after])
-    story_id, score = index.assign(NK_MISSILE, NOW)
+    story_id, score = watched(index, NK_MISSILE)
     assert story_id is None
     assert score < index._semantic_bar(troops[0], after)
     assert troops[0] == troops[-1]
 
 
+def _average_cosine(index: StoryIndex, e: Entry, story_id: str) -> float:
+    """The average embedding cosine between ``e`` and the story's members."""
+    assert index._centroids is not None
+    ranked = index._centroids.best(index._embedding(e), 100, lambda s: s == story_id)
+    [(average, found)] = ranked
+    assert found == story_id
+    return average
+
+
 @needs_semantic
 def test_semantic_a_tight_story_asks_more_than_a_loose_one(embed: Counting) -> None:
     """With the tightness bar off (a margin of 1: every story asks only
-    semantic_threshold), the missile headline joins three troops headlines;
-    with the default margin it does not."""
+    semantic_threshold), the missile headline's average cosine to three troops
+    headlines clears the bar; with the default margin it does not."""
     loose = StoryIndex(replace(SEMANTIC, semantic_tightness_margin=1.0), embed=embed)
     troops = feed(loose, NK_TROOPS)
-    story_id, score = loose.assign(NK_MISSILE, NOW)
-    assert story_id == troops[0]
-    assert SEMANTIC.semantic_threshold <= score < SEMANTIC.semantic_single_threshold
     strict = StoryIndex(SEMANTIC, embed=embed)
-    feed(strict, NK_TROOPS)
-    assert strict.assign(NK_MISSILE, NOW)[0] is None
+    assert feed(strict, NK_TROOPS) == troops
+    average = _average_cosine(strict, NK_MISSILE, troops[0])
+    assert loose._semantic_bar(troops[0], 3) <= average < SEMANTIC.semantic_single_threshold
+    assert strict._semantic_bar(troops[0], 3) > average
 
 
 @needs_semantic
@@ -793,12 +801,13 @@ def test_semantic_a_young_story_needs_a_close_match(embed: Counting) -> None:
     semantic_threshold, under the bar of a story whose two headlines agree as
     closely as these (0.85), which semantic_single_threshold caps."""
     index = StoryIndex(SEMANTIC, embed=embed)
-    feed(index, NK_TROOPS[:2])
+    troops = feed(index, NK_TROOPS[:2])
     relaxed = StoryIndex(replace(SEMANTIC, semantic_single_threshold=SEMANTIC.semantic_threshold),
                          embed=embed)
-    troops = feed(relaxed, NK_TROOPS[:2])
-    assert index.assign(NK_MISSILE, NOW)[0] is None
-    assert relaxed.assign(NK_MISSILE, NOW)[0] == troops[0]
+    assert feed(relaxed, NK_TROOPS[:2]) == troops
+    average = _average_cosine(index, NK_MISSILE, troops[0])
+    assert index._semantic_bar(troops[0], 2) > average >= relaxed._semantic_bar(troops[0], 2)
+    assert watched(index, NK_MISSILE)[0] is None
 
 
 # --------------------------------------------------------------------------- the C candidate loop
