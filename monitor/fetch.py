@@ -18,10 +18,12 @@ import asyncio
 import email.utils
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -42,6 +44,8 @@ class FetchResult:
     last_modified: str | None = None
     content_type: str | None = None
     max_age: float | None = None  # Cache-Control max-age: the earliest sensible next poll
+    expires: datetime | None = None  # Expires, when there is no max-age
+    status: int = 200
 
     @property
     def not_modified(self) -> bool:
@@ -70,6 +74,23 @@ _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.I)
 def parse_max_age(value: str | None) -> float | None:
     m = _MAX_AGE.search(value or "")
     return float(m.group(1)) if m else None
+
+
+def parse_expires(value: str | None) -> datetime | None:
+    """An Expires HTTP-date; an invalid one (often "0" or "-1") means already expired."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _caching(headers: Mapping[str, str]) -> dict[str, Any]:
+    max_age = parse_max_age(headers.get("Cache-Control"))
+    return {"max_age": max_age,
+            "expires": None if max_age is not None else parse_expires(headers.get("Expires"))}
 
 
 class Fetcher:
@@ -123,7 +144,9 @@ class Fetcher:
             headers["If-None-Match"] = state.etag
         if state is not None and state.last_modified:
             headers["If-Modified-Since"] = state.last_modified
-        async with self._global, self._host_limit(feed.url):
+        # The host's slot first: a slow host's feeds queue for their own slots
+        # without holding global ones.
+        async with self._host_limit(feed.url), self._global:
             try:
                 async with asyncio.timeout(self.timeout):
                     return await self._get(feed, headers)
@@ -142,7 +165,7 @@ class Fetcher:
             if resp.status == 304:
                 return FetchResult(body=None, etag=header_value(resp.headers.get("ETag")),
                                    last_modified=header_value(resp.headers.get("Last-Modified")),
-                                   max_age=parse_max_age(resp.headers.get("Cache-Control")))
+                                   status=304, **_caching(resp.headers))
             if resp.status >= 400:
                 raise FetchError(
                     f"HTTP {resp.status} {clean_text(resp.reason or '', 100)}".rstrip(),
@@ -165,7 +188,7 @@ class Fetcher:
                 etag=header_value(resp.headers.get("ETag")),
                 last_modified=header_value(resp.headers.get("Last-Modified")),
                 content_type=header_value(resp.headers.get("Content-Type")),
-                max_age=parse_max_age(resp.headers.get("Cache-Control")),
+                status=resp.status, **_caching(resp.headers),
             )
 
     def _read_file(self, feed: Feed) -> FetchResult:

@@ -1,7 +1,10 @@
-"""When things should happen (pure): digests, quiet hours, per-hour caps.
+"""When things should happen (pure): feed polls, digests, quiet hours, per-hour caps.
 
 Every function takes ``now`` and the settings and returns a time or a
-decision; none reads the clock. Digest times use APScheduler's triggers as
+decision; none reads the clock. :func:`next_poll` decides when a feed is
+polled next from what the last poll told us (the shape of reader's
+``Decider``): the service stores the answer per feed and one scheduler tick
+takes the feeds that are due. Digest times use APScheduler's triggers as
 pure calculators (``CronTrigger`` for ``at:``, ``IntervalTrigger`` for
 ``every:``), so "08:00 Europe/Berlin" means what a person means across DST
 changes. The time an alert is held until is stored with it, which is what
@@ -10,6 +13,8 @@ makes a digest due during downtime go out at the next start.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -17,7 +22,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from monitor.types import AlertStatus, Mode, QuietHours, Watchlist
+from monitor.types import AlertStatus, Feed, FeedState, Mode, QuietHours, Watchlist
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -93,3 +98,124 @@ def hold_for(wl: Watchlist, now: datetime, sent_last_hour: int) -> Hold:
         hour_end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         return Hold(status=AlertStatus.HELD, until=hour_end, reason="max_per_hour")
     return Hold(status=AlertStatus.QUEUED)
+
+
+# ------------------------------------------------------------------ feed polls
+
+
+class Polled(enum.Enum):
+    """How one poll ended, as far as scheduling cares."""
+
+    CHANGED = "changed"  # a 200 with a body we had not seen
+    UNCHANGED = "unchanged"  # a 200 with the same bytes as last time
+    NOT_MODIFIED = "not_modified"  # a 304
+    FAILED = "failed"  # network trouble, 4xx/5xx, a body that is not a feed
+    GONE = "gone"  # 410: the publisher says the feed will not come back
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What one poll told us that bears on the next one.
+
+    ``max_age`` and ``expires`` come from the response's caching headers;
+    ``hint`` is the feed's own (RSS ``<ttl>``, ``sy:updatePeriod``);
+    ``per_day`` is how often the feed really publishes (:func:`publish_rate`).
+    ``failures`` counts consecutive failures including this poll.
+    """
+
+    polled: Polled
+    status: int | None = None
+    retry_after: float | None = None
+    max_age: float | None = None
+    expires: datetime | None = None
+    hint: timedelta | None = None
+    per_day: float | None = None
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollLimits:
+    """``poll.min_interval`` / ``poll.max_interval``: no hint, rate or backoff goes outside."""
+
+    min_interval: timedelta = timedelta(minutes=1)
+    max_interval: timedelta = timedelta(hours=6)
+
+
+#: Retry-After beyond this is taken as a mistake (or a ban): we ask again after a day.
+_MAX_RETRY_AFTER = timedelta(days=1)
+#: Polls per expected new item: twice, so an item waits half its gap on average.
+_POLLS_PER_ITEM = 2
+
+
+def publish_rate(published: Sequence[datetime | None], now: datetime) -> float | None:
+    """Items per day the feed publishes, from its entries' dates (None: cannot tell).
+
+    Measured over the span the feed's items cover (up to ``now``), so a feed that
+    keeps 50 items over a month reads as quiet and one with 50 in an hour as busy.
+    """
+    dates = sorted(d for d in published if d is not None and d <= now)
+    if len(dates) < 2:
+        return None
+    span = (now - dates[0]).total_seconds() / 86400
+    if span <= 0:
+        return None
+    return (len(dates) - 1) / span
+
+
+def _clamp(value: timedelta, limits: PollLimits) -> timedelta:
+    return max(limits.min_interval, min(limits.max_interval, value))
+
+
+def poll_interval(feed: Feed, outcome: Outcome, now: datetime, limits: PollLimits) -> timedelta:
+    """The gap before the next poll of a feed that answered.
+
+    The feed's configured interval, stretched (never shortened) for a feed that
+    publishes rarely, and never shorter than the publisher asks for: caching
+    headers, ``<ttl>``, ``sy:updatePeriod``. Always within the limits.
+    """
+    gap = feed.interval
+    if outcome.per_day is not None:
+        if outcome.per_day > 0:
+            gap = max(gap, timedelta(days=1) / (outcome.per_day * _POLLS_PER_ITEM))
+        else:
+            gap = limits.max_interval
+    asked = [timedelta(seconds=outcome.max_age) if outcome.max_age is not None else None,
+             outcome.expires - now if outcome.expires is not None else None,
+             outcome.hint]
+    for floor in asked:
+        if floor is not None:
+            gap = max(gap, floor)
+    return _clamp(gap, limits)
+
+
+def backoff(feed: Feed, failures: int, jitter: float, limits: PollLimits) -> timedelta:
+    """Exponential backoff after ``failures`` consecutive failures, capped at max_interval.
+
+    ``jitter`` in [0, 1) (the service hashes the feed's name and failure count:
+    deterministic, yet feeds that failed together spread out) takes off up to a
+    quarter, so a host's feeds do not come back in lockstep.
+    """
+    doubled = feed.interval * (2 ** min(max(failures - 1, 0), 20))
+    return _clamp(min(doubled, limits.max_interval) * (1 - 0.25 * jitter), limits)
+
+
+def next_poll(feed: Feed, state: FeedState | None, outcome: Outcome, now: datetime, *,
+              limits: PollLimits = PollLimits(), jitter: float = 0.0) -> datetime | None:
+    """When to poll ``feed`` next, given how this poll went (pure).
+
+    None means never: the feed answered 410 Gone and is disabled. Retry-After on
+    429 and 503 is honoured (up to a day) even beyond max_interval: it is the
+    server's word. ``state`` is what the store knew before this poll; a success
+    after failures schedules as a success. ``jitter`` (in [0, 1)) moves a success
+    up to a tenth earlier, so feeds first polled together drift apart.
+    """
+    if outcome.polled is Polled.GONE:
+        return None
+    if outcome.polled is Polled.FAILED:
+        failures = outcome.failures or (state.failures + 1 if state else 1)
+        gap = backoff(feed, failures, jitter, limits)
+        if outcome.status in (429, 503) and outcome.retry_after is not None:
+            asked = min(timedelta(seconds=outcome.retry_after), _MAX_RETRY_AFTER)
+            gap = max(gap, asked)
+        return now + gap
+    return now + _clamp(poll_interval(feed, outcome, now, limits) * (1 - 0.1 * jitter), limits)
