@@ -291,6 +291,18 @@ class PollSettings(_Model):
     #: Entries taken from one feed in one poll; the rest are logged and left out.
     max_entries: int = Field(1000, ge=1, le=1_000_000)
     user_agent: str = "news-monitor/0.1 (+https://github.com/news-monitor/news-monitor)"
+    # The bounds of every feed's schedule: configured intervals, caching headers,
+    # <ttl>, a quiet feed's rate and failure backoff all stay within them
+    # (Retry-After aside). No floor by default: a feed's interval is what it says.
+    min_interval: Duration = timedelta(0)
+    max_interval: Duration = timedelta(hours=1)
+    # A feed failing for this long raises one alert to the `ops:` destinations.
+    alert_after: Duration = timedelta(hours=24)
+    # How often the scheduler looks for due feeds (more often if a feed's interval
+    # is shorter).
+    tick: Duration = timedelta(seconds=1)
+    # Processes that parse feeds; unset: one per core; 0: parse on a thread.
+    parse_workers: int | None = Field(None, ge=0, le=64)
 
 
 class DedupeConfig(_Model):
@@ -445,6 +457,19 @@ class MonitorFile(_Model):
     http: HttpSettings | None = None
     # On SIGTERM: how long fetches and deliveries under way may take to finish.
     stop_timeout: Duration = timedelta(seconds=10)
+    ops: tuple[str, ...] = ()  # destinations told when a feed fails for poll.alert_after
+
+    @field_validator("ops", mode="before")
+    @classmethod
+    def _ops_one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _ops_known(self) -> MonitorFile:
+        for name in self.ops:
+            if name not in self.destinations:
+                raise ValueError(f"ops: unknown destination {name!r}")
+        return self
 
     @field_validator("feeds")
     @classmethod
@@ -505,6 +530,7 @@ class Config:
     feeds: tuple[Feed, ...]
     watchlists: tuple[Watchlist, ...]
     destinations: Mapping[str, SlackDestination | EmailDestination | ConsoleDestination]
+    ops: tuple[str, ...] = ()
     watchlist_errors: tuple[ConfigError, ...] = field(default=())
     http: HttpSettings | None = None
     stop_timeout: timedelta = timedelta(seconds=10)
@@ -627,7 +653,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         path=path, state=state, poll=model.poll, backfill=model.backfill,
         retention=model.retention, dedupe=model.dedupe, templates=templates,
         feeds=feeds, watchlists=tuple(watchlists), destinations=dict(model.destinations),
-        watchlist_errors=tuple(errors), http=model.http, stop_timeout=model.stop_timeout,
+        ops=model.ops, watchlist_errors=tuple(errors), http=model.http,
+        stop_timeout=model.stop_timeout,
     )
 
 

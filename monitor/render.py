@@ -30,7 +30,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -108,6 +108,21 @@ def _safe_link(url: str) -> str:
 
 
 # --------------------------------------------------------------------------- text helpers
+
+
+def format_duration(d: timedelta) -> str:
+    """A duration as people write it: ``45s``, ``2m``, ``3h``, ``1h30m``, ``2d``."""
+    secs = int(max(d.total_seconds(), 0))
+    if secs < 60:
+        return f"{secs}s"
+    days, rest = divmod(secs, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d{hours}h" if hours and days < 3 else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m"
 
 
 def one_line(text: str) -> str:

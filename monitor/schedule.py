@@ -137,14 +137,17 @@ class Outcome:
 class PollLimits:
     """``poll.min_interval`` / ``poll.max_interval``: no hint, rate or backoff goes outside."""
 
-    min_interval: timedelta = timedelta(minutes=1)
-    max_interval: timedelta = timedelta(hours=6)
+    min_interval: timedelta = timedelta(0)
+    max_interval: timedelta = timedelta(hours=1)
 
 
 #: Retry-After beyond this is taken as a mistake (or a ban): we ask again after a day.
 _MAX_RETRY_AFTER = timedelta(days=1)
 #: Polls per expected new item: twice, so an item waits half its gap on average.
 _POLLS_PER_ITEM = 2
+#: A quiet feed is polled at most this many times less often than configured:
+#: its next item is news too, and the configured interval is the user's word.
+_MAX_STRETCH = 4
 
 
 def publish_rate(published: Sequence[datetime | None], now: datetime) -> float | None:
@@ -169,16 +172,16 @@ def _clamp(value: timedelta, limits: PollLimits) -> timedelta:
 def poll_interval(feed: Feed, outcome: Outcome, now: datetime, limits: PollLimits) -> timedelta:
     """The gap before the next poll of a feed that answered.
 
-    The feed's configured interval, stretched (never shortened) for a feed that
-    publishes rarely, and never shorter than the publisher asks for: caching
-    headers, ``<ttl>``, ``sy:updatePeriod``. Always within the limits.
+    The feed's configured interval, stretched (never shortened, at most
+    fourfold) for a feed that publishes rarely, and never shorter than the
+    publisher asks for: caching headers, ``<ttl>``, ``sy:updatePeriod``. Always
+    within the limits.
     """
     gap = feed.interval
     if outcome.per_day is not None:
-        if outcome.per_day > 0:
-            gap = max(gap, timedelta(days=1) / (outcome.per_day * _POLLS_PER_ITEM))
-        else:
-            gap = limits.max_interval
+        by_rate = (timedelta(days=1) / (outcome.per_day * _POLLS_PER_ITEM)
+                   if outcome.per_day > 0 else feed.interval * _MAX_STRETCH)
+        gap = max(gap, min(by_rate, feed.interval * _MAX_STRETCH))
     asked = [timedelta(seconds=outcome.max_age) if outcome.max_age is not None else None,
              outcome.expires - now if outcome.expires is not None else None,
              outcome.hint]

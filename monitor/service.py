@@ -2,10 +2,13 @@
 
 ::
 
-    APScheduler (one interval job per feed)
-        └── poll(feed)
+    APScheduler (one job, poll_due, every second)
+        └── due feeds from the store (next_poll_at <= now)
+              poll(feed)
               fetch (conditional GET)          monitor.fetch
-              parse (off the loop)             monitor.parse
+              304 or the same body: stop       (body hash per feed)
+              parse (process pool)             monitor.parse
+              next poll time                   monitor.schedule.next_poll
               decide new / retitled / alertable  (pure, here: decide())
               assign stories                   monitor.dedupe (StoryIndex)
               match                            monitor.match (Matcher)
@@ -13,6 +16,13 @@
         Outbox lanes (one per destination)     monitor.deliver.outbox
               render                           monitor.render
               send                             monitor.deliver.{slack,email,console}
+
+Threads and processes: the loop's store calls run on the store's own thread
+(awaited, so the loop never waits on its lock; the outbox still calls the
+store directly); the story index is owned by one ingest thread (ingest and
+expiry both run there, and at start-up its fill from the store, while the
+first polls fetch and parse); parsing runs in a process pool sized to the
+cores.
 
 All resources are opened in :meth:`Service.__aenter__` on an AsyncExitStack and
 closed in reverse on the way out. One broken feed or destination is logged
@@ -29,15 +39,20 @@ SIGHUP and changed files reload the configuration all or nothing
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
+import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from monitor import config as cfg
 from monitor import redact
@@ -51,17 +66,31 @@ from monitor.fetch import Fetcher
 from monitor.match import Matcher
 from monitor.metrics import Metrics
 from monitor.notify import Notifier, watchdog_interval
-from monitor.parse import parse_feed
-from monitor.render import Renderer
-from monitor.schedule import hold_for
+from monitor.parse import ParsedFeed, parse_document
+from monitor.render import Renderer, format_duration
+from monitor.schedule import Outcome as PollOutcome
+from monitor.schedule import Polled, PollLimits, hold_for, next_poll, publish_rate
 from monitor.store import PollRecord, SqlStore, StoredEntry, alert_id, open_store
-from monitor.types import Alert, AlertStatus, Entry, Feed, FeedState, Match, Sender, Watchlist
+from monitor.types import (
+    Alert,
+    AlertStatus,
+    Entry,
+    Feed,
+    FeedState,
+    Match,
+    Rendered,
+    Sender,
+    Watchlist,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between heartbeats of the scheduler; also how often idle outbox lanes
 #: look for alerts queued by another process (`alerts retry`, `replay`).
 TICK = 1.0
+
+
+_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -73,6 +102,30 @@ def utcnow() -> datetime:
 #: and beyond it its entries are grouped by URL alone. So the index holds at
 #: most feeds x budget members, whatever a publisher sends.
 INDEX_BUDGET = 10_000
+
+
+def body_hash(body: bytes) -> str:
+    """What an unchanged body is recognised by (most servers send no validators,
+    or a new ETag for the same bytes)."""
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def _jitter(name: str, failures: int, now: datetime) -> float:
+    """A value in [0, 1) from the feed and the moment: deterministic for a test,
+    different between feeds that failed together."""
+    digest = hashlib.blake2b(f"{name}\0{failures}\0{now.isoformat()}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def parse_workers(setting: int | None) -> int:
+    """Processes for parsing: the cores this process may use, unless configured."""
+    if setting is not None:
+        return setting
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------ deciding (pure)
@@ -244,7 +297,12 @@ class Service:
         self.outbox: Outbox
         self.senders: dict[str, Sender] = {}
         self._inflight: set[asyncio.Task[None]] = set()
-        self._ingesting = asyncio.Lock()
+        self._polling: set[str] = set()  # feeds with a poll under way (poll_due skips them)
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
+        self._parse_pool: Executor | None = None
+        self._batch: list[tuple[PollRecord, asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
         self._scheduler: Any = None  # APScheduler's AsyncIOScheduler while run() runs
         self.tally = Tally()
         self.last_tick: float | None = None  # loop time of the scheduler's last heartbeat
@@ -277,8 +335,20 @@ class Service:
 
     async def _open(self) -> None:
         c = self.config
-        self.store = open_store(c.state)
+        # Registered first, so they are shut down last (after everything using them).
+        self._stack.callback(self._db_thread.shutdown)
+        self._stack.callback(self._index_thread.shutdown)
+        self.store = await self._db(open_store, c.state)
         self._stack.callback(self.store.close)
+        workers = parse_workers(c.poll.parse_workers)
+        if workers:
+            # forkserver: a fork of this process (threads, sockets) would be unsafe.
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["monitor.parse", "monitor.dedupe"])
+            pool = ProcessPoolExecutor(workers, mp_context=ctx)
+            self._parse_pool = pool
+            self._stack.callback(pool.shutdown, cancel_futures=True)
+        await self._db(self.store.sync_feeds, [(f.name, f.url) for f in c.feeds])
         self.fetcher = await self._stack.enter_async_context(Fetcher(
             timeout=c.poll.timeout.total_seconds(), max_bytes=c.poll.max_bytes,
             concurrency=c.poll.concurrency, per_host=c.poll.per_host,
@@ -291,12 +361,15 @@ class Service:
                 if isinstance(d, cfg.SlackDestination)}
         self.outbox = Outbox(self.store, self.senders, self.renderer, now=self.now,
                              min_interval=pace, on_outcome=self._outcome)
-        self._splits = (await asyncio.to_thread(self.store.splits_since, 0))[0]
-        self.index = await asyncio.to_thread(self._rebuild_index, c.dedupe)
-        self.metrics.watch_store(
-            self.store.alert_counts,
-            lambda: [(f.name, self.store.feed_state(f.name)) for f in self.config.feeds],
-            self.now)
+        self._splits = (await self._db(self.store.splits_since, 0))[0]
+        self.index = await self._owned(self._new_index, c.dedupe)
+        # Filled from the store on the ingest thread while the first polls fetch and
+        # parse: ingest runs on that thread too, so it waits for the fill, and
+        # nothing else needs the index.
+        filling = asyncio.get_running_loop().run_in_executor(
+            self._index_thread, self._fill_index, self.index, c.dedupe.window)
+        filling.add_done_callback(_log_fill)
+        self.metrics.watch_store(self.store.alert_counts, self._feed_health, self.now)
         for err in c.watchlist_errors:
             logger.warning("watchlist.invalid %s", err)
         for problem in self.renderer.check():  # also loads them: reload swaps whole sets
@@ -304,9 +377,8 @@ class Service:
         logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s",
                     len(c.feeds), len(self.matcher), len(self.senders), redact.url(c.state))
 
-    def _rebuild_index(self, dedupe: cfg.DedupeConfig) -> StoryIndex:
-        """The story index of the last ``window``, rebuilt from the store (memory stays
-        bounded by the window, never by what the store holds)."""
+    def _new_index(self, dedupe: cfg.DedupeConfig) -> StoryIndex:
+        """An empty story index (a missing semantic extra is a ConfigError here)."""
         settings = DedupeSettings(**dedupe.settings())
         embed = None
         if settings.method is Method.SEMANTIC:
@@ -315,8 +387,12 @@ class Service:
             embedder = Embedder()
             embedder.load()  # a missing extra is a ConfigError now, not at the first story
             embed = embedder
-        index = StoryIndex(settings, embed=embed)
-        stored = self.store.entries_since(self.now() - dedupe.window)
+        return StoryIndex(settings, embed=embed)
+
+    def _fill_index(self, index: StoryIndex, window: timedelta) -> int:
+        """The story index of the last ``window``, rebuilt from the store (memory stays
+        bounded by the window, never by what the store holds)."""
+        stored = self.store.entries_since(self.now() - window)
         kept: list[StoredEntry] = []  # each feed's newest, within its budget
         per_feed: dict[str, dict[datetime, int]] = {}
         for se in reversed(stored):
@@ -329,7 +405,13 @@ class Service:
         index.prepare(se.entry for se in kept)
         for se in kept:
             index.add(se.story_id, se.entry, se.seen_at, topics=self._topics(se.entry))
-        return index
+        logger.debug("index.filled entries=%d", len(stored))
+        return len(stored)
+
+    def _feed_health(self) -> list[tuple[str, FeedState | None]]:
+        """Each configured feed's stored state, in one query (for /metrics)."""
+        states = self.store.feed_states()
+        return [(f.name, states.get(f.name)) for f in self.config.feeds]
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -337,50 +419,187 @@ class Service:
 
     # -- one feed -----------------------------------------------------------------------
 
-    async def poll(self, feed: Feed) -> int:
+    async def _db(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a store call on the store's thread: the loop never waits on its lock."""
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+
+    async def _owned(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn`` on the ingest thread, the one owner of the story index."""
+        return await asyncio.get_running_loop().run_in_executor(self._index_thread, fn, *args)
+
+    async def _record(self, poll: PollRecord) -> None:
+        """Record a poll that ingests nothing (304, same body, failure), committed with
+        the others that arrived meanwhile: one transaction for many polls instead of
+        one each. Returns once committed, so a poll is over only when it is stored."""
+        done = asyncio.get_running_loop().create_future()
+        self._batch.append((poll, done))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_batches(), name="commit")
+        await done
+
+    async def _commit_batches(self) -> None:
+        try:
+            while self._batch:
+                batch, self._batch = self._batch, []
+                try:
+                    await self._db(self.store.record_polls, [p for p, _ in batch])
+                except Exception as exc:  # each poll that waits on it reports it
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._committer = None
+
+    async def _parse(self, body: bytes, feed: Feed, content_type: str | None) -> ParsedFeed:
+        """Parse in the process pool (off the GIL), or on a thread without one."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(parse_document, body, feed.name, content_type=content_type,
+                                 canonicalize=canonical_url, now=self.now(),
+                                 max_entries=self.config.poll.max_entries)
+        if self._parse_pool is None:
+            return await asyncio.to_thread(call)
+        return await loop.run_in_executor(self._parse_pool, call)
+
+    async def poll(self, feed: Feed, state: FeedState | None = None) -> int:
         """Poll one feed; returns the number of alerts queued. Never raises for feed trouble:
-        a fetch, parse or store error is recorded as this feed's failure (``feeds`` shows it)."""
+        a fetch, parse or store error is recorded as this feed's failure (``feeds`` shows it).
+
+        Reads top to bottom as the pipeline: fetch; a 304 or a body identical to
+        the last one ends there (validators and the next poll recorded); else
+        parse, decide and ingest in one transaction. Every path records when the
+        feed is due next (schedule.next_poll). ``state``: the feed's stored state
+        when the caller has read it already (the tick reads all due ones at once).
+        """
         now = self.now()
+        started = time.monotonic()
+        try:
+            return await self._poll(feed, state, now, started)
+        except StoreError as exc:
+            return await self._feed_failed(feed, state, now, exc, started)
+
+    async def _poll(self, feed: Feed, state: FeedState | None, now: datetime,
+                    started: float) -> int:
+        if state is None:
+            state = await self._db(self.store.feed_state, feed.name)
         try:
             state = self.store.feed_state(feed.name)
             result = await self.fetcher.fetch(feed, state)
-            if result.not_modified:
-                self.store.record_poll(PollRecord(
-                    feed=feed.name, at=now,
-                    etag=result.etag or (state.etag if state else None),
-                    last_modified=result.last_modified or (state.last_modified if state else None)))
-                logger.debug("feed.not_modified feed=%s", feed.name)
-                self.metrics.polls.labels(feed.name, "not_modified").inc()
-                return 0
-            assert result.body is not None
-            entries = await asyncio.to_thread(
-                parse_feed, result.body, feed.name, content_type=result.content_type,
-                canonicalize=canonical_url, now=now, max_entries=self.config.poll.max_entries)
-            # Off the loop (story assignment can embed text, and the store writes), one
-            # feed at a time: the story index is not shared between threads.
-            async with self._ingesting:
-                queued = await asyncio.to_thread(self._ingest, feed, state, entries, now,
-                                                 result.etag, result.last_modified)
-        except (FetchError, ParseError, StoreError) as exc:
-            return self._feed_failed(feed, now, exc)
+        except FetchError as exc:
+            return await self._feed_failed(feed, state, now, exc, started)
+        ms = (time.monotonic() - started) * 1000
+        known = state or FeedState(name=feed.name)
+        # A 304 may leave the validators out: the ones we sent still stand.
+        etag = result.etag or (known.etag if result.not_modified else None)
+        modified = result.last_modified or (known.last_modified if result.not_modified else None)
+        if result.not_modified or (digest := body_hash(result.body or b"")) == known.body_hash:
+            polled = Polled.NOT_MODIFIED if result.not_modified else Polled.UNCHANGED
+            outcome = PollOutcome(polled=polled, status=result.status, max_age=result.max_age,
+                              expires=result.expires, hint=known.hint, per_day=known.per_day)
+            await self._record(PollRecord(
+                feed=feed.name, at=now, status=result.status, response_ms=ms,
+                next_poll_at=self._next_poll(feed, state, outcome, now), etag=etag,
+                last_modified=modified))
+            logger.debug("feed.%s feed=%s", polled.value, feed.name)
+            self.metrics.polls.labels(feed.name, polled.value).inc()
+            await self._recovered(feed, state, now)
+            return 0
+        assert result.body is not None
+        try:
+            parsed = await self._parse(result.body, feed, result.content_type)
+        except ParseError as exc:
+            return await self._feed_failed(feed, state, now, exc, started, result.status)
+        per_day = publish_rate([e.published for e in parsed.entries], now)
+        outcome = PollOutcome(polled=Polled.CHANGED, status=result.status, max_age=result.max_age,
+                          expires=result.expires, hint=parsed.hint, per_day=per_day)
+        record = PollRecord(feed=feed.name, at=now, status=result.status, response_ms=ms,
+                            next_poll_at=self._next_poll(feed, state, outcome, now),
+                            parsed=True, body_hash=digest, per_day=per_day, hint=parsed.hint,
+                            etag=etag, last_modified=modified)
+        queued = await self._owned(self._ingest, feed, state, list(parsed.entries), record)
         if queued:
             self.outbox.wake()
+        await self._recovered(feed, state, now)
         return queued
 
-    def _feed_failed(self, feed: Feed, now: datetime, exc: MonitorError) -> int:
-        error = redact.text(str(exc))
-        logger.warning("feed.error feed=%s url=%s error=%s", feed.name, redact.url(feed.url),
-                       error)
+    def _next_poll(self, feed: Feed, state: FeedState | None, outcome: PollOutcome,
+                   now: datetime) -> datetime | None:
+        p = self.config.poll
+        return next_poll(feed, state, outcome, now,
+                         limits=PollLimits(min_interval=p.min_interval,
+                                           max_interval=p.max_interval),
+                         jitter=_jitter(feed.name, outcome.failures, now))
+
+    async def _feed_failed(self, feed: Feed, state: FeedState | None, now: datetime,
+                           exc: MonitorError, started: float, status: int | None = None) -> int:
+        ms = (time.monotonic() - started) * 1000
+        failures = (state.failures if state else 0) + 1
+        if isinstance(exc, FetchError):
+            status = exc.status
+        gone = status == 410
+        outcome = PollOutcome(polled=Polled.GONE if gone else Polled.FAILED, status=status,
+                          retry_after=exc.retry_after if isinstance(exc, FetchError) else None,
+                          failures=failures)
+        due = self._next_poll(feed, state, outcome, now)
         self.metrics.feed_failed(feed.name, exc)
         self.tally.failed += 1
         self.tally.failed_feeds.append(feed.name)
+        error = redact.text(str(exc))
         self.last_error = f"{feed.name}: {error}"
+        if gone:
+            logger.warning("feed.gone feed=%s url=%s: HTTP 410 Gone, the feed is disabled "
+                           "until its url changes in the config", feed.name,
+                           redact.url(feed.url))
+        else:
+            logger.warning("feed.error feed=%s url=%s error=%s failures=%d next=%s", feed.name,
+                           redact.url(feed.url), error, failures,
+                           due.isoformat() if due else "never")
         try:
-            self.store.record_poll(PollRecord(feed=feed.name, at=now, error=error))
+            await self._record(PollRecord(
+                feed=feed.name, at=now, error=error, status=status, response_ms=ms,
+                next_poll_at=due, gone_url=feed.url if gone else None))
         except StoreError as store_exc:
             logger.warning("feed.unrecorded feed=%s error=%s", feed.name,
                            redact.text(str(store_exc)))
+            return 0
+        since = state.failing_since if state and state.failing_since else now
+        if (self.config.ops and not (state and state.ops_alerted)
+                and now - since >= self.config.poll.alert_after):
+            await self._ops_alert(feed, now, f"{feed.name} has been failing for "
+                                  f"{format_duration(now - since)}: {error}", alerted=True)
         return 0
+
+    async def _recovered(self, feed: Feed, state: FeedState | None, now: datetime) -> None:
+        if state is not None and state.ops_alerted:
+            since = state.failing_since or now
+            await self._ops_alert(feed, now, f"{feed.name} is working again after "
+                                  f"{format_duration(now - since)} of failures", alerted=False)
+
+    async def _ops_alert(self, feed: Feed, now: datetime, text: str, *, alerted: bool) -> None:
+        """Tell the ``ops:`` destinations that a feed is dead or back. Sent directly, not
+        through the outbox: it is about the monitor, not a story. Marked only once
+        every destination took it, so a failed send is tried again at the next poll."""
+        url = redact.url(feed.url)
+        entry = Entry(feed=feed.name, key=f"ops:{feed.name}", guid=None, link=url,
+                      canonical_url=url, title=text, summary="", published=now)
+        message = Rendered(subject=text, text=f"{text}\n{url}")
+        ok = True
+        for name in self.config.ops:
+            alert = Alert(id=f"ops-{body_hash(f'{feed.name}{now}'.encode())[:16]}",
+                          watchlist="ops", destination=name, story_id=f"ops:{feed.name}",
+                          entry=entry, terms=(), created_at=now)
+            try:
+                await self.senders[name].send(alert, message)
+            except MonitorError as exc:
+                ok = False
+                logger.warning("ops.alert_failed feed=%s destination=%s error=%s", feed.name,
+                               name, exc)
+        if ok:
+            logger.info("ops.alert feed=%s failing=%d", feed.name, int(alerted))
+            await self._db(self.store.set_ops_alerted, feed.name, alerted)
 
     def _outcome(self, outcome: Outcome, alert: Alert) -> None:
         if outcome is Outcome.SENT:
@@ -391,8 +610,10 @@ class Service:
         self.metrics.delivered(outcome.value, alert, self.now())
 
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                now: datetime, etag: str | None, last_modified: str | None) -> int:
+                poll: PollRecord) -> int:
+        """Decide, group, match and record one poll's entries (on the ingest thread)."""
         c = self.config
+        now = poll.at
         self._apply_splits()
         known = self.store.known(feed.name, (e.key for e in entries))
         first = state is None or state.first_polled_at is None
@@ -435,8 +656,7 @@ class Service:
                            feed.name, len(d.new) - room, self.index_budget, window)
         alerts = alerts_for(matches, self.watchlists, now, recent)
         queued = self.store.ingest(
-            PollRecord(feed=feed.name, at=now, etag=etag, last_modified=last_modified),
-            stored, alerts, d.retitled,
+            poll, stored, alerts, d.retitled,
             present=[e.key for e in entries if e.key in known and not known[e.key][0]])
         # Here, not with the hourly prune: the index is this thread's, and a feed
         # rotating many entries per poll must not outgrow the window in between.
@@ -471,22 +691,52 @@ class Service:
     # -- whole runs ----------------------------------------------------------------------
 
     async def poll_all(self) -> None:
+        """Poll every configured feed once, except those disabled by 410 Gone."""
+        states = await self._db(self.store.feed_states)
         async with asyncio.TaskGroup() as tg:
             for feed in self.config.feeds:
-                tg.create_task(self._poll_guarded(feed), name=f"poll:{feed.name}")
+                st = states.get(feed.name)
+                if st is not None and st.gone_url == feed.url:
+                    continue
+                tg.create_task(self._poll_guarded(feed, st), name=f"poll:{feed.name}")
 
-    async def _poll_guarded(self, feed: Feed) -> None:
+    async def _poll_guarded(self, feed: Feed, state: FeedState | None = None) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
+        self._polling.add(feed.name)
         self.tally.polled += 1
         try:
-            await self.poll(feed)
+            await self.poll(feed, state)
         except Exception:
             logger.exception("feed.crash feed=%s (the other feeds go on)", feed.name)
         finally:
+            self._polling.discard(feed.name)
             if task is not None:
                 self._inflight.discard(task)
+
+    async def poll_due(self) -> int:
+        """Start a poll of every feed the store says is due; returns how many started.
+
+        10,000 feeds are 10,000 rows, not 10,000 scheduler jobs, and a restart
+        polls only what is due. Feeds still being polled are skipped.
+        """
+        due = await self._db(self.store.due_feeds, self.now())
+        feeds = {f.name: f for f in self.config.feeds}
+        started = 0
+        for st in due:
+            name = st.name
+            feed = feeds.get(name)
+            if feed is None or name in self._polling:
+                continue
+            self._polling.add(name)
+            task = asyncio.create_task(self._poll_guarded(feed, st), name=f"poll:{name}")
+            self._inflight.add(task)  # held until done: a bare task could be collected
+            task.add_done_callback(self._inflight.discard)
+            started += 1
+        if started:
+            logger.debug("schedule.tick started=%d", started)
+        return started
 
     async def run_once(self, drain_timeout: float = 60.0) -> int:
         """Poll every feed once, deliver what resulted; returns alerts left queued.
@@ -522,8 +772,13 @@ class Service:
         scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
         self._scheduler = scheduler
         now = self.now()
-        for feed in self.config.feeds:
-            self._schedule(feed, now)
+        shortest = min([self.config.poll.tick, *(f.interval for f in self.config.feeds)])
+        every = max(shortest.total_seconds(), 0.05)
+        # Jitter: instances sharing a PostgreSQL store do not all look at once.
+        scheduler.add_job(self.poll_due, IntervalTrigger(seconds=every, jitter=every / 5,
+                                                         timezone=UTC),
+                          id="poll_due", next_run_time=now, max_instances=1, coalesce=True,
+                          misfire_grace_time=None)
         scheduler.add_job(self._prune, IntervalTrigger(hours=1, timezone=UTC),
                           id="prune", next_run_time=now + timedelta(minutes=1))
         scheduler.add_job(self._tick, IntervalTrigger(seconds=self.tick_every, timezone=UTC),
@@ -582,15 +837,6 @@ class Service:
                 t.cancel()
             await asyncio.wait(left, timeout=1.0)
 
-    def _schedule(self, feed: Feed, first: datetime) -> None:
-        from apscheduler.triggers.interval import IntervalTrigger
-
-        self._scheduler.add_job(
-            self._poll_guarded, IntervalTrigger(seconds=feed.interval.total_seconds(),
-                                                timezone=UTC),
-            args=[feed], id=f"feed:{feed.name}", name=feed.name, next_run_time=first,
-            max_instances=1, coalesce=True, misfire_grace_time=None, replace_existing=True)
-
     async def _tick(self) -> None:
         """The scheduler's heartbeat; every few seconds, also the status line and a look
         at the outbox for alerts queued by another process."""
@@ -607,13 +853,10 @@ class Service:
             self._status_sent = text
 
     def feeds_due(self) -> int:
-        """Feeds whose poll time has come (or that are being polled)."""
+        """Feeds whose poll time has come (or that are being polled). Reads the store."""
         if self._scheduler is None:
             return 0
-        now = self.now()
-        return sum(1 for job in self._scheduler.get_jobs()
-                   if job.id.startswith("feed:") and job.next_run_time is not None
-                   and job.next_run_time <= now)
+        return self.store.count_due(self.now())
 
     def status_line(self) -> str:
         """The STATUS= text. Reads the store: on the loop, await ``_status()``."""
@@ -698,14 +941,11 @@ class Service:
             return False
         new = got.config
         change = feed_changes(self.config.feeds, new.feeds)
-        async with self._ingesting:
-            self._apply(new)
-        if self._scheduler is not None:
-            now = self.now()
-            for f in change.removed:
-                self._scheduler.remove_job(f"feed:{f.name}")
-            for f in (*change.added, *change.changed):
-                self._schedule(f, now)
+        await self._owned(self._apply, new)  # on the ingest thread: between two ingests
+        # New feeds get a row (due now); changed ones are due now; removed ones are
+        # no longer in the config, which is what poll_due polls from.
+        await self._db(self.store.sync_feeds, [(f.name, f.url) for f in new.feeds])
+        await self._db(self.store.make_due, [f.name for f in change.changed])
         self.reload_error = None
         self.reloaded_at = self.now()
         self.metrics.reloads.labels("ok").inc()
@@ -720,8 +960,14 @@ class Service:
         """Retention: rows older than ``retention`` go (see SqlStore.prune)."""
         now = self.now()
         try:
-            n = await asyncio.to_thread(self.store.prune, now - self.config.retention, now)
+            n = await self._db(self.store.prune, now - self.config.retention, now)
         except StoreError as exc:
             logger.warning("store.prune_failed error=%s", redact.text(str(exc)))
             return
         logger.info("store.pruned entries=%d", n)
+
+
+def _log_fill(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled() and (exc := fut.exception()) is not None:
+        logger.error("index.fill_failed error=%s (stories group from new entries only)",
+                     redact.text(str(exc)), exc_info=exc)

@@ -24,7 +24,15 @@ class Feed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeedState:
-    """What we remember about a feed between polls."""
+    """What we remember about a feed between polls, and its health.
+
+    ``last_polled_at`` is the last attempt; ``failures`` counts consecutive
+    failures since ``failing_since``. ``body_hash`` is the last 200 body's hash
+    (an identical body is not parsed again); ``hint`` the feed's own ``<ttl>`` /
+    ``sy:updatePeriod``, kept for polls that do not parse. ``gone_url`` is set
+    when that URL answered 410 Gone: the feed is disabled until its URL changes.
+    ``ops_alerted``: the "feed failing" ops alert went out for this failure run.
+    """
 
     name: str
     etag: str | None = None
@@ -33,6 +41,16 @@ class FeedState:
     last_polled_at: datetime | None = None
     last_error: str | None = None
     failures: int = 0
+    last_success_at: datetime | None = None
+    failing_since: datetime | None = None
+    status: int | None = None
+    next_poll_at: datetime | None = None
+    per_day: float | None = None
+    response_ms: float | None = None
+    body_hash: str | None = None
+    hint: timedelta | None = None
+    gone_url: str | None = None
+    ops_alerted: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

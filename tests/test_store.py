@@ -156,7 +156,7 @@ def test_a_version_2_database_upgrades(tmp_path: Path) -> None:
     conn.close()
     s = open_store(f"sqlite:///{path}")
     try:
-        assert s.get_meta("schema") == "3"
+        assert s.get_meta("schema") == "4"  # through 3 (seen_keys) and 4 (feed health)
         assert s.known("f", ["a"]) == {"a": ("s1", "t")}
         assert s.prune(NOW, NOW) == 1 and s.known("f", ["a"]) == {"a": ("", "")}
     finally:
@@ -192,3 +192,67 @@ def test_prune_works_in_batches(store: SqlStore) -> None:
     assert store.prune(NOW - timedelta(days=30), NOW, batch=10) == 25
     assert len(store.known("f", [f"k{i}" for i in range(25)])) == 25
     assert store.entries_since(old - timedelta(days=1)) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_schema_3_database_upgrades_to_feed_health(backend: str, tmp_path: Path) -> None:
+    """A database written by the previous version (schema 3) gains the due time and
+    health columns (migration 4), keeping what it knew."""
+    from stores import state_url
+
+    from monitor.store.sql import MIGRATIONS, _schema
+
+    with state_url(backend, tmp_path) as url:
+        old = open_store(url)
+        serial = old.serial
+        old.close()
+        # Rebuild it as schema 3 made it: drop everything, replay steps 1 to 3.
+        conn_store = open_store(url)
+        with conn_store._tx():
+            for table in ("alerts", "watchlist_stories", "stories", "entries", "feeds", "meta",
+                          "seen_keys"):
+                conn_store._x(f"DROP TABLE {table}")
+            for stmt in _schema(serial):
+                conn_store._x(stmt)
+            for stmt in (*MIGRATIONS[2], *MIGRATIONS[3]):
+                conn_store._x(stmt)
+            conn_store._x("INSERT INTO meta (key, value) VALUES ('schema', '3')")
+            conn_store._x("INSERT INTO feeds (name, etag, last_polled_at, failures) "
+                          "VALUES ('old', '\"e1\"', '2026-11-25T11:00:00.000000Z', 2)")
+        conn_store.close()
+        store = open_store(url)
+        try:
+            assert store.get_meta("schema") == "4"
+            st = store.feed_state("old")
+            assert st is not None and st.etag == '"e1"' and st.failures == 2
+            assert st.next_poll_at is None and st.body_hash is None and not st.ops_alerted
+            assert [st.name for st in store.due_feeds(NOW)] == ["old"]
+            store.record_poll(PollRecord(feed="old", at=NOW, etag='"e2"', status=200,
+                                         next_poll_at=NOW + timedelta(minutes=5),
+                                         response_ms=40.0, parsed=True, body_hash="h",
+                                         per_day=12.0, hint=timedelta(hours=1)))
+            st = store.feed_state("old")
+            assert st is not None and st.failures == 0 and st.response_ms == 40.0
+            assert st.hint == timedelta(hours=1) and st.per_day == 12.0
+            assert store.due_feeds(NOW) == []
+            assert [st.name for st in store.due_feeds(NOW + timedelta(minutes=5))] == ["old"]
+        finally:
+            store.close()
+
+
+def test_feed_health_is_recorded(store: SqlStore) -> None:
+    store.sync_feeds([("a", "https://a.example/f"), ("b", "https://b.example/f")])
+    assert sorted(st.name for st in store.due_feeds(NOW)) == ["a", "b"]
+    store.record_poll(PollRecord(feed="a", at=NOW, error="HTTP 410 Gone", status=410,
+                                 gone_url="https://a.example/f", response_ms=10.0))
+    store.record_poll(PollRecord(feed="b", at=NOW, status=200, response_ms=100.0,
+                                 next_poll_at=NOW + timedelta(minutes=5), parsed=True,
+                                 body_hash="x"))
+    store.record_poll(PollRecord(feed="b", at=NOW + timedelta(minutes=5), status=304,
+                                 response_ms=50.0, next_poll_at=NOW + timedelta(minutes=10)))
+    b = store.feed_state("b")
+    assert b is not None and b.body_hash == "x" and b.status == 304
+    assert b.response_ms == pytest.approx(90.0)  # 0.8 * 100 + 0.2 * 50
+    assert [st.name for st in store.due_feeds(NOW + timedelta(days=1))] == ["b"]  # a is gone
+    store.sync_feeds([("a", "https://a.example/moved")])  # a new URL revives it
+    assert "a" in [st.name for st in store.due_feeds(NOW)]

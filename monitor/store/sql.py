@@ -2,7 +2,8 @@
 
 Tables::
 
-    feeds              one row per feed: HTTP validators, first/last poll, failures
+    feeds              one row per feed: HTTP validators, when it is due, its health
+                       (last attempt/success/error, failures, status, rate, response time)
     entries            every entry of the last `retention` (feed, key) with its content,
                        for backtests and the story it belongs to
     seen_keys          what is left of an entry after `retention`: a hash of (feed, key),
@@ -26,14 +27,14 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from monitor.dedupe import Join
 from monitor.errors import StoreError
 from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source, Story
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Numbered schema steps after version 1 (which _schema creates): step N takes
 #: a database from version N - 1 to N, on both backends.
@@ -58,6 +59,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX seen_keys_last_seen ON seen_keys (last_seen)",
         "CREATE INDEX alerts_created ON alerts (created_at)",
         "CREATE INDEX watchlist_stories_matched ON watchlist_stories (matched_at)",
+    ),
+    # 4: each feed's due time (one scheduler tick takes the due rows, #13), its
+    # health for `news-monitor feeds`, the hash of its last body (an unchanged
+    # body is not parsed) and its 410 / ops-alert state.
+    4: (
+        "ALTER TABLE feeds ADD COLUMN next_poll_at TEXT",
+        "ALTER TABLE feeds ADD COLUMN last_success_at TEXT",
+        "ALTER TABLE feeds ADD COLUMN failing_since TEXT",
+        "ALTER TABLE feeds ADD COLUMN status INTEGER",
+        "ALTER TABLE feeds ADD COLUMN per_day DOUBLE PRECISION",
+        "ALTER TABLE feeds ADD COLUMN response_ms DOUBLE PRECISION",
+        "ALTER TABLE feeds ADD COLUMN body_hash TEXT",
+        "ALTER TABLE feeds ADD COLUMN hint_s DOUBLE PRECISION",
+        "ALTER TABLE feeds ADD COLUMN gone_url TEXT",
+        "ALTER TABLE feeds ADD COLUMN ops_alerted INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX feeds_due ON feeds (next_poll_at)",
     ),
 }
 
@@ -86,7 +103,7 @@ def dt(s: str | None) -> datetime | None:
     year, sep, rest = s.partition("-")
     if sep and len(year) < 4 and year.isdigit():
         s = f"{int(year):04d}-{rest}"
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(s)  # ten times faster than strptime
 
 
 def writable(*values: str | None) -> None:
@@ -160,13 +177,26 @@ def _schema(serial: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PollRecord:
-    """The outcome of one poll of one feed, to be remembered."""
+    """The outcome of one poll of one feed, to be remembered.
+
+    ``parsed``: the body was parsed, so ``body_hash``, ``per_day`` and ``hint``
+    replace what was stored (otherwise the stored ones stand). ``gone_url``:
+    that URL answered 410 and the feed is disabled.
+    """
 
     feed: str
     at: datetime
     etag: str | None = None
     last_modified: str | None = None
     error: str | None = None
+    status: int | None = None
+    next_poll_at: datetime | None = None
+    response_ms: float | None = None
+    parsed: bool = False
+    body_hash: str | None = None
+    per_day: float | None = None
+    hint: timedelta | None = None
+    gone_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +205,24 @@ class StoredEntry:
     story_id: str
     seen_at: datetime
     join: Join | None = None  # why it is in its story; None: it opened the story
+
+
+_FEED_COLS = ("name, etag, last_modified, first_polled_at, last_polled_at, last_error, failures, "
+              "last_success_at, failing_since, status, next_poll_at, per_day, response_ms, "
+              "body_hash, hint_s, gone_url, ops_alerted")
+# Mean response time, weighted to the last ten polls or so.
+_EWMA = ("CASE WHEN excluded.response_ms IS NULL THEN feeds.response_ms "
+         "WHEN feeds.response_ms IS NULL THEN excluded.response_ms "
+         "ELSE 0.8 * feeds.response_ms + 0.2 * excluded.response_ms END")
+
+
+def _feed_state(r: Sequence[Any]) -> FeedState:
+    return FeedState(name=r[0], etag=r[1], last_modified=r[2], first_polled_at=dt(r[3]),
+                     last_polled_at=dt(r[4]), last_error=r[5], failures=r[6],
+                     last_success_at=dt(r[7]), failing_since=dt(r[8]), status=r[9],
+                     next_poll_at=dt(r[10]), per_day=r[11], response_ms=r[12], body_hash=r[13],
+                     hint=timedelta(seconds=r[14]) if r[14] is not None else None,
+                     gone_url=r[15], ops_alerted=bool(r[16]))
 
 
 _ALERT_COLS = (
@@ -304,35 +352,90 @@ class SqlStore:
     # -- feeds ------------------------------------------------------------------------
 
     def feed_state(self, name: str) -> FeedState | None:
-        rows = self._q("SELECT name, etag, last_modified, first_polled_at, last_polled_at, "
-                       "last_error, failures FROM feeds WHERE name = ?", (name,))
-        if not rows:
-            return None
-        r = rows[0]
-        return FeedState(name=r[0], etag=r[1], last_modified=r[2], first_polled_at=dt(r[3]),
-                         last_polled_at=dt(r[4]), last_error=r[5], failures=r[6])
+        rows = self._q(f"SELECT {_FEED_COLS} FROM feeds WHERE name = ?", (name,))
+        return _feed_state(rows[0]) if rows else None
+
+    def feed_states(self) -> dict[str, FeedState]:
+        """Every feed's state, for the health table."""
+        return {r[0]: _feed_state(r) for r in self._q(f"SELECT {_FEED_COLS} FROM feeds")}
+
+    def sync_feeds(self, feeds: Iterable[tuple[str, str]]) -> None:
+        """Make a row for each configured (name, url), due now if new; a feed disabled
+        by 410 comes back when its URL changes. One transaction at start-up."""
+        with self._tx():
+            for name, url in feeds:
+                self._x("INSERT INTO feeds (name, failures) VALUES (?, 0) "
+                        "ON CONFLICT (name) DO NOTHING", (name,))
+                self._x("UPDATE feeds SET gone_url = NULL, next_poll_at = NULL "
+                        "WHERE name = ? AND gone_url IS NOT NULL AND gone_url <> ?", (name, url))
+
+    def due_feeds(self, now: datetime, limit: int = 10_000) -> list[FeedState]:
+        """The state of each feed due by ``now`` (never polled first, then the most
+        overdue): what the tick polls, read in one query."""
+        rows = self._q(f"SELECT {_FEED_COLS} FROM feeds WHERE gone_url IS NULL AND "
+                       "(next_poll_at IS NULL OR next_poll_at <= ?) "
+                       "ORDER BY next_poll_at IS NOT NULL, next_poll_at LIMIT ?",
+                       (ts(now), int(limit)))
+        return [_feed_state(r) for r in rows]
+
+    def count_due(self, now: datetime) -> int:
+        """How many feeds are due by ``now`` (for the status line)."""
+        rows = self._q("SELECT COUNT(*) FROM feeds WHERE gone_url IS NULL AND "
+                       "(next_poll_at IS NULL OR next_poll_at <= ?)", (ts(now),))
+        return int(rows[0][0])
+
+    def make_due(self, names: Sequence[str]) -> None:
+        """Poll these feeds at the next look (their config changed)."""
+        with self._tx():
+            for name in names:
+                self._x("UPDATE feeds SET next_poll_at = NULL WHERE name = ?", (name,))
+
+    def set_ops_alerted(self, name: str, alerted: bool) -> None:
+        with self._tx():
+            self._x("UPDATE feeds SET ops_alerted = ? WHERE name = ?", (int(alerted), name))
 
     def _record_poll(self, poll: PollRecord) -> None:
         writable(poll.feed, poll.etag, poll.last_modified, poll.error)
+        hint = poll.hint.total_seconds() if poll.hint is not None else None
         if poll.error is None:
+            content = ("body_hash = excluded.body_hash, per_day = excluded.per_day, "
+                       "hint_s = excluded.hint_s, " if poll.parsed else "")
             self._x(
                 "INSERT INTO feeds (name, etag, last_modified, first_polled_at, last_polled_at, "
-                "failures) VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (name) DO UPDATE SET "
+                "last_success_at, failures, status, next_poll_at, response_ms, body_hash, "
+                "per_day, hint_s) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET "
                 "etag = excluded.etag, last_modified = excluded.last_modified, "
                 "first_polled_at = COALESCE(feeds.first_polled_at, excluded.first_polled_at), "
-                "last_polled_at = excluded.last_polled_at, last_error = NULL, failures = 0",
-                (poll.feed, poll.etag, poll.last_modified, ts(poll.at), ts(poll.at)))
+                "last_polled_at = excluded.last_polled_at, last_error = NULL, failures = 0, "
+                "last_success_at = excluded.last_success_at, failing_since = NULL, "
+                f"status = excluded.status, next_poll_at = excluded.next_poll_at, {content}"
+                f"response_ms = {_EWMA}",
+                (poll.feed, poll.etag, poll.last_modified, ts(poll.at), ts(poll.at), ts(poll.at),
+                 poll.status, ts(poll.next_poll_at), poll.response_ms, poll.body_hash,
+                 poll.per_day, hint))
         else:
             self._x(
-                "INSERT INTO feeds (name, last_polled_at, last_error, failures) "
-                "VALUES (?, ?, ?, 1) ON CONFLICT (name) DO UPDATE SET "
+                "INSERT INTO feeds (name, last_polled_at, last_error, failures, failing_since, "
+                "status, next_poll_at, response_ms, gone_url) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET "
                 "last_polled_at = excluded.last_polled_at, last_error = excluded.last_error, "
-                "failures = feeds.failures + 1",
-                (poll.feed, ts(poll.at), poll.error))
+                "failures = feeds.failures + 1, "
+                "failing_since = COALESCE(feeds.failing_since, excluded.failing_since), "
+                "status = excluded.status, next_poll_at = excluded.next_poll_at, "
+                f"gone_url = excluded.gone_url, response_ms = {_EWMA}",
+                (poll.feed, ts(poll.at), poll.error, ts(poll.at), poll.status,
+                 ts(poll.next_poll_at), poll.response_ms, poll.gone_url))
 
     def record_poll(self, poll: PollRecord) -> None:
         with self._tx():
             self._record_poll(poll)
+
+    def record_polls(self, polls: Sequence[PollRecord]) -> None:
+        """Several polls' records in one transaction (the service's group commit)."""
+        with self._tx():
+            for poll in polls:
+                self._record_poll(poll)
 
     # -- entries -----------------------------------------------------------------------
 

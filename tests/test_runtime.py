@@ -1,0 +1,179 @@
+"""The polling runtime: due times in the store, one tick, unchanged bodies skipped,
+backoff, Retry-After, 410 Gone and the dead-feed ops alert. In-process Service
+against the local feed and Slack servers, with a controllable clock."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from feeds import RSS
+from servers import FeedServer, SlackServer
+
+from monitor import config as cfg
+from monitor.service import Service
+
+T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.t = start
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw: float) -> None:
+        self.t += timedelta(**kw)
+
+
+def write_config(tmp: Path, server: FeedServer, paths: list[str], extra: str = "") -> Path:
+    feeds = ", ".join(f"{{name: {p.strip('/').split('.')[0]}, url: '{server.url(p)}'}}"
+                      for p in paths)
+    (tmp / "watchlists").mkdir(exist_ok=True)
+    (tmp / "monitor.yaml").write_text(
+        "state: sqlite:///state/monitor.db\n"
+        "poll: {interval: 5m, min_interval: 1m, max_interval: 6h, parse_workers: 1}\n"
+        f"feeds: [{feeds}]\n{extra}")
+    return tmp / "monitor.yaml"
+
+
+def story_feed(n: int = 3) -> RSS:
+    rss = RSS()
+    for i in range(n):
+        rss.add(f"Story number {i} about harbours", f"https://wire.example/{i}",
+                published=T0 - timedelta(hours=i))
+    return rss
+
+
+async def test_unchanged_body_is_not_parsed_again(tmp_path: Path, feed_server: FeedServer,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    feed_server.set("/a.xml", story_feed().render(), etag=False, last_modified=False)
+    clock = Clock(T0)
+    async with Service(cfg.load(write_config(tmp_path, feed_server, ["/a.xml"])),
+                       now=clock) as s:
+        await s.poll_all()
+        first = s.store.feed_state("a")
+        assert first is not None and first.body_hash and first.last_success_at == T0
+        clock.advance(minutes=6)
+        with caplog.at_level(logging.DEBUG, logger="monitor.service"):
+            await s.poll_all()
+        events = [r.getMessage().split()[0] for r in caplog.records]
+        assert "feed.unchanged" in events and "feed.polled" not in events
+        again = s.store.feed_state("a")
+        assert again is not None and again.body_hash == first.body_hash
+        assert again.last_success_at == T0 + timedelta(minutes=6)
+        assert again.next_poll_at is not None and again.next_poll_at > clock.t
+        # A changed body is parsed and ingested.
+        rss = story_feed(4)
+        feed_server.set("/a.xml", rss.render(), etag=False, last_modified=False)
+        clock.advance(minutes=6)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="monitor.service"):
+            await s.poll_all()
+        assert any("feed.polled" in r.getMessage() and "new=1" in r.getMessage()
+                   for r in caplog.records)
+
+
+async def test_tick_takes_only_due_feeds(tmp_path: Path, feed_server: FeedServer) -> None:
+    for p in ("/a.xml", "/b.xml"):
+        feed_server.set(p, story_feed().render())
+    clock = Clock(T0)
+    async with Service(cfg.load(write_config(tmp_path, feed_server, ["/a.xml", "/b.xml"])),
+                       now=clock) as s:
+        assert await s.poll_due() == 2  # never polled: both due
+        await _settle(s)
+        assert await s.poll_due() == 0  # both polled just now
+        # Three items an hour apart: about 24 a day, so polled less often than every
+        # 5m (twice per expected item would be every 30m; at most fourfold: 20m).
+        clock.advance(minutes=15)
+        assert await s.poll_due() == 0
+        clock.advance(minutes=6)
+        assert await s.poll_due() == 2
+        await _settle(s)
+        assert len(feed_server.requests_for("/a.xml")) == 2
+
+
+async def _settle(s: Service) -> None:
+    import asyncio
+
+    while s._inflight:
+        await asyncio.wait(set(s._inflight))
+
+
+async def test_failures_back_off_and_retry_after_is_honoured(
+        tmp_path: Path, feed_server: FeedServer) -> None:
+    feed_server.fail("/a.xml", 500)
+    feed_server.fail("/b.xml", 429, retry_after=7200)
+    clock = Clock(T0)
+    async with Service(cfg.load(write_config(tmp_path, feed_server, ["/a.xml", "/b.xml"])),
+                       now=clock) as s:
+        gaps = []
+        for _ in range(4):
+            await s.poll_all()
+            st = s.store.feed_state("a")
+            assert st is not None and st.next_poll_at is not None
+            gaps.append(st.next_poll_at - clock.t)
+            clock.t = st.next_poll_at
+        # 5m, 10m, 20m, 40m, each less up to a quarter of jitter.
+        for gap, full in zip(gaps, (5, 10, 20, 40), strict=True):
+            assert timedelta(minutes=full * 0.75) <= gap <= timedelta(minutes=full)
+        st = s.store.feed_state("a")
+        assert st is not None and st.failures == 4 and st.status == 500
+        assert st.failing_since == T0 and st.last_error and "500" in st.last_error
+        b = s.store.feed_state("b")
+        assert b is not None and b.status == 429 and b.next_poll_at is not None
+        assert b.next_poll_at - b.last_polled_at >= timedelta(hours=2)  # type: ignore[operator]
+
+
+async def test_gone_disables_the_feed_with_one_log_line(
+        tmp_path: Path, feed_server: FeedServer, caplog: pytest.LogCaptureFixture) -> None:
+    feed_server.fail("/a.xml", 410)
+    clock = Clock(T0)
+    async with Service(cfg.load(write_config(tmp_path, feed_server, ["/a.xml"])),
+                       now=clock) as s:
+        with caplog.at_level(logging.WARNING, logger="monitor.service"):
+            await s.poll_all()
+            clock.advance(days=2)
+            await s.poll_all()
+            assert await s.poll_due() == 0
+    gone = [r for r in caplog.records if "feed.gone" in r.getMessage()]
+    assert len(gone) == 1 and "410" in gone[0].getMessage()
+    assert len(feed_server.requests_for("/a.xml")) == 1
+    # A new URL in the config brings the feed back.
+    feed_server.set("/a2.xml", story_feed().render())
+    (tmp_path / "monitor.yaml").write_text((tmp_path / "monitor.yaml").read_text().replace(
+        "/a.xml", "/a2.xml"))
+    async with Service(cfg.load(tmp_path / "monitor.yaml"), now=clock) as s:
+        assert await s.poll_due() == 1
+        await _settle(s)
+    assert len(feed_server.requests_for("/a2.xml")) == 1
+
+
+async def test_dead_feed_alert_once_and_on_recovery(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
+    feed_server.fail("/a.xml", 503)
+    extra = ("destinations:\n"
+             f"  ops-room: {{type: slack, channel: '#alerts', token: xoxb-test-token, "
+             f"base_url: '{slack_server.base_url}'}}\n"
+             "ops: [ops-room]\n")
+    path = write_config(tmp_path, feed_server, ["/a.xml"], extra)
+    path.write_text(path.read_text().replace("parse_workers: 1}", "parse_workers: 1, "
+                                             "alert_after: 1h}"))
+    clock = Clock(T0)
+    async with Service(cfg.load(path), now=clock) as s:
+        for _ in range(3):  # T0, +40m, +80m: over an hour of failing at the third
+            await s.poll_all()
+            clock.advance(minutes=40)
+        await s.poll_all()  # still failing: no second alert
+        texts = [str(m.text) for m in slack_server.messages]
+        assert len(texts) == 1 and "failing for 1h20m" in texts[0], texts
+        feed_server.set("/a.xml", story_feed().render())
+        clock.advance(minutes=40)
+        await s.poll_all()
+        texts = [str(m.text) for m in slack_server.messages]
+        assert len(texts) == 2 and "working again" in texts[1], texts
+        st = s.store.feed_state("a")
+        assert st is not None and not st.ops_alerted and st.failures == 0
