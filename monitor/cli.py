@@ -11,7 +11,10 @@
     news-monitor alerts [--failed] [--limit N]       the outbox: alerts with status and attempts
     news-monitor alerts retry (ID... | --all)        re-queue failed alerts
     news-monitor stories [--since 24h]               recent story clusters and their sources
-    news-monitor feeds                               feeds' poll state and last errors
+    news-monitor feeds                               each feed's health: status, last success,
+                                                     next poll, failures, rate, response time
+    news-monitor feeds import FILE.opml [--write]    add an OPML file's feeds to the config
+    news-monitor feeds export                        the configured feeds as OPML
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from monitor import config as cfg
 from monitor import redact
 from monitor.errors import ConfigError, MonitorError
 from monitor.sanitize import ascii_json_safe, escape_control
-from monitor.types import Entry, Feed, Watchlist
+from monitor.types import Entry, Feed, FeedState, Watchlist
 
 if TYPE_CHECKING:
     from monitor.store import SqlStore
@@ -412,17 +415,86 @@ def cmd_stories(args: argparse.Namespace) -> int:
         return 0
 
 
+def _ago(now: datetime, when: datetime | None) -> str:
+    from monitor.render import format_duration
+
+    return "never" if when is None else f"{format_duration(now - when)} ago"
+
+
+def feed_rows(feeds: Sequence[Feed], states: dict[str, FeedState],
+              now: datetime) -> list[tuple[str, ...]]:
+    """The health table's rows, one per configured feed (pure)."""
+    from monitor.render import format_duration
+
+    rows: list[tuple[str, ...]] = [
+        ("FEED", "STATUS", "HTTP", "LAST OK", "NEXT", "PER DAY", "RESPONSE", "ERROR")]
+    for feed in feeds:
+        st = states.get(feed.name) or FeedState(name=feed.name)
+        if st.gone_url == feed.url:
+            status = "gone (410)"
+        elif st.failures:
+            since = st.failing_since or st.last_polled_at or now
+            status = f"failing {format_duration(now - since)} x{st.failures}"
+        elif st.last_polled_at is None:
+            status = "new"
+        else:
+            status = "ok"
+        if st.gone_url == feed.url:
+            nxt = "never"
+        elif st.next_poll_at is None or st.next_poll_at <= now:
+            nxt = "due"
+        else:
+            nxt = f"in {format_duration(st.next_poll_at - now)}"
+        rows.append((
+            feed.name, status, str(st.status or "-"), _ago(now, st.last_success_at), nxt,
+            f"{st.per_day:.1f}" if st.per_day is not None else "-",
+            f"{st.response_ms:.0f}ms" if st.response_ms is not None else "-",
+            redact.text(st.last_error or "")[:60] if st.failures else "",
+        ))
+    return rows
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
 def cmd_feeds(args: argparse.Namespace) -> int:
     config = _load(args)
     with _opened_store(args) as store:
-        for feed in config.feeds:
-            st = store.feed_state(feed.name)
-            last = f"{st.last_polled_at:%Y-%m-%d %H:%M}" if st and st.last_polled_at else "never"
-            status = (f"FAILING x{st.failures}: {redact.text(st.last_error or '')}"
-                      if st and st.failures else "ok")
-            _out(f"{feed.name:<24} every {feed.interval}  last {last}  {status}\n"
-                 f"    {redact.url(feed.url)}")
-        return 0
+        states = store.feed_states()
+    _out(_table(feed_rows(config.feeds, states, datetime.now(UTC))))
+    return 0
+
+
+def cmd_feeds_export(args: argparse.Namespace) -> int:
+    from monitor.opml import to_opml
+
+    _out(to_opml(_load(args).feeds, title="news-monitor feeds"))
+    return 0
+
+
+def cmd_feeds_import(args: argparse.Namespace) -> int:
+    from monitor.opml import add_feeds, from_opml
+
+    config = _load(args)
+    try:
+        found = from_opml(Path(args.file).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    text = config.path.read_text(encoding="utf-8")
+    updated, added = add_feeds(text, found, [(f.name, f.url) for f in config.feeds])
+    for name, url in added:
+        _out(f"+ {name}  {url}")
+    _out(f"{len(added)} new feeds, {len(found) - len(added)} already configured")
+    if added and args.write:
+        config.path.write_text(updated, encoding="utf-8")
+        cfg.load(config.path)  # what we wrote must load
+        _out(f"written to {config.path}")
+    elif added:
+        _out("(dry run: --write adds them to the config)")
+    return 0
 
 
 # -------------------------------------------------------------------------- parser
@@ -514,8 +586,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("entry", metavar="LINK_OR_ENTRY", help="the entry's link, GUID or key")
     sp.set_defaults(func=cmd_stories_split)
 
-    fd = with_config(sub.add_parser("feeds", help="feeds' poll state"))
+    fd = with_config(sub.add_parser("feeds", help="each feed's health"))
     fd.set_defaults(func=cmd_feeds)
+    fd_sub = fd.add_subparsers(dest="feeds_command")
+    fi = with_config(fd_sub.add_parser("import", help="add an OPML file's feeds to the config"))
+    fi.add_argument("file", metavar="FILE.opml", help="an OPML file (exported by a feed reader)")
+    fi.add_argument("--write", action="store_true", help="write them into the config file")
+    fi.set_defaults(func=cmd_feeds_import)
+    fe = with_config(fd_sub.add_parser("export", help="the configured feeds as OPML"))
+    fe.set_defaults(func=cmd_feeds_export)
     return p
 
 

@@ -139,7 +139,7 @@ def test_broken_feeds_do_not_stop_the_good_one(
     assert "feed=Garbage" in r.stderr and "not a feed" in r.stderr
     assert "feed=Nowhere" in r.stderr and "HTTP 404" in r.stderr
     r = cli(config, "feeds")
-    assert "FAILING" in r.stdout and "HTTP 500" in r.stdout
+    assert "failing " in r.stdout and "HTTP 500" in r.stdout
 
 
 def test_hostile_title_pings_no_one(
