@@ -1,0 +1,384 @@
+"""Benchmark: one polling cycle over a farm of feeds on 127.0.0.1 (issue #13).
+
+A feed farm runs in a separate process: N feeds of about 40 KB (50 items).
+Feed i answers by its kind, i % 10:
+
+    0-2  (30%)  ETag and Last-Modified, never changes: 304 when polled with them
+    3-6  (40%)  the same body every time, no validators (the server kind most
+                common in the wild): only the body hash can tell it is unchanged
+    7-9  (30%)  a new item at the top every round, with a new ETag
+
+The same farm process is a Slack-protocol server (chat.postMessage) that notes
+when each message arrives; a few of the new items (--matching) match a
+watchlist, each to its own Slack destination (the outbox paces one message a
+second per destination, as Slack asks), and the time from the farm serving the
+body with the item to the message arriving is the alert latency.
+
+Round 1 is the first poll (everything recorded, nothing alerts); round 2, the
+measured cycle, is a warm one: the monitor (in this process, Service.run_once)
+polls every feed once. Printed: feeds/s, CPU seconds (this process and the
+parse workers), peak RSS (the same), the naive loop (sequential
+``feedparser.parse(url, etag=...)``) on a --sample-feed sample scaled to N, as
+a ratio, and the latency p50/p99. Then the smaller whole-process check:
+``news-monitor run --once`` on --small feeds, fresh state and warm, against the
+naive loop on the same feeds.
+
+    .venv/bin/python bench/poll.py                 # 10,000 feeds (a few minutes)
+    .venv/bin/python bench/poll.py -n 2000         # while developing
+
+Targets (issue #13, on two cores): a 10,000-feed cycle <= 10 s, >= 50x the
+naive loop, peak RSS <= 300 MB, p99 <= 2 s; at 500 feeds, whole process,
+>= 10x and <= 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+WORDS = ("harbour council budget minister election storm court rail strike energy "
+         "price market village school hospital bridge river police festival museum "
+         "airport union farmers water climate vaccine border treaty summit protest "
+         "bank tax housing flood fire drought mayor senate trial verdict company "
+         "merger workers factory port grain exports wheat oil gas pipeline grid "
+         "satellite launch football league coach transfer record heat wave").split()
+
+
+# ------------------------------------------------------------------ the farm
+
+
+def _item(rng: random.Random, feed: int, n: int, when: datetime, title: str | None = None) -> str:
+    words = title or " ".join(rng.choice(WORDS) for _ in range(8)).capitalize()
+    summary = " ".join(rng.choice(WORDS) for _ in range(95))
+    link = f"https://outlet{feed}.example/{n}"
+    return (f"<item><title>{escape(words)} {feed}-{n}</title><link>{link}</link>"
+            f"<guid isPermaLink='false'>f{feed}-{n}</guid>"
+            f"<description>&lt;p&gt;{summary}&lt;/p&gt;</description>"
+            f"<pubDate>{format_datetime(when, usegmt=True)}</pubDate></item>")
+
+
+class Farm:
+    """The feeds' bodies, built on first use and kept (about 40 KB each)."""
+
+    def __init__(self, n: int, matching: int) -> None:
+        self.n = n
+        self.round = 1
+        self.base: dict[int, list[str]] = {}
+        self.bodies: dict[tuple[int, int], bytes] = {}
+        # The first `matching` feeds of kind "new" get a matching item in round 2.
+        self.matching = [i for i in range(n) if i % 10 >= 7][:matching]
+        self.served: dict[str, float] = {}  # link of a matching item -> first served
+        self.arrived: dict[str, float] = {}  # link -> first message naming it arrived
+
+    def items(self, i: int) -> list[str]:
+        if i not in self.base:
+            rng = random.Random(i)
+            self.base[i] = [_item(rng, i, 1000 - j, NOW - timedelta(hours=2 * j + 1))
+                            for j in range(50)]
+        return self.base[i]
+
+    def body(self, i: int) -> bytes:
+        kind = i % 10
+        r = self.round if kind >= 7 else 1
+        got = self.bodies.get((i, r))
+        if got is None:
+            items = self.items(i)
+            if r > 1:
+                rng = random.Random(i * 1000 + r)
+                title = ("Ukraine grain corridor deal reached at summit"
+                         if r == 2 and i in self.matching else None)
+                items = [_item(rng, i, 1000 + r, NOW + timedelta(minutes=r), title), *items[:49]]
+            got = ("<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
+                   f"<title>Outlet {i}</title><link>https://outlet{i}.example/</link>"
+                   f"<description>feed {i}</description>{''.join(items)}</channel></rss>"
+                   ).encode()
+            if len(self.bodies) > 4 * self.n:
+                self.bodies.clear()
+            self.bodies[(i, r)] = got
+        return got
+
+
+def _farm_main(n: int, matching: int, port_q: Any) -> None:
+    from aiohttp import web
+
+    farm = Farm(n, matching)
+
+    async def feed(request: web.Request) -> web.StreamResponse:
+        i = int(request.match_info["i"])
+        if not 0 <= i < n:
+            raise web.HTTPNotFound()
+        kind = i % 10
+        headers: dict[str, str] = {"Content-Type": "application/rss+xml; charset=utf-8"}
+        if kind < 3:
+            tag = f'"{i}-v1"'
+            headers |= {"ETag": tag, "Last-Modified": "Mon, 23 Nov 2026 10:00:00 GMT"}
+            if request.headers.get("If-None-Match") == tag:
+                return web.Response(status=304, headers=headers)
+        elif kind >= 7:
+            tag = f'"{i}-r{farm.round}"'
+            headers["ETag"] = tag
+            if request.headers.get("If-None-Match") == tag:
+                return web.Response(status=304, headers=headers)
+        if farm.round == 2 and i in farm.matching:
+            farm.served.setdefault(f"https://outlet{i}.example/1002", time.time())
+        return web.Response(body=farm.body(i), headers=headers)
+
+    async def set_round(request: web.Request) -> web.Response:
+        farm.round = int(request.match_info["r"])
+        return web.json_response({"round": farm.round})
+
+    async def post_message(request: web.Request) -> web.Response:
+        now = time.time()
+        data: dict[str, Any]
+        if request.content_type == "application/json":
+            data = await request.json()
+        else:
+            data = dict(await request.post())
+        text = json.dumps(data)
+        for link in farm.served:
+            if link in text:
+                farm.arrived.setdefault(link, now)
+        return web.json_response({"ok": True, "channel": "C0BENCH", "ts": f"{now:.6f}"})
+
+    async def slack_other(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "channels": [], "messages": [],
+                                  "response_metadata": {"next_cursor": ""}})
+
+    async def log(request: web.Request) -> web.Response:
+        return web.json_response({"served": farm.served, "arrived": farm.arrived})
+
+    app = web.Application()
+    app.router.add_get("/f/{i}.xml", feed)
+    app.router.add_get("/_round/{r}", set_round)
+    app.router.add_get("/_log", log)
+    app.router.add_post("/api/chat.postMessage", post_message)
+    app.router.add_route("*", "/api/{method}", slack_other)
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)
+        await site.start()
+        port_q.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _config(tmp: Path, base: str, feeds: range, matching: int, dedupe: str) -> Path:
+    (tmp / "watchlists").mkdir(exist_ok=True)
+    dests = "".join(f"  slack{k}: {{type: slack, channel: '#bench{k}', token: xoxb-bench, "
+                    f"base_url: '{base}/api/'}}\n" for k in range(max(matching, 1)))
+    for k in range(max(matching, 1)):
+        (tmp / "watchlists" / f"w{k}.yaml").write_text(
+            f"name: grain {k}\nall: [Ukraine, grain]\nfeeds: [feed{k}]\nnotify: [slack{k}]\n")
+    lines = "".join(f"  - {{name: feed{i}, url: '{base}/f/{i}.xml'}}\n" for i in feeds)
+    path = tmp / "monitor.yaml"
+    path.write_text(
+        f"state: sqlite:///{tmp}/state/monitor.db\n"
+        "poll: {interval: 5m, timeout: 30s, concurrency: 100, per_host: 100}\n"
+        f"dedupe: {{method: {dedupe}}}\n"
+        f"feeds:\n{lines}watchlists: watchlists/\n"
+        f"templates: {ROOT / 'templates'}\ndestinations:\n{dests}")
+    return path
+
+
+def _name_matching(path: Path, matching: list[int]) -> None:
+    """Point watchlist k at the k-th matching feed."""
+    for k, i in enumerate(matching):
+        wl = path.parent / "watchlists" / f"w{k}.yaml"
+        wl.write_text(wl.read_text().replace(f"feeds: [feed{k}]", f"feeds: [feed{i}]"))
+
+
+def naive(base: str, sample: list[int], etags: dict[int, Any]) -> float:
+    """The loop a user would write: feedparser.parse(url) one after another."""
+    import feedparser
+
+    start = time.perf_counter()
+    for i in sample:
+        d = feedparser.parse(f"{base}/f/{i}.xml", etag=etags.get(i, {}).get("etag"),
+                             modified=etags.get(i, {}).get("modified"))
+        etags[i] = {"etag": d.get("etag"), "modified": d.get("modified")}
+    return time.perf_counter() - start
+
+
+class Cycle:
+    """One round of polls: wall seconds, CPU seconds (this process and the parse
+    workers), and of those the workers'."""
+
+    def __init__(self, wall: float, cpu: float, worker_cpu: float) -> None:
+        self.wall, self.cpu, self.worker_cpu = wall, cpu, worker_cpu
+
+
+async def _rounds(config: Path, base: str, rounds: list[int]) -> tuple[list[Cycle], float, int]:
+    """Poll every feed once per round, as the running service does (the outbox
+    running alongside). Returns the cycles, the peak RSS MB of this process plus
+    the workers, and the number of workers."""
+    from monitor import config as cfg
+    from monitor.service import Service
+
+    cycles: list[Cycle] = []
+    async with Service(cfg.load(config)) as s:
+        outbox = asyncio.create_task(s.outbox.run())
+        pool = s._parse_pool
+        for r in rounds:
+            _get(f"{base}/_round/{r}")
+            pids = list(getattr(pool, "_processes", {}) or {})
+            w0 = sum(_proc_cpu(p) for p in pids)
+            cpu0 = time.process_time()
+            start = time.perf_counter()
+            await s.poll_all()
+            wall = time.perf_counter() - start
+            pids = list(getattr(pool, "_processes", {}) or {})
+            wcpu = sum(_proc_cpu(p) for p in pids) - w0
+            cycles.append(Cycle(wall, time.process_time() - cpu0 + wcpu, wcpu))
+        outbox.cancel()
+        await s.outbox.drain(within=60)  # whatever the running lanes had not sent yet
+        pids = list(getattr(pool, "_processes", {}) or {})
+        worker_rss = sum(_proc_hwm_mb(p) for p in pids)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return cycles, rss + worker_rss, len(pids)
+
+
+def _whole_process(config: Path) -> tuple[float, float]:
+    """`news-monitor run --once` as a subprocess: wall seconds, peak RSS MB of its
+    largest process (ru_maxrss of the children, main process or worker)."""
+    exe = Path(sys.executable).parent / "news-monitor"
+    start = time.perf_counter()
+    r = subprocess.run([str(exe), "run", "--once", "--config", str(config)],
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if r.returncode != 0:
+        print(r.stderr[-2000:], file=sys.stderr)  # noqa: T201
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=10_000, help="feeds in the farm")
+    ap.add_argument("--sample", type=int, default=300, help="feeds in the naive loop's sample")
+    ap.add_argument("--matching", type=int, default=5, help="new items that alert")
+    ap.add_argument("--small", type=int, default=500, help="feeds in the whole-process check")
+    ap.add_argument("--dedupe", default="tfidf", choices=("tfidf", "url"),
+                    help="story grouping method (url: by link only, to see the runtime alone)")
+    args = ap.parse_args()
+
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    farm = ctx.Process(target=_farm_main, args=(args.n, args.matching, q), daemon=True)
+    farm.start()
+    base = f"http://127.0.0.1:{q.get(timeout=30)}"
+    out: list[str] = []
+
+    def say(line: str) -> None:
+        out.append(line)
+        print(line, flush=True)  # noqa: T201
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-poll-") as tmp:
+            tmpd = Path(tmp)
+            config = _config(tmpd, base, range(args.n), args.matching, args.dedupe)
+            matching = [i for i in range(args.n) if i % 10 >= 7][:args.matching]
+            _name_matching(config, matching)
+            (first, warm), rss, workers = asyncio.run(_rounds(config, base, [1, 2]))
+            wall, cpu, wcpu = warm.wall, warm.cpu, warm.worker_cpu
+            say(f"dedupe method {args.dedupe}; round 1 (first poll: {args.n * 50} entries "
+                f"recorded, none alerts): {first.wall:.1f} s, {first.cpu:.1f} CPU s")
+            log = _get(f"{base}/_log")
+            lat = sorted(log["arrived"][k] - log["served"][k] for k in log["arrived"])
+
+            # The naive loop on a sample, same farm, same rounds (round 1 for its etags).
+            # A random sample, so that it has the farm's mix of kinds.
+            sample = sorted(random.Random(1).sample(range(args.n), min(args.sample, args.n)))
+            etags: dict[int, Any] = {}
+            _get(f"{base}/_round/1")
+            naive(base, sample, etags)
+            _get(f"{base}/_round/2")
+            naive_s = naive(base, sample, etags) * args.n / len(sample)
+
+            say("")
+            say(f"warm cycle, {args.n} feeds (30% 304, 40% same body without validators, "
+                "30% a new item)")
+            say(f"{'metric':<34}{'measured':>14}{'target':>12}")
+            rows = [
+                ("cycle", f"{wall:.2f} s", "<= 10 s" if args.n == 10_000 else "-"),
+                ("feeds/s", f"{args.n / wall:.0f}", ">= 1000"),
+                ("CPU s (main + parse workers)", f"{cpu:.1f} ({wcpu:.1f} in {workers})", "-"),
+                ("peak RSS MB (main + workers)", f"{rss:.0f}", "<= 300"),
+                (f"naive loop ({len(sample)} feeds, scaled)", f"{naive_s:.1f} s", "-"),
+                ("ratio (naive / monitor)", f"{naive_s / wall:.1f}x", ">= 50x"),
+                ("alert latency p50",
+                 f"{statistics.median(lat):.2f} s" if lat else "n/a", "-"),
+                ("alert latency p99 / max", f"{lat[-1]:.2f} s ({len(lat)} alerts)"
+                 if lat else "n/a (no alert arrived)", "<= 2 s"),
+            ]
+            for name, got, target in rows:
+                say(f"{name:<34}{got:>14}{target:>12}")
+
+        # Whole process, fresh and warm, against the naive loop on the same feeds.
+        with tempfile.TemporaryDirectory(prefix="bench-poll-small-") as tmp:
+            small = range(args.small)
+            config = _config(Path(tmp), base, small, 0, args.dedupe)
+            _get(f"{base}/_round/1")
+            fresh, fresh_rss = _whole_process(config)
+            etags = {}
+            naive_fresh = naive(base, list(small), etags)
+            _get(f"{base}/_round/3")
+            warm, warm_rss = _whole_process(config)
+            naive_warm = naive(base, list(small), etags)
+            say("")
+            say(f"whole process, `news-monitor run --once`, {args.small} feeds, dedupe "
+                f"{args.dedupe} (target >= 10x, <= 150 MB)")
+            say(f"{'round':<8}{'news-monitor':>14}{'naive loop':>12}{'ratio':>8}"
+                f"{'peak RSS (largest process)':>28}")
+            say(f"{'fresh':<8}{fresh:>12.2f} s{naive_fresh:>10.2f} s"
+                f"{naive_fresh / fresh:>7.1f}x{fresh_rss:>25.0f} MB")
+            say(f"{'warm':<8}{warm:>12.2f} s{naive_warm:>10.2f} s"
+                f"{naive_warm / warm:>7.1f}x{warm_rss:>25.0f} MB")
+    finally:
+        farm.terminate()
+        farm.join(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
