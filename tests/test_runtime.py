@@ -11,22 +11,12 @@ from pathlib import Path
 import pytest
 from feeds import RSS
 from servers import FeedServer, SlackServer
+from test_delivery import Clock
 
 from monitor import config as cfg
 from monitor.service import Service
 
 T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.t = start
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, **kw: float) -> None:
-        self.t += timedelta(**kw)
 
 
 def write_config(tmp: Path, server: FeedServer, paths: list[str], extra: str = "") -> Path:
