@@ -955,6 +955,10 @@ class StoryIndex:
         """Stories held."""
         return len(self._stories)
 
+    def holds(self, story_id: str) -> bool:
+        """Whether ``story_id`` has a member held."""
+        return story_id in self._stories
+
     # -- deciding ---------------------------------------------------------
 
     def assign(self, entry: Entry, seen_at: datetime, *, topics: Sequence[str] = (),

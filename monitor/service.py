@@ -403,9 +403,13 @@ class Service:
         kept.reverse()
         self._indexed = {feed: sorted(counts.items()) for feed, counts in per_feed.items()}
         index.prepare(se.entry for se in kept)
+        held = 0
         for se in kept:
-            index.add(se.story_id, se.entry, se.seen_at, topics=self._topics(se.entry))
-        logger.debug("index.filled entries=%d", len(stored))
+            topics = self._topics(se.entry)
+            if topics or index.holds(se.story_id):
+                index.add(se.story_id, se.entry, se.seen_at, topics=topics)
+                held += 1
+        logger.debug("index.filled entries=%d held=%d", len(stored), held)
         return len(stored)
 
     def _feed_health(self) -> list[tuple[str, FeedState | None]]:
@@ -626,6 +630,7 @@ class Service:
         self.index.prepare(e for e in d.new[:room] if e.canonical_url not in by_url)
         stored: list[StoredEntry] = []
         matches: list[tuple[Match, str]] = []
+        indexed = 0
         for i, e in enumerate(d.new):
             # Matched first: what the entry's watchlists all share is no evidence of a story.
             found = self.matcher.match(e)
@@ -638,8 +643,13 @@ class Service:
             if join.story_id is not None:
                 logger.debug("story.joined feed=%s story=%s how=%s score=%.3f bar=%.3f weak=%d",
                              feed.name, story, join.how, join.score, join.bar, join.weak)
-            if i < room:
+            # Held only if someone watches its story: an entry no watchlist matched
+            # alerts no one, so it is only looked up (to join a watched story as
+            # one more outlet), never a candidate itself. That bounds the index by
+            # the watched news, not by everything every feed publishes.
+            if i < room and (found or self.index.holds(story)):
                 self.index.add(story, e, now, topics=topics)
+                indexed += 1
             by_url.setdefault(e.canonical_url, story)
             stored.append(StoredEntry(entry=e, story_id=story, seen_at=now, join=join))
             if e.key in d.alertable:
@@ -649,7 +659,6 @@ class Service:
             if self.watchlists[name].max_per_hour is not None:
                 for dest, n in self.store.immediate_since(name, now - timedelta(hours=1)).items():
                     recent[(name, dest)] = n
-        indexed = min(room, len(d.new))
         self._indexed[feed.name] = [*added, (now, indexed)] if indexed else added
         if len(d.new) > room:
             logger.warning("feed.index_budget feed=%s grouped_by_url=%d (over %d entries in %s)",

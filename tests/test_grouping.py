@@ -365,3 +365,32 @@ async def test_a_split_reaches_a_running_service(
     r = cli(config, "stories", "--since", "1h", "--explain")
     [b_story] = [block for block in r.stdout.split("\n2") if "b.example/units" in block]
     assert "c.example/units" in b_story, r.stdout
+
+
+def test_the_index_holds_only_what_someone_watches(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    """An outlet that words a watched story so the watchlist misses it still joins the
+    story (one more outlet under the alert); two retellings of a story nobody watches
+    stay apart, since neither is held for the other to join, and cost no index."""
+    feeds = _feeds(feed_server, ["Wire A", "Wire B", "Wire C"])
+    config = make_config(tmp_path, feed_server, slack_server, smtp_server,
+                         {name: path for name, (path, _) in feeds.items()})
+    assert cli(config, "run", "--once").returncode == 0
+    feeds["Wire A"][1].add("North Korea sends 10,000 troops to Kursk to fight Ukraine",
+                           "https://a.example/kursk")
+    feeds["Wire A"][1].add("Storm Bert floods the harbour town of Pontypridd",
+                           "https://a.example/storm")
+    feeds["Wire B"][1].add("Pyongyang sends 10,000 troops to Kursk, says Seoul",
+                           "https://b.example/kursk")
+    feeds["Wire C"][1].add("Storm Bert floods harbour town of Pontypridd overnight",
+                           "https://c.example/storm")
+    _publish(feed_server, feeds)
+    r = cli(config, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    assert len(slack_server.messages) == 1
+    r = cli(config, "stories", "--since", "1h", "--json")
+    stories = [json.loads(line) for line in r.stdout.splitlines()]
+    links = sorted(sorted(src["link"] for src in s["sources"]) for s in stories)
+    assert links == [["https://a.example/kursk", "https://b.example/kursk"],
+                     ["https://a.example/storm"], ["https://c.example/storm"]], links
