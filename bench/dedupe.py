@@ -83,12 +83,12 @@ from monitor.dedupe import (  # noqa: E402
     EmbedFunction,
     Method,
     StoryIndex,
-    canonical_url,
     story_id_for,
 )
 from monitor.errors import ConfigError  # noqa: E402
 from monitor.match import Matcher  # noqa: E402
 from monitor.types import Entry, Watchlist  # noqa: E402
+from monitor.urls import canonical_url  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "story-clusters-dev.csv"
 if not DATA.exists():

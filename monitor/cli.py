@@ -188,9 +188,9 @@ def _feed_sources(sources: Sequence[str]) -> list[tuple[str, str, str]]:
 
 async def _entries_from(feeds: Sequence[tuple[str, str, str]],
                         fetch_timeout: float) -> list[Entry]:
-    from monitor.dedupe import canonical_url
     from monitor.fetch import Fetcher
     from monitor.parse import parse_feed
+    from monitor.urls import canonical_url
 
     out: list[Entry] = []
     async with Fetcher(timeout=fetch_timeout) as fetcher:

@@ -426,7 +426,7 @@ def parse_document(
     """Parse a feed body: its entries in document order and its poll hint.
 
     ``feed`` is the feed's configured name (Entry.feed). ``canonicalize`` maps a
-    link to its canonical form (``dedupe.canonical_url`` in the service).
+    link to its canonical form (``monitor.urls.canonical_url`` in the service).
     Every entry goes through :func:`monitor.sanitize.clean_entries`: dates
     after ``now`` plus a day are dropped (``now`` None: no upper bound), and at
     most ``max_entries`` are returned (the rest are logged). ``fast=False``

@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 
 from monitor import config as cfg
 from monitor import redact
-from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, canonical_url, story_id_for
+from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, story_id_for
 from monitor.deliver.console import ConsoleSender
 from monitor.deliver.email import EmailSender
 from monitor.deliver.outbox import Outbox, Outcome
@@ -82,6 +82,7 @@ from monitor.types import (
     Sender,
     Watchlist,
 )
+from monitor.urls import canonical_url
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ class Service:
         if workers:
             # forkserver: a fork of this process (threads, sockets) would be unsafe.
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["monitor.parse", "monitor.dedupe"])
+            ctx.set_forkserver_preload(["monitor.parse", "monitor.urls"])
             pool = ProcessPoolExecutor(workers, mp_context=ctx)
             self._parse_pool = pool
             self._stack.callback(pool.shutdown, cancel_futures=True)

@@ -59,7 +59,7 @@ class Entry:
 
     ``key`` identifies the item within its feed: the GUID, else the canonical
     link. ``canonical_url`` is the link with tracking noise removed
-    (see ``dedupe.canonical_url``); it identifies the story across feeds.
+    (see ``monitor.urls.canonical_url``); it identifies the story across feeds.
     ``summary`` is plain text (markup stripped).
     """
 

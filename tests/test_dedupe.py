@@ -20,18 +20,16 @@ from hypothesis import strategies as st
 
 from monitor import dedupe as dedupe_module
 from monitor.dedupe import (
-    TRACKING_PARAMS,
-    TRACKING_PREFIXES,
     DedupeSettings,
     Method,
     StoryIndex,
     _concepts,
     _features,
-    canonical_url,
     story_id_for,
 )
 from monitor.match import Matcher
 from monitor.types import Entry, Watchlist
+from monitor.urls import TRACKING_PARAMS, TRACKING_PREFIXES, canonical_url
 
 DATA = Path(__file__).parent / "data"
 NOW = datetime(2024, 10, 20, 12, 0, tzinfo=UTC)

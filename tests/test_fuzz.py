@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor import sanitize
-from monitor.dedupe import DedupeSettings, StoryIndex, canonical_url, story_id_for
+from monitor.dedupe import DedupeSettings, StoryIndex, story_id_for
 from monitor.deliver.email import EmailSender
 from monitor.errors import ParseError
 from monitor.match import Matcher
@@ -26,6 +26,7 @@ from monitor.render import Renderer
 from monitor.store import SqlStore, StoredEntry, alert_id, open_store
 from monitor.store.sql import PollRecord
 from monitor.types import Alert, Entry, Watchlist
+from monitor.urls import canonical_url
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -15,10 +15,11 @@ from feeds import RSS, seed_story
 from servers import FeedServer, SlackServer, SMTPServer
 from test_end_to_end import NK_WATCHLIST, cli, make_config
 
-from monitor.dedupe import DedupeSettings, StoryIndex, canonical_url, event_time, story_id_for
+from monitor.dedupe import DedupeSettings, StoryIndex, event_time, story_id_for
 from monitor.match import Matcher
 from monitor.parse import parse_feed
 from monitor.types import Entry, Watchlist
+from monitor.urls import canonical_url
 
 DATA = Path(__file__).parent / "data"
 NOW = datetime(2024, 11, 5, 12, 0, tzinfo=UTC)

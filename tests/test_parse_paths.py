@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.dedupe import canonical_url
 from monitor.parse import parse_document
+from monitor.urls import canonical_url
 
 DATA = Path(__file__).parent / "data"
 

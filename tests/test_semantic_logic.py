@@ -30,10 +30,10 @@ from monitor.dedupe import (
     StoryIndex,
     _concepts,
     _features,
-    canonical_url,
     story_id_for,
 )
 from monitor.types import Entry
+from monitor.urls import canonical_url
 
 DATA = Path(__file__).parent / "data"
 NOW = datetime(2024, 10, 20, 12, 0, tzinfo=UTC)
