@@ -10,7 +10,7 @@
 #                       semantic rows need the model; both read ../shared/data/)
 #   make lint           ruff and mypy --strict, in .venv (without the semantic extra)
 #   make lint-semantic  mypy --strict again in .venv-semantic, with the extra installed
-#   make asan           the C core (matcher, dedupe candidates) under AddressSanitizer and UBSan
+#   make asan           the C cores (matcher, story index) under AddressSanitizer and UBSan
 #   make test-tools     systemd-analyze and chromium for the tests (apt, where root; make test runs it)
 # Two virtualenvs, so that the default one stays small: .venv (the package with
 # its test and dev extras) and .venv-semantic (the same plus the semantic extra).
@@ -29,11 +29,11 @@ PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 	$*/bin/pip install -q --upgrade pip
 
 # setup.py builds the matcher's C core: a change to it reinstalls.
-$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c monitor/_storycore.c
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml setup.py monitor/_matchcore.c monitor/_storycore.c
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
@@ -45,7 +45,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed-test
 # where an unpinned torch would download a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-$(SEMANTIC_VENV)/.installed: $(SBIN)/python pyproject.toml setup.py monitor/_matchcore.c
+$(SEMANTIC_VENV)/.installed: $(SBIN)/python pyproject.toml setup.py monitor/_matchcore.c monitor/_storycore.c
 	$(SBIN)/pip install -q '$(TORCH)'
 	$(SBIN)/pip install -q -e '.[test,semantic,dev]'
 	touch $@
@@ -109,23 +109,24 @@ bench: $(SEMANTIC_VENV)/.installed
 # the installed one, gcc's libasan is preloaded (the interpreter has none),
 # PYTHONMALLOC=malloc lets ASan see every buffer (pymalloc's pools hide them),
 # and -s lets a report through before the process dies.
-ASAN_CORE := build/asan/_matchcore.so
-asan: $(VENV)/.installed-test
-	mkdir -p $(dir $(ASAN_CORE))
-	gcc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+ASAN_CORES := build/asan/_matchcore.so build/asan/_storycore.so
+ASAN_CC = gcc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	  -fno-omit-frame-pointer -std=c11 -fPIC -shared \
-	  -I$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])') \
-	  monitor/_matchcore.c -o $(ASAN_CORE)
+	  -I$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+asan: $(VENV)/.installed-test
+	mkdir -p build/asan
+	$(ASAN_CC) monitor/_matchcore.c -o build/asan/_matchcore.so
+	$(ASAN_CC) monitor/_storycore.c -o build/asan/_storycore.so
 	PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0 \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	  $(BIN)/python tests/run_with_core.py $(ASAN_CORE) -q -s -p no:cacheprovider \
+	  $(BIN)/python tests/run_with_core.py $(ASAN_CORES) -q -s -p no:cacheprovider \
 	  tests/test_match.py tests/test_text.py::test_c_tokens_are_token_string \
 	  tests/test_text.py::test_news_punctuation_and_accents_fold_in_c \
-	  "tests/test_dedupe.py::test_c_story_scores_are_the_python_ones_to_the_bit" \
-	  tests/test_dedupe.py::test_c_and_python_candidate_loops_cluster_alike \
+	  tests/test_dedupe.py::test_c_scores_are_the_python_ones_to_the_bit \
+	  tests/test_dedupe.py::test_c_and_python_tables_cluster_alike \
 	  tests/test_dedupe.py::test_c_accumulate_and_withdraw_are_the_python_ones_to_the_bit \
-	  tests/test_dedupe.py::test_c_accumulate_and_withdraw_refuse_what_they_cannot_read \
-	  tests/test_dedupe.py::test_c_story_scores_refuses_bad_input
+	  tests/test_dedupe.py::test_c_table_refuses_what_it_cannot_read \
+	  tests/test_dedupe.py::test_expiry_leaves_what_adding_only_the_survivors_gives
 
 clean:
 	rm -rf $(VENV) $(SEMANTIC_VENV) state .pytest_cache .hypothesis

@@ -43,16 +43,16 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from monitor.text import tokenize
 from monitor.types import Entry
 from monitor.urls import canonical_url
 
-try:  # the C core (monitor/_matchcore.c) scores candidates; the Python path is the fallback
-    from monitor import _matchcore as _core  # type: ignore[attr-defined]
+try:  # the feature table in C (monitor/_storycore.c); _PyTable is the fallback
+    from monitor import _storycore  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - the install could not compile it
-    _core = None
+    _storycore = None
 
 if TYPE_CHECKING:
     import numpy as np
@@ -279,17 +279,23 @@ def _features(entry: Entry) -> tuple[dict[str, float], tuple[tuple[str, ...], ..
     at half weight: they add the names a short headline leaves out, but
     outlets that only repeat the headline must not outweigh it.
     """
-    feats: dict[str, float] = {}
     texts: list[tuple[str, ...]] = []
     summary = entry.summary.strip()
-    parts = [(entry.title, 1.0)]
+    parts = [entry.title]
     if summary:
         sentences = _SENTENCE_END.split(summary, maxsplit=_SUMMARY_SENTENCES)
         first = " ".join(sentences[:_SUMMARY_SENTENCES])
-        parts.append((first[:_SUMMARY_CHARS], _SUMMARY_WEIGHT))
-    for text, weight in parts:
-        words = _words(text)
-        texts.append(tuple(words))
+        parts.append(first[:_SUMMARY_CHARS])
+    for text in parts:
+        texts.append(tuple(_words(text)))
+    return _grams(texts), tuple(texts)
+
+
+def _grams(texts: Sequence[Sequence[str]]) -> dict[str, float]:
+    """:func:`_features`' weighted words and pairs of an entry's words (its title's,
+    then its summary's): each at the highest weight it has."""
+    feats: dict[str, float] = {}
+    for words, weight in zip(texts, (1.0, _SUMMARY_WEIGHT), strict=False):
         pair_weight = weight * _PAIR_WEIGHT
         grams = [(w, weight) for w in words] + [
             (f"{a} {b}", pair_weight) for a, b in zip(words, words[1:], strict=False)
@@ -297,7 +303,14 @@ def _features(entry: Entry) -> tuple[dict[str, float], tuple[tuple[str, ...], ..
         for gram, gram_weight in grams:
             if feats.get(gram, 0.0) < gram_weight:
                 feats[gram] = gram_weight
-    return feats, tuple(texts)
+    return feats
+
+
+def _held_features(title: Sequence[str], summary: Sequence[str]) -> tuple[str, ...]:
+    """The features a member holds, in the order of its weights: its headline's
+    distinct words first, then the rest in :func:`_grams`' order."""
+    first = tuple(dict.fromkeys(title))
+    return first + tuple(f for f in _grams((title, summary)) if f not in first)
 
 
 def _concepts(
@@ -356,10 +369,10 @@ def _numbers(texts: tuple[tuple[str, ...], ...]) -> frozenset[str]:
     return frozenset(w for w in title if w.isdigit() and w.strip("0"))
 
 
-def _numbers_conflict(numbers: frozenset[str], story: _Story) -> bool:
-    """Whether the entry's headline has a number the story lacks while at least
-    half the story's members share one the entry lacks."""
-    if all(n in story.counts for n in numbers):  # also: no numbers at all
+def _numbers_conflict(numbers: frozenset[str], story: _Story, held: Container[str]) -> bool:
+    """Whether the entry's headline has a number the story lacks (not in ``held``, its
+    features) while at least half the story's members share one the entry lacks."""
+    if all(n in held for n in numbers):  # also: no numbers at all
         return False
     return any(n not in numbers for n in story.agreed_numbers())
 
@@ -452,44 +465,84 @@ class Join:
 # 64-bit hashes of (feed, key) and of the canonical URL: the index lives and dies
 # with the process, and two of the window's entries sharing a hash by chance is
 # about as likely as a cosmic-ray bit flip.
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True, eq=False)
 class _Member:
     ident: int  # _ident(entry)
     story_id: str
     url: int  # hash of the canonical URL, 0 without one
     seen: float  # seen_at as a POSIX timestamp
     at: float  # event_time() as a POSIX timestamp
-    # Its unit vector, IDF as it was when the member was added: features (interned,
-    # shared with the postings' keys), its headline's distinct words first, and their
-    # weights as float32 side by side; the same rounded weights go in and come out of
-    # the centroids, so expiry leaves no drift.
-    features: tuple[str, ...]
+    # Its words (interned): the headline's, then the summary's, as _features read them.
+    # Its features (words and pairs) are made from them again when needed, rather than
+    # held: the pairs are most of the window's distinct strings.
+    words: tuple[str, ...]
+    n_title: int  # words[:n_title] are the headline's
+    # Its unit vector's weights, IDF as it was when the member was added, in the order
+    # of features; float32: the same rounded weights go in and come out of the
+    # centroids, so expiry leaves no drift.
     weights: array[float]
-    n_title: int = 0  # features[:n_title] are its headline's distinct words
     topics: tuple[str, ...] = ()  # watchlists it matched
     embedding: Vector | None = None  # method semantic: unit sentence embedding
 
     @property
+    def features(self) -> tuple[str, ...]:
+        if not self.weights:
+            return ()
+        return _held_features(self.words[: self.n_title], self.words[self.n_title :])
+
+    @property
     def title(self) -> tuple[str, ...]:
-        return self.features[: self.n_title]
+        """Its headline's distinct words."""
+        return tuple(dict.fromkeys(self.words[: self.n_title]))
 
 
 def _ident(entry: Entry) -> int:
     return hash((entry.feed, entry.key))
 
 
-# A feature held by one story (most are: word pairs) posts a (story id, weight)
-# tuple instead of a one-entry dict, a third of the size.
-_Posting = dict[str, float] | tuple[str, float]
+class _FeatureTable(Protocol):
+    """What the index holds per feature: how many members hold it (its document
+    count) and, per story holding it (by story number), how many of the story's
+    members do and its weight in the story's centroid. monitor/_storycore.c's
+    ``Table`` packs it (the index's memory is mostly this); :class:`_PyTable`
+    is the same in Python, step for step."""
+
+    def __len__(self) -> int: ...
+    def accumulate(self, story: int, features: tuple[str, ...],
+                   weights: array[float]) -> tuple[float, float]: ...
+    def withdraw(self, story: int, features: tuple[str, ...], weights: array[float]) -> float: ...
+    def df(self, feature: str) -> int: ...
+    def size(self, feature: str) -> int: ...
+    def count(self, feature: str, story: int) -> int: ...
+    def weight(self, feature: str, story: int) -> float: ...
+    def scores(self, vector: dict[str, float], norms: array[float], seen: array[float],
+               horizon: float, posting_limit: int, candidates: int,
+               shortlist: int) -> dict[int, float]: ...
+    def nbytes(self) -> int: ...
+
+
+class _Holds:
+    """A story's features as a container: ``feature in story`` for the rules that
+    ask what a story holds (:func:`_concepts`, :func:`_shared_words`)."""
+
+    __slots__ = ("_count", "_story")
+
+    def __init__(self, table: _FeatureTable, story: int) -> None:
+        self._count = table.count
+        self._story = story
+
+    def __contains__(self, feature: object) -> bool:
+        return isinstance(feature, str) and self._count(feature, self._story) > 0
 
 
 @dataclass(slots=True)
 class _Story:
-    counts: dict[str, int] = field(default_factory=dict)  # feature -> members holding it
-    norm2: float = 0.0  # |centroid|², kept up to date incrementally
-    norm: float = 0.0  # its square root, for scoring
+    no: int  # its number in the feature table
+    members: list[_Member] = field(default_factory=list)  # in the order added
+    # |centroid|², kept up to date incrementally (its root, and when a member was last
+    # seen, are in StoryIndex's arrays by story number, for the candidate loop)
+    norm2: float = 0.0
     size: int = 0
-    last_seen: datetime | None = None
     times: list[float] = field(default_factory=list)  # members' event times, sorted
     titles: dict[str, int] = field(default_factory=dict)  # headline word -> members with it
     numbers: dict[str, int] = field(default_factory=dict)  # the same, for headline numbers
@@ -507,6 +560,14 @@ class _Story:
         """The headline numbers at least half the members hold."""
         size = self.size
         return [n for n, c in self.numbers.items() if 2 * c >= size]
+
+    def features(self) -> dict[str, int]:
+        """Feature -> members holding it, in the order the members came."""
+        counts: dict[str, int] = {}
+        for member in self.members:
+            for feature in member.features:
+                counts[feature] = counts.get(feature, 0) + 1
+        return counts
 
     def gap(self, at: float) -> float:
         """Seconds from ``at`` to the nearest member's event time."""
@@ -612,60 +673,6 @@ class _Centroids:
                 break
             wanted *= 4
         return [(-score, ident) for score, ident in ranked[:limit]]
-
-
-def _story_scores_py(
-    held: list[tuple[int, float, _Posting]],
-    stories: dict[str, _Story],
-    horizon: datetime,
-    posting_limit: int = _POSTING_LIMIT,
-    candidates: int = _CANDIDATES,
-    shortlist_size: int = _SHORTLIST,
-) -> dict[str, float]:
-    """The candidates' cosines for :meth:`StoryIndex._most_similar`.
-
-    ``held``: (postings size, entry weight, posting) per feature, rarest
-    first. A feature held by at most ``posting_limit`` stories, while fewer
-    than ``candidates`` are proposed, adds to the dot products of its
-    stories; the others are common. Each proposed story still
-    open scores dot / norm; with common features, only the ``shortlist_size``
-    best get them added and are returned. monitor/_matchcore.c's
-    ``story_scores`` does the same in C, float operation for float operation.
-    """
-    dots: dict[str, float] = {}
-    common: list[tuple[int, float, _Posting]] = []
-    for item in held:
-        size, weight, posting = item
-        if size > posting_limit or len(dots) >= candidates:
-            common.append(item)
-            continue
-        postings = {posting[0]: posting[1]} if isinstance(posting, tuple) else posting
-        if dots:
-            get = dots.get
-            for story_id, value in postings.items():
-                dots[story_id] = get(story_id, 0.0) + weight * value
-        else:
-            dots = {story_id: weight * value for story_id, value in postings.items()}
-    scores: dict[str, float] = {}
-    for story_id, dot in dots.items():
-        story = stories[story_id]
-        if story.norm > 0.0 and story.last_seen is not None and story.last_seen >= horizon:
-            scores[story_id] = dot / story.norm
-    if common and scores:
-        # Sorting is stable, so ties keep the order they were proposed in.
-        shortlist = sorted(scores, key=scores.__getitem__, reverse=True)[:shortlist_size]
-        scores = {}
-        for story_id in shortlist:
-            dot = dots[story_id]
-            for _, weight, posting in common:
-                if isinstance(posting, tuple):
-                    shared = posting[1] if posting[0] == story_id else None
-                else:
-                    shared = posting.get(story_id)
-                if shared is not None:
-                    dot += weight * shared
-            scores[story_id] = dot / stories[story_id].norm
-    return scores
 
 
 class StoryIndex:
@@ -775,8 +782,13 @@ class StoryIndex:
         # hash of a canonical url -> the story id of the one member with it, or
         # story id -> members with it when several have it
         self._by_url: dict[int, str | dict[str, int]] = {}
-        self._postings: dict[str, _Posting] = {}  # feature -> story id -> centroid weight
-        self._df: dict[str, int] = {}  # feature -> members holding it
+        self._table: _FeatureTable = _storycore.Table() if _storycore is not None else _PyTable()
+        # By story number: its id ("": free), |centroid| and when a member was last
+        # seen (POSIX time), read by the table's candidate loop.
+        self._ids: list[str] = []
+        self._free: list[int] = []
+        self._norms = array("d")
+        self._last = array("d")
         self._queue: deque[_Member] = deque()  # expiry order: by seen, as added
         self._changes = 0  # bumped by every add and removal: IDF may have moved
         self._cached: tuple[Entry | None, int, _Prepared] = (None, 0, ({}, ()))
@@ -933,7 +945,8 @@ class StoryIndex:
             if story.size == 1 and average < settings.semantic_single_threshold:
                 continue  # one headline is thin evidence of what a story is about
             bar = self._semantic_bar(story_id, story.size)
-            shared = _concepts(texts, story.counts, everywhere)
+            holds = _Holds(self._table, story.no)
+            shared = _concepts(texts, holds, everywhere)
             score = average
             if shared >= _SEMANTIC_CONCEPTS:  # one shared name ("North Korea") is no evidence
                 score += _LEXICAL_WEIGHT * self._cosine(vector, story_id, subject)
@@ -949,7 +962,7 @@ class StoryIndex:
             if score > top.score:
                 top = Join(story_id=None, score=score, bar=bar)
             if score >= bar and (best is None or score - bar > best[0]):
-                evidence = _shared_words(texts, story.counts, everywhere)
+                evidence = _shared_words(texts, holds, everywhere)
                 weak = (score < bar * (1.0 + _WEAK_MARGIN) or shared < 1.0
                         or len(evidence) < _STRONG)
                 best = (score - bar, Join(story_id=story_id, score=score, bar=bar,
@@ -973,10 +986,11 @@ class StoryIndex:
                 subject: frozenset[str] = frozenset()) -> float:
         """TF-IDF cosine between an entry's unit vector and one story's centroid,
         both without the ``subject``'s features."""
-        weight_of = self._weight
+        weight_of = self._table.weight
+        no = self._stories[story_id].no
         dot = 0.0
         for feature, weight in vector.items():
-            dot += weight * weight_of(feature, story_id)
+            dot += weight * weight_of(feature, no)
         norm = self._norm_without(story_id, subject)
         return dot / norm if norm > 0.0 else 0.0
 
@@ -984,15 +998,15 @@ class StoryIndex:
         """|centroid| without the features that hold a ``subject`` word."""
         story = self._stories[story_id]
         if not subject:
-            return story.norm
-        weight_of = self._weight
+            return self._norms[story.no]
+        weight_of = self._table.weight
+        no = story.no
         norm2 = story.norm2
         for word in subject:
-            if word in story.counts:
-                norm2 -= weight_of(word, story_id) ** 2
-        for feature in story.counts if story.size <= 8 else ():
+            norm2 -= weight_of(word, no) ** 2  # 0.0 for a word the story lacks
+        for feature in story.features() if story.size <= 8 else ():
             if " " in feature and not subject.isdisjoint(feature.split(" ")):
-                norm2 -= weight_of(feature, story_id) ** 2
+                norm2 -= weight_of(feature, no) ** 2
         return math.sqrt(norm2) if norm2 > 1e-12 else 0.0
 
     def _conflicts(self, texts: tuple[tuple[str, ...], ...], story_id: str,
@@ -1009,7 +1023,7 @@ class StoryIndex:
         story = self._stories[story_id]
         if story.size < _CORE_MIN:
             return False
-        counts = story.counts
+        counts = story.features()
         title = texts[0] if texts else ()
         if not any(w not in counts and w not in everywhere for w in title):
             return False
@@ -1023,7 +1037,8 @@ class StoryIndex:
     def _everywhere(self, texts: tuple[tuple[str, ...], ...]) -> set[str]:
         """Words in more than _RARE of the entries held: not evidence of one event."""
         limit = max((len(self._members) + _IDF_PRIOR) * _RARE, _RARE_MIN)
-        return {word for words in texts for word in words if self._df.get(word, 0) >= limit}
+        df = self._table.df
+        return {word for words in texts for word in words if df(word) >= limit}
 
     def _most_similar(
         self, vector: dict[str, float], texts: tuple[tuple[str, ...], ...],
@@ -1039,19 +1054,18 @@ class StoryIndex:
         the window holds. ``vector`` is the entry without its ``subject``, and
         the centroids are measured without it too.
         """
-        held = self._held(vector)
         all_stories = self._stories
-        if _core is not None:
-            scores = _core.story_scores(held, all_stories, horizon, _POSTING_LIMIT, _CANDIDATES,
-                                        _SHORTLIST)
-        else:
-            scores = _story_scores_py(held, all_stories, horizon)
+        ids = self._ids
+        scores = {ids[no]: score for no, score in self._table.scores(
+            vector, self._norms, self._last, horizon.timestamp(), _POSTING_LIMIT, _CANDIDATES,
+            _SHORTLIST).items()}
         if not scores:
             return Join(story_id=None)
         if subject:  # the C loop divided by the whole centroid's norm
             for story_id, score in scores.items():
                 norm = self._norm_without(story_id, subject)
-                scores[story_id] = score * all_stories[story_id].norm / norm if norm else 0.0
+                whole = self._norms[all_stories[story_id].no]
+                scores[story_id] = score * whole / norm if norm else 0.0
         settings = self.settings
         threshold = settings.threshold
         one_concept = max(settings.one_concept_threshold, threshold)
@@ -1078,8 +1092,8 @@ class StoryIndex:
             assert everywhere is not None
             checked += 1
             score = min(-negative, 1.0)
-            counts = story.counts
-            concepts = _concepts(texts, counts, everywhere, story.titles)
+            holds = _Holds(self._table, story.no)
+            concepts = _concepts(texts, holds, everywhere, story.titles)
             bar = threshold
             if concepts < 2:
                 bar = one_concept
@@ -1090,12 +1104,12 @@ class StoryIndex:
             # the story's headlines agree on ("Kim" shared with three troops headlines,
             # none of their "thousands", "troops" or "frontline"). An entry no watchlist
             # matched alerts no one: it is grouped to fold duplicates, on one name if need be.
-            if _numbers_conflict(numbers, story) or (
+            if _numbers_conflict(numbers, story, holds) or (
                     subject and concepts < 2 and _misses_core(texts, story, everywhere)):
                 bar += (1.0 - bar) * _CONFLICT
             bar = self._time_bar(bar, gap)
             if score >= bar:
-                evidence = _shared_words(texts, counts, everywhere)
+                evidence = _shared_words(texts, holds, everywhere)
                 return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
                             evidence=evidence,
                             weak=score < bar * (1.0 + _WEAK_MARGIN) or len(evidence) < _STRONG)
@@ -1111,36 +1125,15 @@ class StoryIndex:
             self._cached = (entry, self._changes, prepared)
         return prepared
 
-    def _held(self, vector: dict[str, float]) -> list[tuple[int, float, _Posting]]:
-        """(stories holding it, entry weight, story id -> centroid weight) per feature
-        of ``vector`` that a story holds, rarest first: the candidate loop's input."""
-        held = []
-        for feature, weight in vector.items():
-            posting = self._postings.get(feature)
-            if posting is None:
-                continue
-            held.append((1 if isinstance(posting, tuple) else len(posting), weight, posting))
-        held.sort(key=lambda item: item[0])
-        return held
-
-    def _weight(self, feature: str, story_id: str) -> float:
-        """``feature``'s weight in the story's centroid (0.0 if it has none)."""
-        posting = self._postings.get(feature)
-        if posting is None:
-            return 0.0
-        if isinstance(posting, tuple):
-            return posting[1] if posting[0] == story_id else 0.0
-        return posting.get(story_id, 0.0)
-
     def _is_open(self, story_id: str, horizon: datetime) -> bool:
         story = self._stories.get(story_id)
-        return story is not None and story.last_seen is not None and story.last_seen >= horizon
+        return story is not None and self._last[story.no] >= horizon.timestamp()
 
     def _vector(self, features: dict[str, float]) -> dict[str, float]:
         """Unit TF-IDF vector, IDF smoothed by ``_IDF_PRIOR`` pseudo-documents."""
         total = len(self._members) + _IDF_PRIOR
-        df = self._df
-        weighted = {f: w * math.log(total / (df.get(f, 0) + 1)) for f, w in features.items()}
+        df = self._table.df
+        weighted = {f: w * math.log(total / (df(f) + 1)) for f, w in features.items()}
         norm = math.sqrt(sum(w * w for w in weighted.values()))
         if norm == 0.0:
             return {}
@@ -1162,11 +1155,16 @@ class StoryIndex:
             self._remove(old)
         vector: dict[str, float] = {}
         title: tuple[str, ...] = ()
+        words: tuple[str, ...] = ()
+        n_title = 0
         if self.settings.method is not Method.URL:
             vector, texts = self._entry_vector(entry)
-            title = tuple(dict.fromkeys(map(sys.intern, texts[0]))) if texts else ()
+            if vector:
+                words = tuple(map(sys.intern, (w for part in texts[:2] for w in part)))
+                n_title = len(texts[0])
+                title = tuple(dict.fromkeys(words[:n_title]))
         rest = [f for f in vector if f not in title]  # every headline word is a feature
-        features = title + tuple(map(sys.intern, rest))
+        features = title + tuple(rest)
         weights = array("f", [vector[f] for f in features])
         embedding = None
         if self._centroids is not None:
@@ -1179,7 +1177,7 @@ class StoryIndex:
         seen = seen_at.timestamp()
         at = event_time(entry, seen_at).timestamp()
         member = _Member(ident=ident, story_id=story_id, url=url_key, seen=seen, at=at,
-                         features=features, weights=weights, n_title=len(title),
+                         words=words, n_title=n_title, weights=weights,
                          topics=tuple(dict.fromkeys(topics)), embedding=embedding)
         self._members[ident] = member
         queue = self._queue
@@ -1191,7 +1189,8 @@ class StoryIndex:
 
         story = self._stories.get(story_id)
         if story is None:
-            story = self._stories[story_id] = _Story()
+            story = self._stories[story_id] = _Story(no=self._number(story_id))
+        story.members.append(member)
         story.size += 1
         story.agreed = None
         bisect.insort(story.times, at)
@@ -1199,15 +1198,24 @@ class StoryIndex:
             story.titles[word] = story.titles.get(word, 0) + 1
             if word.isdigit() and word.strip("0"):
                 story.numbers[word] = story.numbers.get(word, 0) + 1
-        if story.last_seen is None or seen_at > story.last_seen:
-            story.last_seen = seen_at
+        if seen > self._last[story.no]:
+            self._last[story.no] = seen
         if url_key:
             self._hold_url(url_key, story_id)
-        accumulate = _core.accumulate if _core is not None else _accumulate_py
-        dot, norm2 = accumulate(story_id, features, weights, self._df, story.counts,
-                                self._postings)
+        dot, norm2 = self._table.accumulate(story.no, features, weights)
         story.norm2 += 2.0 * dot + norm2
-        story.norm = math.sqrt(max(story.norm2, 0.0))
+        self._norms[story.no] = math.sqrt(max(story.norm2, 0.0))
+
+    def _number(self, story_id: str) -> int:
+        """A free story number for the feature table."""
+        if self._free:
+            no = self._free.pop()
+            self._ids[no] = story_id
+            return no
+        self._ids.append(story_id)
+        self._norms.append(0.0)
+        self._last.append(-math.inf)
+        return len(self._ids) - 1
 
     def _hold_url(self, url: int, story_id: str) -> None:
         holders = self._by_url.get(url)
@@ -1245,13 +1253,12 @@ class StoryIndex:
         for topic in member.topics:
             size = self._topic_size.get(topic, 0) + step
             words = self._topic_words.setdefault(topic, {})
-            for feature in member.features:
-                if " " not in feature:
-                    n = words.get(feature, 0) + step
-                    if n:
-                        words[feature] = n
-                    else:
-                        del words[feature]
+            for word in dict.fromkeys(member.words):  # its features that are words
+                n = words.get(word, 0) + step
+                if n:
+                    words[word] = n
+                else:
+                    del words[word]
             if size:
                 self._topic_size[topic] = size
             else:
@@ -1264,6 +1271,7 @@ class StoryIndex:
         story = self._stories[story_id]
         story.size -= 1
         story.agreed = None
+        story.members.remove(member)  # by identity; the oldest, near the front, as a rule
         story.times.pop(bisect.bisect_left(story.times, member.at))
         for word in member.title:
             _decrement(story.titles, word)
@@ -1274,81 +1282,140 @@ class StoryIndex:
             self._centroids.remove(story_id, member.embedding, last=story.size == 0)
         if member.url:
             self._drop_url(member.url, story_id)
-        counts = story.counts
-        withdraw = _core.withdraw if _core is not None else _withdraw_py
-        dot = withdraw(story_id, member.features, member.weights, self._df, counts,
-                       self._postings)
+        no = story.no
+        dot = self._table.withdraw(no, member.features, member.weights)
         if story.size == 0:
             del self._stories[story_id]
-        elif member.features:
+            self._ids[no] = ""
+            self._norms[no] = 0.0
+            self._last[no] = -math.inf
+            self._free.append(no)
+        elif member.weights:
             norm2 = story.norm2 - 2.0 * dot + sum(w * w for w in member.weights)
             if story.size <= 8 or norm2 <= 1e-9:  # cheap to be exact; never trust a tiny one
-                weight_of = self._weight
-                norm2 = sum(weight_of(f, story_id) ** 2 for f in counts)
+                weight_of = self._table.weight
+                norm2 = sum(weight_of(f, no) ** 2 for f in story.features())
             story.norm2 = norm2
-            story.norm = math.sqrt(max(norm2, 0.0))
+            self._norms[no] = math.sqrt(max(norm2, 0.0))
 
 
 def _seen(member: _Member) -> float:
     return member.seen
 
 
-def _accumulate_py(story_id: str, features: tuple[str, ...], weights: array[float],
-                   df: dict[str, int], counts: dict[str, int],
-                   postings: dict[str, _Posting]) -> tuple[float, float]:
-    """A member's features into its story's counts and centroid and the document
-    counts: (the dot product of the member with the centroid before, its |vector|²).
-    monitor/_matchcore.c's ``accumulate`` does the same, float for float."""
-    dot = 0.0
-    norm2 = 0.0
-    for feature, weight in zip(features, weights, strict=True):
-        norm2 += weight * weight
-        df[feature] = df.get(feature, 0) + 1
-        counts[feature] = counts.get(feature, 0) + 1
-        posting = postings.get(feature)
-        if posting is None:
-            postings[feature] = (story_id, weight)
-        elif isinstance(posting, tuple):
-            held_by, value = posting
-            if held_by == story_id:
-                dot += value * weight
-                postings[feature] = (story_id, value + weight)
-            else:
-                postings[feature] = {held_by: value, story_id: weight}
-        else:
-            value = posting.get(story_id, 0.0)
-            dot += value * weight
-            posting[story_id] = value + weight
-    return dot, norm2
+class _PyTable:
+    """monitor/_storycore.c's ``Table`` in Python: the fallback where the C core
+    could not be built, and the reference the tests hold it to (the same float
+    operations in the same order, so the same scores to the last bit)."""
 
+    def __init__(self) -> None:
+        self._df: dict[str, int] = {}
+        # feature -> story number -> [members of the story holding it, centroid weight]
+        self._posts: dict[str, dict[int, list[Any]]] = {}
 
-def _withdraw_py(story_id: str, features: tuple[str, ...], weights: array[float],
-                 df: dict[str, int], counts: dict[str, int],
-                 postings: dict[str, _Posting]) -> float:
-    """The reverse of :func:`_accumulate_py`: the dot product of the member with
-    the centroid it leaves. A feature no member of the story holds any more leaves
-    its posting, and any rounding error with it. monitor/_matchcore.c's
-    ``withdraw`` does the same, float for float."""
-    dot = 0.0
-    for feature, weight in zip(features, weights, strict=True):
-        _decrement(df, feature)
-        posting = postings[feature]
-        value = posting[1] if isinstance(posting, tuple) else posting[story_id]
-        dot += value * weight
-        _decrement(counts, feature)
-        if feature in counts:
-            if isinstance(posting, tuple):
-                postings[feature] = (story_id, value - weight)
+    def __len__(self) -> int:
+        return len(self._posts)
+
+    def accumulate(self, story: int, features: tuple[str, ...],
+                   weights: array[float]) -> tuple[float, float]:
+        """A member into its story: (the dot product of the member with the
+        centroid before, its |vector|²)."""
+        dot = 0.0
+        norm2 = 0.0
+        for feature, weight in zip(features, weights, strict=True):
+            norm2 += weight * weight
+            self._df[feature] = self._df.get(feature, 0) + 1
+            posts = self._posts.setdefault(feature, {})
+            post = posts.get(story)
+            if post is None:
+                posts[story] = [1, weight]
             else:
-                posting[story_id] = value - weight
-        elif isinstance(posting, tuple):
-            del postings[feature]
-        else:
-            del posting[story_id]
-            if len(posting) == 1:
-                [(held_by, left)] = posting.items()
-                postings[feature] = (held_by, left)
-    return dot
+                dot += post[1] * weight
+                post[1] = post[1] + weight
+                post[0] += 1
+        return dot, norm2
+
+    def withdraw(self, story: int, features: tuple[str, ...], weights: array[float]) -> float:
+        """A member out of its story: the dot product with the centroid it leaves. A
+        feature no member of the story holds any more leaves, rounding error and all."""
+        for feature in features:
+            if story not in self._posts.get(feature, ()):
+                raise KeyError(feature)
+        dot = 0.0
+        for feature, weight in zip(features, weights, strict=True):
+            posts = self._posts[feature]
+            post = posts.get(story)
+            if post is None:
+                continue
+            dot += post[1] * weight
+            _decrement(self._df, feature)
+            post[0] -= 1
+            if post[0]:
+                post[1] = post[1] - weight
+            else:
+                del posts[story]
+                if not posts:
+                    del self._posts[feature]
+        return dot
+
+    def df(self, feature: str) -> int:
+        return self._df.get(feature, 0)
+
+    def size(self, feature: str) -> int:
+        return len(self._posts.get(feature, ()))
+
+    def count(self, feature: str, story: int) -> int:
+        post = self._posts.get(feature, {}).get(story)
+        return 0 if post is None else int(post[0])
+
+    def weight(self, feature: str, story: int) -> float:
+        post = self._posts.get(feature, {}).get(story)
+        return 0.0 if post is None else float(post[1])
+
+    def nbytes(self) -> int:
+        return 0  # not measured: bench/dedupe.py measures resident memory
+
+    def scores(self, vector: dict[str, float], norms: array[float], seen: array[float],
+               horizon: float, posting_limit: int, candidates: int,
+               shortlist: int) -> dict[int, float]:
+        """The candidates' cosines for :meth:`StoryIndex._most_similar`.
+
+        The features a story holds, rarest first (fewest stories; ties in
+        the vector's order). One held by at most ``posting_limit`` stories,
+        while fewer than ``candidates`` are proposed, adds to the dot
+        products of its stories (in story-number order); the others are
+        common. Each proposed story with ``norms[n] > 0`` and
+        ``seen[n] >= horizon`` scores dot / norm; with common features, only
+        the ``shortlist`` best get them added and are returned.
+        """
+        held = sorted(((len(posts), weight, posts) for feature, weight in vector.items()
+                       if (posts := self._posts.get(feature))), key=lambda item: item[0])
+        dots: dict[int, float] = {}
+        common: list[tuple[float, dict[int, list[Any]]]] = []
+        for size, weight, posts in held:
+            if size > posting_limit or len(dots) >= candidates:
+                common.append((weight, posts))
+                continue
+            for story in sorted(posts):
+                value = weight * posts[story][1]
+                dots[story] = dots[story] + value if story in dots else value
+        scores: dict[int, float] = {}
+        for story, dot in dots.items():
+            norm = norms[story]
+            if norm > 0.0 and seen[story] >= horizon:
+                scores[story] = dot / norm
+        if common and scores:
+            # Sorting is stable, so ties keep the order they were proposed in.
+            best = sorted(scores, key=scores.__getitem__, reverse=True)[:shortlist]
+            scores = {}
+            for story in best:
+                dot = dots[story]
+                for weight, posts in common:
+                    post = posts.get(story)
+                    if post is not None:
+                        dot += weight * post[1]
+                scores[story] = dot / norms[story]
+        return scores
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:

@@ -7,7 +7,7 @@ import csv
 import random
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -469,12 +469,17 @@ def test_expiry_is_per_member_so_a_long_story_keeps_only_its_window() -> None:
     assert index.assign(NK_TROOPS[0], NOW + timedelta(hours=2, minutes=30))[1] < 1.0
 
 
-def _centroids(index: StoryIndex) -> dict[tuple[str, str], float]:
-    out = {}
-    for feature, posting in index._postings.items():
-        items = [posting] if isinstance(posting, tuple) else list(posting.items())
-        for story_id, weight in items:
-            out[(feature, story_id)] = weight
+def _table_state(index: StoryIndex, entries: list[Entry]) -> dict[object, tuple[float, ...]]:
+    """What the feature table holds for the features of ``entries``, by story id:
+    feature -> (document count, stories), (feature, story id) -> (members, weight)."""
+    table = index._table
+    out: dict[object, tuple[float, ...]] = {}
+    for feature in dict.fromkeys(f for e in entries for f in _features(e)[0]):
+        if table.df(feature):
+            out[feature] = (table.df(feature), table.size(feature))
+        for no, story_id in enumerate(index._ids):
+            if story_id and table.count(feature, no):
+                out[(feature, story_id)] = (table.count(feature, no), table.weight(feature, no))
     return out
 
 
@@ -500,15 +505,18 @@ def test_expiry_leaves_what_adding_only_the_survivors_gives() -> None:
             survivors.add(story_id, e, seen)
     survivors.add(added[-1][0], added[0][1], end)
     assert len(live) == len(survivors)
-    assert live._df == survivors._df
     assert live._by_url == survivors._by_url
+    entries = [e for _, e, _ in added]
     # The weights themselves carry the IDF of the moment each member came in.
-    assert _centroids(live).keys() == _centroids(survivors).keys()
-    assert {k: v.counts for k, v in live._stories.items()} == {
-        k: v.counts for k, v in survivors._stories.items()}
+    counts = {k: v[0] for k, v in _table_state(live, entries).items()}
+    assert counts == {k: v[0] for k, v in _table_state(survivors, entries).items()}
+    assert len(live._table) == len(survivors._table)
+    assert {k: v.features() for k, v in live._stories.items()} == {
+        k: v.features() for k, v in survivors._stories.items()}
     live.expire(end + settings.window + timedelta(minutes=1))
     assert (len(live), live.stories()) == (0, 0)
-    assert not (live._postings or live._df or live._by_url or live._queue)
+    assert not (len(live._table) or live._by_url or live._queue)
+    assert not _table_state(live, entries)
 
 
 def test_rebuilding_from_add_gives_the_same_assignments() -> None:
@@ -811,31 +819,44 @@ def test_semantic_a_young_story_needs_a_close_match(embed: Counting) -> None:
 # --------------------------------------------------------------------------- the C candidate loop
 
 
-needs_core = pytest.mark.skipif(dedupe_module._core is None,
-                                reason="monitor._matchcore is not built")
+needs_core = pytest.mark.skipif(dedupe_module._storycore is None,
+                                reason="monitor._storycore is not built")
+
+
+def _without_core(monkeypatch: pytest.MonkeyPatch, make: Callable[[], StoryIndex]) -> StoryIndex:
+    """``make()`` with the Python feature table (as where the C core is not built)."""
+    with monkeypatch.context() as m:
+        m.setattr(dedupe_module, "_storycore", None)
+        index = make()
+    assert isinstance(index._table, dedupe_module._PyTable)
+    return index
 
 
 @needs_core
 @pytest.mark.parametrize(("limit", "candidates", "shortlist"),
                          [(64, 128, 16), (2, 5, 3), (1, 1, 1), (1000, 1000, 1)])
-def test_c_story_scores_are_the_python_ones_to_the_bit(limit: int, candidates: int,
-                                                         shortlist: int) -> None:
-    """monitor/_matchcore.c's story_scores against _story_scores_py on an index
-    of real headlines, with limits small enough to send features down every
-    branch (proposing, common, the shortlist, ties)."""
+def test_c_scores_are_the_python_ones_to_the_bit(monkeypatch: pytest.MonkeyPatch, limit: int,
+                                                 candidates: int, shortlist: int) -> None:
+    """monitor/_storycore.c's candidate loop against _PyTable's on two indexes of
+    the same real headlines, with limits small enough to send features down
+    every branch (proposing, common, the shortlist, ties)."""
     rows = load_sample()
-    index = StoryIndex(DedupeSettings())
-    replay_sample(index, rows[:500])
-    late = rows[499][2] - timedelta(hours=1)  # most stories are closed by then
+
+    def make() -> StoryIndex:
+        index = StoryIndex(DedupeSettings())
+        replay_sample(index, rows[:500])
+        return index
+
+    index, python = make(), _without_core(monkeypatch, make)
+    assert index._ids == python._ids and index._norms == python._norms
+    late = (rows[499][2] - timedelta(hours=1)).timestamp()  # most stories are closed by then
     found = 0
     for i, (_, e, _) in enumerate(rows[500:]):
-        horizon = late if i % 2 else rows[0][2]
+        horizon = late if i % 2 else rows[0][2].timestamp()
         vector, _ = index._entry_vector(e)
-        held = index._held(vector)
-        expected = dedupe_module._story_scores_py(held, index._stories, horizon, limit,
-                                                  candidates, shortlist)
-        got = dedupe_module._core.story_scores(held, index._stories, horizon, limit, candidates,
-                                               shortlist)
+        args = (vector, index._norms, index._last, horizon, limit, candidates, shortlist)
+        expected = python._table.scores(*args)
+        got = index._table.scores(*args)
         assert got == expected
         assert list(got) == list(expected)  # the same order too
         found += len(expected)
@@ -859,53 +880,55 @@ def test_c_accumulate_and_withdraw_are_the_python_ones_to_the_bit(
         monkeypatch: pytest.MonkeyPatch) -> None:
     settings = DedupeSettings(window=timedelta(hours=2))
     with_core = _fill_and_expire(StoryIndex(settings))
-    monkeypatch.setattr(dedupe_module, "_core", None)
-    without = _fill_and_expire(StoryIndex(settings))
-    assert with_core._postings == without._postings  # float == float: to the bit
-    assert with_core._df == without._df
-    assert {k: (v.counts, v.norm2) for k, v in with_core._stories.items()} == {
-        k: (v.counts, v.norm2) for k, v in without._stories.items()}
-    assert any(isinstance(p, dict) for p in with_core._postings.values())
+    without = _without_core(monkeypatch, lambda: _fill_and_expire(StoryIndex(settings)))
+    entries = [e for _, e, _ in load_sample()[:400]]
+    state = _table_state(with_core, entries)
+    assert state == _table_state(without, entries)  # float == float: to the bit
+    assert len(with_core._table) == len(without._table)
+    assert {k: v.norm2 for k, v in with_core._stories.items()} == {
+        k: v.norm2 for k, v in without._stories.items()}
+    assert any(len(v) == 2 and v[1] > 1 for v in state.values())  # shared by stories
 
 
 @needs_core
-def test_c_accumulate_and_withdraw_refuse_what_they_cannot_read() -> None:
-    core = dedupe_module._core
-    assert core is not None
+def test_c_table_refuses_what_it_cannot_read() -> None:
+    assert dedupe_module._storycore is not None
+    table = dedupe_module._storycore.Table()
     weights = array("f", [0.5])
     with pytest.raises(TypeError):
-        core.accumulate("s", ("a",), array("d", [0.5]), {}, {}, {})
+        table.accumulate(0, ("a",), array("d", [0.5]))
     with pytest.raises(ValueError):
-        core.accumulate("s", ("a", "b"), weights, {}, {}, {})
+        table.accumulate(0, ("a", "b"), weights)
     with pytest.raises(TypeError):
-        core.accumulate("s", ("a",), weights, {}, {}, {"a": 1.0})
+        table.accumulate(0, (1,), weights)
+    with pytest.raises(ValueError):
+        table.accumulate(-1, ("a",), weights)
     with pytest.raises(KeyError):
-        core.withdraw("s", ("a",), weights, {}, {}, {})
-    postings: dict[str, object] = {}
-    df: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    assert core.accumulate("s", ("a",), weights, df, counts, postings) == (0.0, 0.25)
-    assert core.accumulate("t", ("a",), weights, df, {}, postings) == (0.0, 0.25)
-    assert postings == {"a": {"s": 0.5, "t": 0.5}} and df == {"a": 2}
-    assert core.withdraw("t", ("a",), weights, df, {"a": 1}, postings) == 0.25
-    assert postings == {"a": ("s", 0.5)} and df == {"a": 1}
-
-
-@needs_core
-def test_c_and_python_candidate_loops_cluster_alike(monkeypatch: pytest.MonkeyPatch) -> None:
-    with_core = replay_sample(StoryIndex(DedupeSettings()))[0]
-    monkeypatch.setattr(dedupe_module, "_core", None)
-    without = replay_sample(StoryIndex(DedupeSettings()))[0]
-    assert with_core == without
-
-
-@needs_core
-def test_c_story_scores_refuses_bad_input() -> None:
-    core = dedupe_module._core
-    with pytest.raises(TypeError):
-        core.story_scores([(1, 0.5)], {}, NOW, 64, 128, 16)
+        table.withdraw(0, ("a",), weights)
+    assert len(table) == 0  # nothing was changed by a refused call
+    assert table.accumulate(0, ("a",), weights) == (0.0, 0.25)
+    assert table.accumulate(1, ("a",), weights) == (0.0, 0.25)
+    assert (table.df("a"), table.size("a"), table.count("a", 1)) == (2, 2, 1)
+    with pytest.raises(KeyError):  # "b" is not held: neither is withdrawn
+        table.withdraw(1, ("a", "b"), array("f", [0.5, 0.5]))
+    assert table.df("a") == 2
+    assert table.withdraw(1, ("a",), weights) == 0.25
+    assert (table.df("a"), table.size("a"), table.weight("a", 0)) == (1, 1, 0.5)
+    norms, seen = array("d", [1.0]), array("d", [0.0])
     with pytest.raises(ValueError, match="shortlist"):
-        core.story_scores([], {}, NOW, 64, 128, 0)
-    with pytest.raises(KeyError):  # a posting for a story the index does not hold
-        core.story_scores([(1, 0.5, {"gone": 0.3})], {}, NOW, 64, 128, 16)
-    assert core.story_scores([], {}, NOW, 64, 128, 16) == {}
+        table.scores({"a": 1.0}, norms, seen, 0.0, 64, 128, 0)
+    with pytest.raises(TypeError):
+        table.scores({"a": 1.0}, [1.0], seen, 0.0, 64, 128, 16)
+    with pytest.raises(IndexError):  # a story the norms do not cover
+        table.scores({"a": 1.0}, array("d"), array("d"), 0.0, 64, 128, 16)
+    assert table.scores({"a": 1.0}, norms, seen, 0.0, 64, 128, 16) == {0: 0.5}
+    assert table.scores({"a": 1.0}, norms, seen, 1.0, 64, 128, 16) == {}  # closed
+    assert table.withdraw(0, ("a",), weights) == 0.25
+    assert len(table) == 0 and table.df("a") == 0
+
+
+@needs_core
+def test_c_and_python_tables_cluster_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_core = replay_sample(StoryIndex(DedupeSettings()))[0]
+    without = _without_core(monkeypatch, lambda: StoryIndex(DedupeSettings()))
+    assert with_core == replay_sample(without)[0]

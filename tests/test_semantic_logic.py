@@ -30,6 +30,7 @@ from monitor.dedupe import (
     StoryIndex,
     _concepts,
     _features,
+    _Holds,
     story_id_for,
 )
 from monitor.types import Entry
@@ -200,7 +201,8 @@ def test_the_score_is_the_average_plus_the_lexical_share_of_two_concepts(
 
     def concepts(e: Entry, story_id: str) -> float:
         texts = _features(e)[1]
-        return _concepts(texts, index._stories[story_id].counts, index._everywhere(texts))
+        holds = _Holds(index._table, index._stories[story_id].no)
+        return _concepts(texts, holds, index._everywhere(texts))
 
     one = entry("Time Warner to spin off Time Inc magazines")
     assert concepts(one, tight) < 2.0
