@@ -37,13 +37,14 @@ import hashlib
 import heapq
 import math
 import re
+import struct
 import sys
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from monitor.text import tokenize
 from monitor.types import Entry
@@ -465,28 +466,43 @@ class Join:
 # 64-bit hashes of (feed, key) and of the canonical URL: the index lives and dies
 # with the process, and two of the window's entries sharing a hash by chance is
 # about as likely as a cosmic-ray bit flip.
+_TIMES = struct.Struct("=dd")
+
+
 @dataclass(slots=True, kw_only=True, eq=False)
 class _Member:
     ident: int  # _ident(entry)
     story_id: str
     url: int  # hash of the canonical URL, 0 without one
-    seen: float  # seen_at as a POSIX timestamp
-    at: float  # event_time() as a POSIX timestamp
+    # When it was seen and its event_time(), as POSIX timestamps (_TIMES), then its
+    # unit vector's weights as float32, IDF as it was when the member was added, in
+    # the order of its features: the same rounded weights go in and come out of the
+    # centroids, so expiry leaves no drift. One bytes object, a third the size of
+    # two floats and an array.
+    packed: bytes
     # Its words (interned): the headline's, then the summary's, as _features read them.
     # Its features (words and pairs) are made from them again when needed, rather than
     # held: the pairs are most of the window's distinct strings.
     words: tuple[str, ...]
     n_title: int  # words[:n_title] are the headline's
-    # Its unit vector's weights, IDF as it was when the member was added, in the order
-    # of features; float32: the same rounded weights go in and come out of the
-    # centroids, so expiry leaves no drift.
-    weights: array[float]
     topics: tuple[str, ...] = ()  # watchlists it matched
     embedding: Vector | None = None  # method semantic: unit sentence embedding
 
     @property
+    def seen(self) -> float:
+        return float(_TIMES.unpack_from(self.packed)[0])
+
+    @property
+    def at(self) -> float:
+        return float(_TIMES.unpack_from(self.packed)[1])
+
+    @property
+    def weights(self) -> memoryview[float]:
+        return memoryview(self.packed)[_TIMES.size :].cast("f")
+
+    @property
     def features(self) -> tuple[str, ...]:
-        if not self.weights:
+        if len(self.packed) == _TIMES.size:  # no weights: no features
             return ()
         return _held_features(self.words[: self.n_title], self.words[self.n_title :])
 
@@ -500,6 +516,10 @@ def _ident(entry: Entry) -> int:
     return hash((entry.feed, entry.key))
 
 
+# float32s: an array, or a memoryview cast to "f"
+_Weights = Union["array[float]", "memoryview[float]"]  # noqa: UP007 - array is not subscriptable
+
+
 class _FeatureTable(Protocol):
     """What the index holds per feature: how many members hold it (its document
     count) and, per story holding it (by story number), how many of the story's
@@ -509,8 +529,8 @@ class _FeatureTable(Protocol):
 
     def __len__(self) -> int: ...
     def accumulate(self, story: int, features: tuple[str, ...],
-                   weights: array[float]) -> tuple[float, float]: ...
-    def withdraw(self, story: int, features: tuple[str, ...], weights: array[float]) -> float: ...
+                   weights: _Weights) -> tuple[float, float]: ...
+    def withdraw(self, story: int, features: tuple[str, ...], weights: _Weights) -> float: ...
     def df(self, feature: str) -> int: ...
     def size(self, feature: str) -> int: ...
     def count(self, feature: str, story: int) -> int: ...
@@ -1176,8 +1196,9 @@ class StoryIndex:
         url_key = hash(url) if url else 0
         seen = seen_at.timestamp()
         at = event_time(entry, seen_at).timestamp()
-        member = _Member(ident=ident, story_id=story_id, url=url_key, seen=seen, at=at,
-                         words=words, n_title=n_title, weights=weights,
+        member = _Member(ident=ident, story_id=story_id, url=url_key,
+                         packed=_TIMES.pack(seen, at) + weights.tobytes(),
+                         words=words, n_title=n_title,
                          topics=tuple(dict.fromkeys(topics)), embedding=embedding)
         self._members[ident] = member
         queue = self._queue
@@ -1317,7 +1338,7 @@ class _PyTable:
         return len(self._posts)
 
     def accumulate(self, story: int, features: tuple[str, ...],
-                   weights: array[float]) -> tuple[float, float]:
+                   weights: _Weights) -> tuple[float, float]:
         """A member into its story: (the dot product of the member with the
         centroid before, its |vector|²)."""
         dot = 0.0
@@ -1335,7 +1356,7 @@ class _PyTable:
                 post[0] += 1
         return dot, norm2
 
-    def withdraw(self, story: int, features: tuple[str, ...], weights: array[float]) -> float:
+    def withdraw(self, story: int, features: tuple[str, ...], weights: _Weights) -> float:
         """A member out of its story: the dot product with the centroid it leaves. A
         feature no member of the story holds any more leaves, rounding error and all."""
         for feature in features:
