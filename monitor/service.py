@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 
 from monitor import config as cfg
 from monitor import redact
-from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, story_id_for
+from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, event_time, story_id_for
 from monitor.deliver.console import ConsoleSender
 from monitor.deliver.email import EmailSender
 from monitor.deliver.outbox import Outbox, Outcome
@@ -136,7 +136,7 @@ def parse_workers(setting: int | None) -> int:
 class Decision:
     """What one poll's entries mean, given what the store already knew."""
 
-    new: tuple[Entry, ...] = ()
+    new: tuple[Entry, ...] = ()  # in the order they happened (event_time), oldest first
     alertable: frozenset[str] = frozenset()  # keys of new entries that may alert
     retitled: tuple[Entry, ...] = ()  # known GUIDs whose title changed: same story
 
@@ -155,7 +155,9 @@ def decide(
     On a feed's first poll its existing items are recorded without alerting,
     except those published within ``backfill``. Later, every new item may
     alert, except one published before the retention window (an old item that
-    reappeared after we pruned it).
+    reappeared after we pruned it). New items come oldest first, whatever order
+    the feed lists them in (most list the newest first): a story then grows as
+    the news did, its first report opens it, and alerts go out in that order.
     """
     new: list[Entry] = []
     alertable: set[str] = set()
@@ -171,6 +173,7 @@ def decide(
                 alertable.add(e.key)
         elif e.published is None or now - e.published <= retention:
             alertable.add(e.key)
+    new.sort(key=lambda e: event_time(e, now))  # stable: ties keep the feed's order
     return Decision(new=tuple(new), alertable=frozenset(alertable), retitled=tuple(retitled))
 
 

@@ -18,6 +18,7 @@ from test_end_to_end import NK_WATCHLIST, cli, make_config
 from monitor.dedupe import DedupeSettings, StoryIndex, event_time, story_id_for
 from monitor.match import Matcher
 from monitor.parse import parse_feed
+from monitor.service import decide
 from monitor.types import Entry, Watchlist
 from monitor.urls import canonical_url
 
@@ -395,3 +396,17 @@ def test_the_index_holds_only_what_someone_watches(
     links = sorted(sorted(src["link"] for src in s["sources"]) for s in stories)
     assert links == [["https://a.example/kursk", "https://b.example/kursk"],
                      ["https://a.example/storm"], ["https://c.example/storm"]], links
+
+
+def test_a_poll_is_grouped_in_the_order_its_entries_happened() -> None:
+    """A feed lists its newest item first; grouping (and alerting) takes a poll's new
+    items oldest first, an undated one as of when it was seen, so a story's first
+    report opens it."""
+    older = entry("Storm reaches the coast", published=NOW - timedelta(hours=2))
+    newer = entry("Storm floods the harbour", published=NOW - timedelta(hours=1), n=1)
+    undated = entry("Storm: ferries cancelled", published=None, n=2)
+    later = NOW + timedelta(minutes=5)
+    d = decide([undated, newer, older], {}, first_poll=False, now=later,
+               backfill=timedelta(0), retention=timedelta(days=30))
+    assert d.new == (older, newer, undated)
+    assert d.alertable == {older.key, newer.key, undated.key}
