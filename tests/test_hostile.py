@@ -524,12 +524,15 @@ def test_a_thread_reply_is_escaped_once(
 async def test_a_rotating_feed_cannot_grow_the_story_index_without_bound(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
         smtp_server: SMTPServer) -> None:
-    """Finding 4, memory: every poll's entries stay in the index for the dedupe
-    window; a feed's share of it is bounded (here 100), the rest grouped by URL."""
+    """Finding 4, memory: every poll's watched entries stay in the index for the
+    dedupe window; a feed's share of it is bounded (here 100), the rest grouped by
+    URL. (Entries no watchlist matches are never held: here all of them match.)"""
     from monitor import config as cfg
     from monitor.service import Service
 
-    config = started(tmp_path, feed_server, slack_server, smtp_server)
+    markets = 'name: Markets\nall: ["Markets"]\nfeeds: all\nnotify: [newsroom]\n'
+    config = started(tmp_path, feed_server, slack_server, smtp_server,
+                     watchlists={"markets.yaml": markets})
     sizes = []
     loaded = cfg.load(config, env={**os.environ, "SLACK_BOT_TOKEN": TOKEN})
     async with Service(loaded, index_budget=100) as service:
