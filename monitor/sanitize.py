@@ -59,6 +59,8 @@ def strip_control(text: str, *, keep_lines: bool = False) -> str:
     breaks too (a run of them becomes one space); ``keep_lines`` keeps tab and
     newline, for summaries.
     """
+    if text.isprintable():  # no Cc (C0, DEL, C1, tab, line breaks) and no Cs: nothing to do
+        return text
     if keep_lines:
         return _CONTROL_KEEP_LINES.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     return _CONTROL.sub("", _SPACES.sub(" ", text))

@@ -32,6 +32,22 @@ def test_strip_control(raw: str, keep_lines: bool, want: str) -> None:
     assert sanitize.strip_control(raw, keep_lines=keep_lines) == want
 
 
+@pytest.mark.parametrize("keep_lines", [False, True])
+def test_strip_control_shortcut_changes_nothing_the_rules_keep(keep_lines: bool) -> None:
+    """Text that is all printable skips the regexes: for every code point, the result
+    is what the rules alone give (no-break space, soft hyphen and the like stay)."""
+    rule = sanitize._CONTROL_KEEP_LINES if keep_lines else sanitize._CONTROL
+
+    def by_rules(text: str) -> str:
+        if keep_lines:
+            return rule.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+        return rule.sub("", sanitize._SPACES.sub(" ", text))
+
+    for code in range(0x110000):
+        text = f"a{chr(code)}b"
+        assert sanitize.strip_control(text, keep_lines=keep_lines) == by_rules(text), hex(code)
+
+
 @pytest.mark.parametrize(("field", "value", "check"), [
     pytest.param("title", "x" * 5000, lambda e: len(e.title) == 1000 and e.title.endswith("…"),
                  id="title-capped"),
