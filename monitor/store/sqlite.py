@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,6 @@ class SQLiteStore(SqlStore):
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return self._conn.execute(sql, params)
+
+    def _execute_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._conn.executemany(sql, rows)
