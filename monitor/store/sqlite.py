@@ -26,6 +26,9 @@ class SQLiteStore(SqlStore):
                                    timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Pages (4 KiB) written to the WAL between checkpoints, each of which fsyncs:
+            # ten times SQLite's default, since a first poll of many feeds writes tens of MB.
+            conn.execute("PRAGMA wal_autocheckpoint=10000")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as exc:
