@@ -494,7 +494,6 @@ class Service:
         if state is None:
             state = await self._db(self.store.feed_state, feed.name)
         try:
-            state = self.store.feed_state(feed.name)
             result = await self.fetcher.fetch(feed, state)
         except FetchError as exc:
             return await self._feed_failed(feed, state, now, exc, started)
@@ -640,7 +639,8 @@ class Service:
             found = self.matcher.match(e)
             topics = [m.watchlist for m in found]
             join = Join(story_id=by_url.get(e.canonical_url), score=1.0, bar=1.0, how="url")
-            if join.story_id is None and i < room:
+            # An index holding no story has none to join: skip the entry's vector.
+            if join.story_id is None and i < room and self.index.stories():
                 join = self.index.decide(e, now, topics=topics,
                                          terms=[t for m in found for t in m.terms])
             story = join.story_id or story_id_for(e)
