@@ -301,7 +301,8 @@ class PollSettings(_Model):
     # How often the scheduler looks for due feeds (more often if a feed's interval
     # is shorter).
     tick: Duration = timedelta(seconds=1)
-    # Processes that parse feeds; unset: one per core; 0: parse on a thread.
+    # Processes that parse feeds; unset: one per core from 1,000 feeds, else none;
+    # 0: parse on a thread.
     parse_workers: int | None = Field(None, ge=0, le=64)
 
 

@@ -14,7 +14,7 @@ from servers import FeedServer, SlackServer
 from test_delivery import Clock
 
 from monitor import config as cfg
-from monitor.service import Service
+from monitor.service import POOL_FROM_FEEDS, Service, parse_workers
 
 T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -28,6 +28,22 @@ def write_config(tmp: Path, server: FeedServer, paths: list[str], extra: str = "
         "poll: {interval: 5m, min_interval: 1m, max_interval: 6h, parse_workers: 1}\n"
         f"feeds: [{feeds}]\n{extra}")
     return tmp / "monitor.yaml"
+
+
+@pytest.mark.parametrize(("setting", "feeds", "want"), [
+    pytest.param(None, 1, 0, id="few-feeds-parse-on-a-thread"),
+    pytest.param(None, POOL_FROM_FEEDS - 1, 0, id="just-below-the-pool"),
+    pytest.param(0, 50_000, 0, id="zero-is-always-a-thread"),
+    pytest.param(3, 1, 3, id="configured-is-taken"),
+])
+def test_parse_workers(setting: int | None, feeds: int, want: int) -> None:
+    assert parse_workers(setting, feeds) == want
+
+
+def test_many_feeds_get_a_worker_per_core() -> None:
+    import os
+
+    assert parse_workers(None, POOL_FROM_FEEDS) == len(os.sched_getaffinity(0))
 
 
 def story_feed(n: int = 3) -> RSS:
