@@ -5,7 +5,8 @@ printable ASCII (:func:`monitor.sanitize.header_value`); a server that sends
 anything else is treated as having sent none, so a stray byte cannot end up
 in the store or in our next request.
 A :class:`Fetcher` owns one aiohttp session for the whole service, a global
-concurrency limit and a per-host one (so ten feeds on one site don't hammer it).
+concurrency limit and a per-host one (so ten feeds on one site don't hammer it),
+and waits for the caller's ``room`` before each request.
 ``fetch`` returns a :class:`FetchResult`; "not modified" is a result, not an
 exception. Everything that goes wrong with one feed is a
 :class:`~monitor.errors.FetchError` naming the feed, so the caller can log it
@@ -18,7 +19,7 @@ import asyncio
 import email.utils
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,8 +99,10 @@ class Fetcher:
 
     def __init__(self, *, timeout: float = 20.0, max_bytes: int = 10 * 10**6,
                  concurrency: int = 50, per_host: int = 4,
-                 user_agent: str = "news-monitor") -> None:
+                 user_agent: str = "news-monitor",
+                 room: Callable[[], Awaitable[None]] | None = None) -> None:
         self.timeout = timeout
+        self._room = room
         self.max_bytes = max_bytes
         self.user_agent = user_agent
         self._global = asyncio.Semaphore(concurrency)
@@ -145,8 +148,12 @@ class Fetcher:
         if state is not None and state.last_modified:
             headers["If-Modified-Since"] = state.last_modified
         # The host's slot first: a slow host's feeds queue for their own slots
-        # without holding global ones.
+        # without holding global ones. Then, holding both, room for one more body
+        # (``room``: the caller's bound on bodies not yet dealt with), so a backlog
+        # pauses the fetching rather than growing, and no slow host is involved.
         async with self._host_limit(feed.url), self._global:
+            if self._room is not None:
+                await self._room()
             try:
                 async with asyncio.timeout(self.timeout):
                     return await self._get(feed, headers)

@@ -62,7 +62,7 @@ from monitor.deliver.email import EmailSender
 from monitor.deliver.outbox import Outbox, Outcome
 from monitor.deliver.slack import SlackSender
 from monitor.errors import FetchError, MonitorError, ParseError, StoreError
-from monitor.fetch import Fetcher
+from monitor.fetch import Fetcher, FetchResult
 from monitor.match import Matcher
 from monitor.metrics import Metrics
 from monitor.notify import Notifier, watchdog_interval
@@ -103,6 +103,37 @@ def utcnow() -> datetime:
 #: and beyond it its entries are grouped by URL alone. So the index holds at
 #: most feeds x budget members, whatever a publisher sends.
 INDEX_BUDGET = 10_000
+
+
+#: Bodies fetched whose parse and ingest are not done yet, beyond which fetching
+#: waits (plus those in flight, at most poll.concurrency): a first poll of 10,000
+#: feeds fetches far faster than it can store 50 entries per feed.
+BACKLOG = 64
+
+
+class Backlog:
+    """Counts the bodies a service holds (fetched, not yet parsed and ingested).
+
+    ``room()`` is the Fetcher's hook: awaited with the fetch slots taken, it
+    returns while fewer than ``limit`` bodies are held. On the loop only.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._freed = asyncio.Event()
+
+    async def room(self) -> None:
+        while self.held >= self.limit:  # few wait here: each holds a fetch slot
+            self._freed.clear()
+            await self._freed.wait()
+
+    def hold(self) -> None:
+        self.held += 1
+
+    def release(self) -> None:
+        self.held -= 1
+        self._freed.set()
 
 
 def body_hash(body: bytes) -> str:
@@ -323,6 +354,7 @@ class Service:
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
         self._parse_pool: Executor | None = None
+        self.backlog = Backlog(BACKLOG)
         self._batch: list[tuple[PollRecord, asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._scheduler: Any = None  # APScheduler's AsyncIOScheduler while run() runs
@@ -375,7 +407,7 @@ class Service:
         self.fetcher = await self._stack.enter_async_context(Fetcher(
             timeout=c.poll.timeout.total_seconds(), max_bytes=c.poll.max_bytes,
             concurrency=c.poll.concurrency, per_host=c.poll.per_host,
-            user_agent=c.poll.user_agent))
+            user_agent=c.poll.user_agent, room=self.backlog.room))
         for name, dest in c.destinations.items():
             sender = build_sender(name, dest)
             self.senders[name] = sender
@@ -533,6 +565,18 @@ class Service:
             self.metrics.polls.labels(feed.name, polled.value).inc()
             await self._recovered(feed, state, now)
             return 0
+        assert result.body is not None
+        self.backlog.hold()
+        try:
+            return await self._changed(feed, state, result, now, started, ms, digest, etag,
+                                       modified)
+        finally:
+            self.backlog.release()
+
+    async def _changed(self, feed: Feed, state: FeedState | None, result: FetchResult,
+                       now: datetime, started: float, ms: float, digest: str,
+                       etag: str | None, modified: str | None) -> int:
+        """A new body: parse, decide and ingest it."""
         assert result.body is not None
         try:
             parsed = await self._parse(result.body, feed, result.content_type)

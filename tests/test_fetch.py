@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,3 +80,41 @@ def test_header_parsers() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_max_age("public, max-age=600") == 600
     assert parse_max_age("no-cache") is None
+
+
+async def test_a_slow_host_holds_its_own_slots_not_the_global_ones(
+        feed_server: FeedServer) -> None:
+    """Per-host slot first, then the global one: with two global slots and one per
+    host, a host whose first feed hangs keeps its second feed waiting on the host's
+    slot, and another host's feed still gets the second global slot."""
+    feed_server.hang("/a1.xml")
+    feed_server.set("/a2.xml", RSS)
+    feed_server.set("/b.xml", RSS)
+    other = feed_server.url("/b.xml").replace("127.0.0.1", "localhost")  # another host name
+    async with Fetcher(timeout=30, concurrency=2, per_host=1) as f:
+        a1 = asyncio.create_task(f.fetch(feed(feed_server, "/a1.xml")))
+        while not feed_server.requests_for("/a1.xml"):  # a1 holds host and global slots
+            await asyncio.sleep(0.01)
+        a2 = asyncio.create_task(f.fetch(feed(feed_server, "/a2.xml")))
+        await asyncio.sleep(0)  # a2 queues on its host's slot
+        b = await asyncio.wait_for(
+            f.fetch(Feed(name="B", url=other, interval=timedelta(minutes=5))), timeout=20)
+        assert b.body is not None and b"<rss" in b.body
+        assert not a2.done() and feed_server.requests_for("/a2.xml") == []
+        a1.cancel()
+        assert (await a2).body is not None  # a1's host slot came free
+    with contextlib.suppress(asyncio.CancelledError):
+        await a1
+
+
+async def test_room_is_awaited_before_the_request(feed_server: FeedServer) -> None:
+    feed_server.set("/f.xml", RSS)
+    seen: list[int] = []
+
+    async def room() -> None:
+        seen.append(len(feed_server.requests_for("/f.xml")))
+
+    async with Fetcher(timeout=5, room=room) as f:
+        got = await f.fetch(feed(feed_server))
+    assert got.body is not None and seen == [0]
+    assert len(feed_server.requests_for("/f.xml")) == 1

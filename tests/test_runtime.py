@@ -4,6 +4,7 @@ against the local feed and Slack servers, with a controllable clock."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from servers import FeedServer, SlackServer
 from test_delivery import Clock
 
 from monitor import config as cfg
-from monitor.service import POOL_FROM_FEEDS, Service, parse_workers
+from monitor.service import POOL_FROM_FEEDS, Backlog, Service, parse_workers
 
 T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -183,3 +184,17 @@ async def test_dead_feed_alert_once_and_on_recovery(
         assert len(texts) == 2 and "working again" in texts[1], texts
         st = s.store.feed_state("a")
         assert st is not None and not st.ops_alerted and st.failures == 0
+
+
+async def test_backlog_lets_a_fetch_through_only_below_its_limit() -> None:
+    backlog = Backlog(2)
+    await backlog.room()  # empty: no wait
+    backlog.hold()
+    backlog.hold()
+    waiting = asyncio.create_task(backlog.room())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    backlog.release()
+    await waiting
+    assert backlog.held == 1
