@@ -354,6 +354,9 @@ class Service:
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
         self._parse_pool: Executor | None = None
+        # Without a pool: one thread, not the loop's default executor (a thread per
+        # body at once, all contending for the GIL with the ingest thread).
+        self._parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")
         self.backlog = Backlog(BACKLOG)
         self._batch: list[tuple[PollRecord, asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
@@ -392,6 +395,7 @@ class Service:
         # Registered first, so they are shut down last (after everything using them).
         self._stack.callback(self._db_thread.shutdown)
         self._stack.callback(self._index_thread.shutdown)
+        self._stack.callback(self._parse_thread.shutdown, cancel_futures=True)
         self.store = await self._db(open_store, c.state)
         self._stack.callback(self.store.close)
         workers = parse_workers(c.poll.parse_workers, len(c.feeds))
@@ -519,9 +523,7 @@ class Service:
         call = functools.partial(parse_document, body, feed.name, content_type=content_type,
                                  canonicalize=canonical_url, now=self.now(),
                                  max_entries=self.config.poll.max_entries)
-        if self._parse_pool is None:
-            return await asyncio.to_thread(call)
-        return await loop.run_in_executor(self._parse_pool, call)
+        return await loop.run_in_executor(self._parse_pool or self._parse_thread, call)
 
     async def poll(self, feed: Feed, state: FeedState | None = None) -> int:
         """Poll one feed; returns the number of alerts queued. Never raises for feed trouble:
