@@ -17,12 +17,12 @@
               render                           monitor.render
               send                             monitor.deliver.{slack,email,console}
 
-Threads and processes: the loop's store calls run on the store's own thread
-(awaited, so the loop never waits on its lock; the outbox still calls the
-store directly); the story index is owned by one ingest thread (ingest and
-expiry both run there, and at start-up its fill from the store, while the
-first polls fetch and parse); parsing runs in a process pool sized to the
-cores (for a thousand feeds or more; fewer are parsed on a thread).
+Threads and processes: the loop's store calls (the outbox's too) run on the
+store's own thread (awaited, so the loop never waits on its lock); the story
+index is owned by one ingest thread (ingest and expiry both run there, and at
+start-up its fill from the store, while the first polls fetch and parse);
+parsing runs in a process pool sized to the cores (for a thousand feeds or
+more; fewer are parsed on a thread of their own).
 
 All resources are opened in :meth:`Service.__aenter__` on an AsyncExitStack and
 closed in reverse on the way out. One broken feed or destination is logged
@@ -419,7 +419,7 @@ class Service:
         pace = {name: 1.0 for name, d in c.destinations.items()
                 if isinstance(d, cfg.SlackDestination)}
         self.outbox = Outbox(self.store, self.senders, self.renderer, now=self.now,
-                             min_interval=pace, on_outcome=self._outcome)
+                             min_interval=pace, on_outcome=self._outcome, call=self._db)
         self._splits = (await self._db(self.store.splits_since, 0))[0]
         self.index = await self._owned(self._new_index, c.dedupe)
         # Filled from the store on the ingest thread while the first polls fetch and

@@ -93,7 +93,9 @@ async def test_a_slow_host_holds_its_own_slots_not_the_global_ones(
     other = feed_server.url("/b.xml").replace("127.0.0.1", "localhost")  # another host name
     async with Fetcher(timeout=30, concurrency=2, per_host=1) as f:
         a1 = asyncio.create_task(f.fetch(feed(feed_server, "/a1.xml")))
-        while not feed_server.requests_for("/a1.xml"):  # a1 holds host and global slots
+        for _ in range(2000):  # until a1 holds its host's slot and a global one
+            if feed_server.requests_for("/a1.xml"):
+                break
             await asyncio.sleep(0.01)
         a2 = asyncio.create_task(f.fetch(feed(feed_server, "/a2.xml")))
         await asyncio.sleep(0)  # a2 queues on its host's slot

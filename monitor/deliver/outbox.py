@@ -40,9 +40,10 @@ import enum
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
 from monitor import redact
 from monitor.errors import DeliveryError
@@ -51,6 +52,8 @@ from monitor.store import SqlStore
 from monitor.types import Alert, AlertStatus, Rendered, Sender
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Stories a digest lists per watchlist (its counts stay whole): rendering runs on
 #: the event loop, and a flood's "…and 1,980 more" summary must stay cheap.
@@ -119,6 +122,16 @@ def pick_fair(heads: Sequence[Alert], last: str | None) -> Alert:
     return ordered[0]
 
 
+class StoreCall(Protocol):
+    """Runs a store method and gives its result: ``await call(store.pending, name)``."""
+
+    def __call__(self, fn: Callable[..., _T], /, *args: Any) -> Awaitable[_T]: ...
+
+
+async def _inline(fn: Callable[..., _T], /, *args: Any) -> _T:
+    return fn(*args)
+
+
 def kind_of(sender: Sender) -> str:
     """Which template family a sender takes: slack, email or console."""
     return str(getattr(sender, "kind", None) or type(sender).__name__.removesuffix("Sender")
@@ -139,8 +152,12 @@ class Outbox:
         min_interval: Mapping[str, float] | None = None,
         rng: random.Random | None = None,
         on_outcome: Callable[[Outcome, Alert], None] | None = None,
+        call: StoreCall | None = None,
     ) -> None:
         self.store = store
+        # Every store call goes through this: the service runs them on the store's
+        # thread, so the loop never waits on the store's lock (inline by default).
+        self._store: StoreCall = call or _inline
         self.senders = dict(senders)
         self.renderer = renderer
         self.now = now
@@ -199,7 +216,10 @@ class Outbox:
             logger.warning("outbox.drain_cut within=%.0fs", within)
         finally:
             self._deadline = None
-        return sum(len(self.store.pending(name)) for name in self.senders)
+        left = 0
+        for name in self.senders:
+            left += len(await self._store(self.store.pending, name))
+        return left
 
     async def _lane_forever(self, name: str) -> None:
         while not self._stopping:
@@ -235,17 +255,18 @@ class Outbox:
         the seconds to wait (3600 when idle)."""
         loop = asyncio.get_running_loop()
         sender = self.senders[name]
-        for alert in self.store.updates_due_for(name):
+        for alert in await self._store(self.store.updates_due_for, name):
             tries, after = self._update_backoff.get(alert.id, (0, 0.0))
             if loop.time() >= after:
                 await self._update(sender, alert, tries)
         now = self.now()
         paced = self._pace_wait(name)
-        heads = self.store.lane_heads(name)  # in order within a watchlist: no overtaking
+        # In order within a watchlist: no overtaking.
+        heads = await self._store(self.store.lane_heads, name)
         waiting = [a.next_attempt_at for a in heads
                    if a.next_attempt_at is not None and a.next_attempt_at > now]
         if loop.time() >= self._flush_after.get(name, 0.0):
-            held = self.store.held_due(name, now)
+            held = await self._store(self.store.held_due, name, now)
             # A "max_per_poll" summary follows the alerts found before it.
             first = min((h.seq for h in held), default=0)
             if held and not (heads and not waiting and heads[0].seq < first):
@@ -255,9 +276,9 @@ class Outbox:
                 self._last_sent[name] = loop.time()
                 return None
         if not heads:
-            return self._idle_wait(name, now)
+            return await self._idle_wait(name, now)
         if waiting:  # the destination is failing: wait for the retry, send nothing else
-            return min((min(waiting) - now).total_seconds(), self._idle_wait(name, now))
+            return min((min(waiting) - now).total_seconds(), await self._idle_wait(name, now))
         if paced:
             return paced
         alert = pick_fair(heads, self._last_watchlist.get(name))
@@ -274,9 +295,9 @@ class Outbox:
             return 0.0
         return max(0.0, gap - (asyncio.get_running_loop().time() - last))
 
-    def _idle_wait(self, name: str, now: datetime) -> float:
+    async def _idle_wait(self, name: str, now: datetime) -> float:
         """Nothing queued: sleep until the next held alert is due (or an hour)."""
-        due = self.store.next_hold(name)
+        due = await self._store(self.store.next_hold, name)
         if due is None:
             return 3600.0
         wait = max(0.05, (due - now).total_seconds())
@@ -303,7 +324,7 @@ class Outbox:
         title = digest_title(reasons, groups, len(held))
         carrier = replace(held[0], id=digest_id)
         marker = f"digest-attempt:{name}:{digest_id}"
-        if self.store.get_meta(marker) is not None:
+        if await self._store(self.store.get_meta, marker) is not None:
             find = getattr(sender, "find_posted", None)
             if find is not None:
                 try:
@@ -311,13 +332,16 @@ class Outbox:
                 except DeliveryError:
                     found = None
                 if found is not None:
-                    self.store.mark_status(ids, AlertStatus.FOLDED, self.now())
+                    await self._store(self.store.mark_status, ids, AlertStatus.FOLDED, self.now())
                     return
         listed = [a for alerts in groups.values() for a in alerts[:DIGEST_ITEMS]]
-        stories = {a.story_id: s for a in listed if (s := self.store.story(a.story_id))}
+        stories = {}
+        for a in listed:
+            if (story := await self._store(self.store.story, a.story_id)) is not None:
+                stories[a.story_id] = story
         message = self.renderer.digest(kind_of(sender), title, list(groups.items()), stories,
                                        max_items=DIGEST_ITEMS)
-        self.store.set_meta(marker, "1")
+        await self._store(self.store.set_meta, marker, "1")
         try:
             await sender.send(carrier, message)
         except DeliveryError as exc:
@@ -326,7 +350,7 @@ class Outbox:
                 logger.warning("digest.failed destination=%s alerts=%d reason=%s", name,
                                len(ids), reason)
                 for aid in ids:
-                    self.store.mark_failed(aid, reason)
+                    await self._store(self.store.mark_failed, aid, reason)
                 return
             attempts = self._flush_attempts.get(name, 0) + 1
             self._flush_attempts[name] = attempts
@@ -338,20 +362,21 @@ class Outbox:
             return
         self._flush_attempts.pop(name, None)
         self._flush_after.pop(name, None)
-        self.store.mark_status(ids, AlertStatus.FOLDED, self.now())
-        self.store.delete_meta(marker)  # done: folded alerts are never flushed again
+        await self._store(self.store.mark_status, ids, AlertStatus.FOLDED, self.now())
+        # Done: folded alerts are never flushed again.
+        await self._store(self.store.delete_meta, marker)
         logger.info("digest.sent destination=%s alerts=%d title=%r", name, len(ids), title)
 
-    def render(self, sender: Sender, alert: Alert) -> Rendered:
-        story = self.store.story(alert.story_id)
+    async def render(self, sender: Sender, alert: Alert) -> Rendered:
+        story = await self._store(self.store.story, alert.story_id)
         return self.renderer.alert(kind_of(sender), alert, story)
 
     async def _deliver(self, sender: Sender, alert: Alert) -> None:
         name = sender.name
         # One attempt, whether it is the history lookup or the post: a lookup that
         # keeps failing (no network) backs off like a post and counts truthfully.
-        message = self.render(sender, alert)
-        self.store.mark_attempt(alert.id)
+        message = await self.render(sender, alert)
+        await self._store(self.store.mark_attempt, alert.id)
         attempts = alert.attempts + 1
         if alert.maybe_sent:
             find = getattr(sender, "find_posted", None)
@@ -359,24 +384,24 @@ class Outbox:
                 try:
                     found = await find(alert.id)
                 except DeliveryError as exc:
-                    self._failed(alert, exc, attempts=attempts, maybe_sent=True)
+                    await self._failed(alert, exc, attempts=attempts, maybe_sent=True)
                     return
                 if found is not None:
                     logger.info("alert.reconciled alert=%s destination=%s", alert.id, name)
-                    self.store.mark_sent(alert.id, self.now(), found)
+                    await self._store(self.store.mark_sent, alert.id, self.now(), found)
                     self._report(Outcome.SENT, alert)
                     return
         try:
             receipt = await sender.send(alert, message)
         except DeliveryError as exc:
-            self._failed(alert, exc, attempts=attempts)
+            await self._failed(alert, exc, attempts=attempts)
             return
-        self.store.mark_sent(alert.id, self.now(), receipt)
+        await self._store(self.store.mark_sent, alert.id, self.now(), receipt)
         self._report(Outcome.SENT, alert)
         logger.info("alert.sent alert=%s destination=%s watchlist=%s", alert.id, name,
                     alert.watchlist)
 
-    def _failed(self, alert: Alert, exc: DeliveryError, attempts: int | None = None,
+    async def _failed(self, alert: Alert, exc: DeliveryError, attempts: int | None = None,
                 maybe_sent: bool = False) -> None:
         attempts = alert.attempts if attempts is None else attempts
         reason = redact.text(str(exc))
@@ -384,7 +409,7 @@ class Outbox:
             logger.warning("alert.failed alert=%s destination=%s reason=%s (permanent; "
                            "`news-monitor alerts retry %s` re-queues it)",
                            alert.id, alert.destination, reason, alert.id)
-            self.store.mark_failed(alert.id, reason)
+            await self._store(self.store.mark_failed, alert.id, reason)
             self._report(Outcome.FAILED, alert)
             return
         now = self.now()
@@ -392,7 +417,7 @@ class Outbox:
             logger.warning("alert.failed alert=%s destination=%s reason=%s (still failing "
                            "after %s)", alert.id, alert.destination, reason,
                            self.policy.give_up_after)
-            self.store.mark_failed(alert.id, reason)
+            await self._store(self.store.mark_failed, alert.id, reason)
             self._report(Outcome.FAILED, alert)
             return
         delay = self.policy.within(self.policy.delay(attempts, exc.retry_after, self.rng),
@@ -400,8 +425,8 @@ class Outbox:
         self._report(Outcome.RETRY, alert)
         logger.warning("alert.retry alert=%s destination=%s attempt=%d in=%.1fs reason=%s",
                        alert.id, alert.destination, attempts, delay, reason)
-        self.store.mark_retry(alert.id, now + timedelta(seconds=delay), reason,
-                              maybe_sent=maybe_sent or exc.uncertain)
+        await self._store(self.store.mark_retry, alert.id, now + timedelta(seconds=delay),
+                          reason, maybe_sent or exc.uncertain)
 
     async def _update(self, sender: Sender, alert: Alert, tries: int = 0) -> None:
         """The story gained sources: edit the Slack message in place (and reply in thread).
@@ -409,9 +434,9 @@ class Outbox:
         ``tries``: failed tries so far; a transient failure waits like a send does."""
         update = getattr(sender, "update", None)
         if update is None or alert.remote_id is None:
-            self.store.clear_update(alert.id)
+            await self._store(self.store.clear_update, alert.id)
             return
-        message = self.render(sender, alert)
+        message = await self.render(sender, alert)
         try:
             await update(alert, message)
         except DeliveryError as exc:
@@ -419,7 +444,7 @@ class Outbox:
                 logger.warning("alert.update_failed alert=%s destination=%s reason=%s",
                                alert.id, sender.name, redact.text(str(exc)))
                 self._update_backoff.pop(alert.id, None)
-                self.store.clear_update(alert.id)
+                await self._store(self.store.clear_update, alert.id)
             else:
                 delay = self.policy.delay(tries + 1, exc.retry_after, self.rng)
                 self._update_backoff[alert.id] = (
@@ -430,11 +455,11 @@ class Outbox:
             return
         self._update_backoff.pop(alert.id, None)
         reply = getattr(sender, "reply", None)
-        story = self.store.story(alert.story_id) if reply is not None else None
+        story = await self._store(self.store.story, alert.story_id) if reply is not None else None
         if reply is not None and story is not None:
             # Each member not yet announced: a weak join always gets a reply, so a
             # wrong merge is seen in the thread; the others only with thread_updates.
-            done = self.store.announced(alert.id)
+            done = await self._store(self.store.announced, alert.id)
             threaded = getattr(sender, "thread_updates", False)
             for source in story.sources[done:]:
                 if (source.feed, source.link) == (alert.entry.feed, alert.entry.link):
@@ -449,6 +474,6 @@ class Outbox:
                 except DeliveryError as exc:
                     logger.warning("alert.reply_failed alert=%s destination=%s reason=%s",
                                    alert.id, sender.name, redact.text(str(exc)))
-            self.store.set_announced(alert.id, len(story.sources))
-        self.store.clear_update(alert.id)
+            await self._store(self.store.set_announced, alert.id, len(story.sources))
+        await self._store(self.store.clear_update, alert.id)
         logger.info("alert.updated alert=%s destination=%s", alert.id, sender.name)
