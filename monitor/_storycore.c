@@ -334,9 +334,10 @@ static PyObject *Table_withdraw(Table *t, PyObject *args) {
         }
     }
     const float *w = m.weights.buf;
-    double dot = 0.0;
+    double dot = 0.0, norm2 = 0.0;
     for (Py_ssize_t i = 0; i < m.n; i++) {
         double weight = (double)w[i];
+        norm2 += weight * weight;
         Slot *s = find(t, keys[i]);
         Post *p = s ? post_find(s, m.story) : NULL;
         if (!p) continue;  /* a feature twice in one member: gone with the first */
@@ -350,7 +351,7 @@ static PyObject *Table_withdraw(Table *t, PyObject *args) {
     }
     PyMem_Free(keys);
     PyBuffer_Release(&m.weights);
-    return PyFloat_FromDouble(dot);
+    return Py_BuildValue("(dd)", dot, norm2);
 }
 
 /* The slot of feature, or NULL (with no error set unless the key failed). */
@@ -605,8 +606,9 @@ static PyMethodDef Table_methods[] = {
      "accumulate(story, features, weights) -> (dot, norm2): a member into its story: the "
      "dot product of the member with the centroid before, and its |vector|²."},
     {"withdraw", (PyCFunction)Table_withdraw, METH_VARARGS,
-     "withdraw(story, features, weights) -> dot: a member out of its story (the dot product "
-     "with the centroid it leaves); KeyError, and nothing changed, if it is not there."},
+     "withdraw(story, features, weights) -> (dot, norm2): a member out of its story (the dot "
+     "product with the centroid it leaves, and its |vector|²); KeyError, and nothing "
+     "changed, if it is not there."},
     {"df", (PyCFunction)Table_df, METH_O, "df(feature) -> members holding it."},
     {"size", (PyCFunction)Table_size, METH_O, "size(feature) -> stories holding it."},
     {"count", (PyCFunction)Table_count, METH_VARARGS,

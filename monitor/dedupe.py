@@ -296,14 +296,16 @@ def _grams(texts: Sequence[Sequence[str]]) -> dict[str, float]:
     """:func:`_features`' weighted words and pairs of an entry's words (its title's,
     then its summary's): each at the highest weight it has."""
     feats: dict[str, float] = {}
+    get = feats.get
     for words, weight in zip(texts, (1.0, _SUMMARY_WEIGHT), strict=False):
+        for word in words:
+            if get(word, 0.0) < weight:
+                feats[word] = weight
         pair_weight = weight * _PAIR_WEIGHT
-        grams = [(w, weight) for w in words] + [
-            (f"{a} {b}", pair_weight) for a, b in zip(words, words[1:], strict=False)
-        ]
-        for gram, gram_weight in grams:
-            if feats.get(gram, 0.0) < gram_weight:
-                feats[gram] = gram_weight
+        for a, b in zip(words, words[1:], strict=False):
+            pair = f"{a} {b}"
+            if get(pair, 0.0) < pair_weight:
+                feats[pair] = pair_weight
     return feats
 
 
@@ -530,7 +532,8 @@ class _FeatureTable(Protocol):
     def __len__(self) -> int: ...
     def accumulate(self, story: int, features: tuple[str, ...],
                    weights: _Weights) -> tuple[float, float]: ...
-    def withdraw(self, story: int, features: tuple[str, ...], weights: _Weights) -> float: ...
+    def withdraw(self, story: int, features: tuple[str, ...],
+                 weights: _Weights) -> tuple[float, float]: ...
     def df(self, feature: str) -> int: ...
     def size(self, feature: str) -> int: ...
     def count(self, feature: str, story: int) -> int: ...
@@ -1304,7 +1307,7 @@ class StoryIndex:
         if member.url:
             self._drop_url(member.url, story_id)
         no = story.no
-        dot = self._table.withdraw(no, member.features, member.weights)
+        dot, own2 = self._table.withdraw(no, member.features, member.weights)
         if story.size == 0:
             del self._stories[story_id]
             self._ids[no] = ""
@@ -1312,7 +1315,7 @@ class StoryIndex:
             self._last[no] = -math.inf
             self._free.append(no)
         elif member.weights:
-            norm2 = story.norm2 - 2.0 * dot + sum(w * w for w in member.weights)
+            norm2 = story.norm2 - 2.0 * dot + own2
             if story.size <= 8 or norm2 <= 1e-9:  # cheap to be exact; never trust a tiny one
                 weight_of = self._table.weight
                 norm2 = sum(weight_of(f, no) ** 2 for f in story.features())
@@ -1356,14 +1359,18 @@ class _PyTable:
                 post[0] += 1
         return dot, norm2
 
-    def withdraw(self, story: int, features: tuple[str, ...], weights: _Weights) -> float:
-        """A member out of its story: the dot product with the centroid it leaves. A
-        feature no member of the story holds any more leaves, rounding error and all."""
+    def withdraw(self, story: int, features: tuple[str, ...],
+                 weights: _Weights) -> tuple[float, float]:
+        """A member out of its story: (the dot product with the centroid it leaves, its
+        |vector|²). A feature no member of the story holds any more leaves, rounding
+        error and all."""
         for feature in features:
             if story not in self._posts.get(feature, ()):
                 raise KeyError(feature)
         dot = 0.0
+        norm2 = 0.0
         for feature, weight in zip(features, weights, strict=True):
+            norm2 += weight * weight
             posts = self._posts[feature]
             post = posts.get(story)
             if post is None:
@@ -1377,7 +1384,7 @@ class _PyTable:
                 del posts[story]
                 if not posts:
                     del self._posts[feature]
-        return dot
+        return dot, norm2
 
     def df(self, feature: str) -> int:
         return self._df.get(feature, 0)

@@ -912,7 +912,7 @@ def test_c_table_refuses_what_it_cannot_read() -> None:
     with pytest.raises(KeyError):  # "b" is not held: neither is withdrawn
         table.withdraw(1, ("a", "b"), array("f", [0.5, 0.5]))
     assert table.df("a") == 2
-    assert table.withdraw(1, ("a",), weights) == 0.25
+    assert table.withdraw(1, ("a",), weights) == (0.25, 0.25)
     assert (table.df("a"), table.size("a"), table.weight("a", 0)) == (1, 1, 0.5)
     norms, seen = array("d", [1.0]), array("d", [0.0])
     with pytest.raises(ValueError, match="shortlist"):
@@ -923,7 +923,7 @@ def test_c_table_refuses_what_it_cannot_read() -> None:
         table.scores({"a": 1.0}, array("d"), array("d"), 0.0, 64, 128, 16)
     assert table.scores({"a": 1.0}, norms, seen, 0.0, 64, 128, 16) == {0: 0.5}
     assert table.scores({"a": 1.0}, norms, seen, 1.0, 64, 128, 16) == {}  # closed
-    assert table.withdraw(0, ("a",), weights) == 0.25
+    assert table.withdraw(0, ("a",), weights) == (0.25, 0.5 * 0.5)
     assert len(table) == 0 and table.df("a") == 0
 
 
