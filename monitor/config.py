@@ -301,9 +301,20 @@ class PollSettings(_Model):
     # How often the scheduler looks for due feeds (more often if a feed's interval
     # is shorter).
     tick: Duration = timedelta(seconds=1)
+    # How long an instance's claim on a due feed or an outbox lane lasts unless it
+    # renews it: a dead instance's work is taken over after this. Longer than a
+    # poll (timeout, parse, ingest) and than one delivery.
+    lease: Duration = timedelta(seconds=60)
     # Processes that parse feeds; unset: one per core from 1,000 feeds, else none;
     # 0: parse on a thread.
     parse_workers: int | None = Field(None, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_poll(self) -> PollSettings:
+        if self.lease <= self.timeout:
+            raise ValueError(f"lease ({self.lease}) must be longer than timeout "
+                             f"({self.timeout}): a claim must outlast the poll it covers")
+        return self
 
 
 class DedupeConfig(_Model):

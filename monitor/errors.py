@@ -68,7 +68,12 @@ class ParseError(MonitorError):
 
 
 class StoreError(MonitorError):
-    """The state store failed."""
+    """The state store failed. ``transient``: the same call may succeed if tried again
+    (a lost connection, a server restarting, a lock or serialization conflict)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class DeliveryError(MonitorError):

@@ -32,6 +32,7 @@ class FeedState:
     ``sy:updatePeriod``, kept for polls that do not parse. ``gone_url`` is set
     when that URL answered 410 Gone: the feed is disabled until its URL changes.
     ``ops_alerted``: the "feed failing" ops alert went out for this failure run.
+    ``polled_by``: the instance that polled it last (several may share a store).
     """
 
     name: str
@@ -51,6 +52,7 @@ class FeedState:
     hint: timedelta | None = None
     gone_url: str | None = None
     ops_alerted: bool = False
+    polled_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,7 @@ import pytest
 from stores import fresh_store
 
 from monitor.store import PollRecord, SqlStore, StoredEntry, alert_id, open_store
+from monitor.store.sql import SCHEMA_VERSION
 from monitor.types import Alert, AlertStatus, Entry, Receipt
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -156,7 +157,7 @@ def test_a_version_2_database_upgrades(tmp_path: Path) -> None:
     conn.close()
     s = open_store(f"sqlite:///{path}")
     try:
-        assert s.get_meta("schema") == "4"  # through 3 (seen_keys) and 4 (feed health)
+        assert s.get_meta("schema") == str(SCHEMA_VERSION)  # through 3 (seen_keys), 4 ...
         assert s.known("f", ["a"]) == {"a": ("s1", "t")}
         assert s.prune(NOW, NOW) == 1 and s.known("f", ["a"]) == {"a": ("", "")}
     finally:
@@ -200,29 +201,15 @@ def test_schema_3_database_upgrades_to_feed_health(backend: str, tmp_path: Path)
     health columns (migration 4), keeping what it knew."""
     from stores import state_url
 
-    from monitor.store.sql import MIGRATIONS, _schema
-
     with state_url(backend, tmp_path) as url:
-        old = open_store(url)
-        serial = old.serial
+        old = open_store(url, upgrade=False)
+        assert old.upgrade(3) == [2, 3]  # as schema 3 made it
+        old._x("INSERT INTO feeds (name, etag, last_polled_at, failures) "
+               "VALUES ('old', '\"e1\"', '2026-11-25T11:00:00.000000Z', 2)")
         old.close()
-        # Rebuild it as schema 3 made it: drop everything, replay steps 1 to 3.
-        conn_store = open_store(url)
-        with conn_store._tx():
-            for table in ("alerts", "watchlist_stories", "stories", "entries", "feeds", "meta",
-                          "seen_keys"):
-                conn_store._x(f"DROP TABLE {table}")
-            for stmt in _schema(serial):
-                conn_store._x(stmt)
-            for stmt in (*MIGRATIONS[2], *MIGRATIONS[3]):
-                conn_store._x(stmt)
-            conn_store._x("INSERT INTO meta (key, value) VALUES ('schema', '3')")
-            conn_store._x("INSERT INTO feeds (name, etag, last_polled_at, failures) "
-                          "VALUES ('old', '\"e1\"', '2026-11-25T11:00:00.000000Z', 2)")
-        conn_store.close()
         store = open_store(url)
         try:
-            assert store.get_meta("schema") == "4"
+            assert store.get_meta("schema") == str(SCHEMA_VERSION)
             st = store.feed_state("old")
             assert st is not None and st.etag == '"e1"' and st.failures == 2
             assert st.next_poll_at is None and st.body_hash is None and not st.ops_alerted

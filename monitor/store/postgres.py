@@ -1,40 +1,134 @@
 """PostgreSQL backend: for several instances sharing the work.
 
-Needs the ``postgres`` extra (psycopg 3). The schema and queries are the same
-as SQLite's; only placeholders and autoincrement keys differ.
+Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). The schema and
+queries are SQLite's; here:
+
+* Connections come from a pool that checks each one before handing it out,
+  so after a server restart the dead ones are replaced, not used; calls made
+  while it is down fail transiently and are retried (SqlStore.retry_for).
+* Parameters travel separately from the SQL (the extended protocol):
+  :func:`numbered` turns our ``?`` placeholders into ``$1, $2...`` outside
+  quoted text, and a raw cursor sends them as they are.
+* Driver errors become StoreError in :meth:`PostgresStore._error` only.
+* Advisory locks: one around migrations (within their transaction), one held
+  by the instance assigning entries to stories (:meth:`PostgresStore.assigning`).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from monitor import redact
 from monitor.errors import StoreError
 from monitor.store.sql import SqlStore
+
+#: Advisory lock keys (any two bigints distinct from other applications' on the
+#: same database): ASCII "nm" and a number.
+SCHEMA_LOCK = 0x6E6D_0001
+ASSIGN_LOCK = 0x6E6D_0002
+
+
+@functools.lru_cache(maxsize=4096)
+def numbered(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2...``; a ``?`` inside a quoted
+    string or identifier stays (pure). Our SQL has no comments or dollar quotes."""
+    out: list[str] = []
+    n = 0
+    quote = ""
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = ""  # a doubled quote closes and reopens: the same result
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            n += 1
+            out.append(f"${n}")
+            continue
+        out.append(ch)
+    return "".join(out)
 
 
 class PostgresStore(SqlStore):
     dialect = "postgres"
     serial = "BIGSERIAL PRIMARY KEY"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    #: Connections: the service's store thread, its ingest thread (and the one
+    #: holding the assignment lock), the delivery worker, the status page.
+    pool_size = 8
+    #: Seconds to wait for a connection before the call fails (transiently).
+    connect_timeout = 2.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, upgrade: bool = True) -> None:
         try:
             import psycopg
+            from psycopg_pool import ConnectionPool
         except ImportError as exc:
-            raise StoreError("PostgreSQL needs psycopg: pip install 'news-monitor[postgres]'") \
-                from exc
+            raise StoreError("PostgreSQL needs psycopg and psycopg_pool: "
+                             "pip install 'news-monitor[postgres]'") from exc
         self._psycopg = psycopg
-        self.errors = (psycopg.Error,)
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            url, min_size=1, max_size=self.pool_size, open=False, name="news-monitor",
+            kwargs={"autocommit": True, "cursor_factory": psycopg.RawCursor},
+            check=ConnectionPool.check_connection)
         try:
-            conn = psycopg.connect(url, autocommit=True)
+            self._pool.open(wait=True, timeout=10.0)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
-        super().__init__(conn)
+            self._pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL at {redact.url(url)}: "
+                             f"{redact.text(str(exc))}") from exc
+        super().__init__(upgrade=upgrade)
 
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s")
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        try:
+            conn = self._pool.getconn(timeout=self.connect_timeout)
+        except self._psycopg.Error as exc:
+            raise self._error(exc, "connect") from exc
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)  # a broken one is discarded and replaced
 
-    def _begin(self) -> None:
-        self._conn.execute("BEGIN")
+    def _run(self, conn: Any, sql: str, params: tuple[Any, ...]) -> Any:
+        return conn.execute(numbered(sql), params)
 
-    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        return self._conn.execute(self._sql(sql), params)
+    def _begin_sql(self) -> str:
+        return "BEGIN"
+
+    def _error(self, exc: BaseException, what: str) -> StoreError:
+        # OperationalError: the connection or server (lost, restarting, pool
+        # timeout) and transaction rollbacks (serialization failure, deadlock).
+        transient = isinstance(exc, self._psycopg.OperationalError)
+        return StoreError(f"{what} failed: {redact.text(str(exc))}", transient=transient)
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._q("SELECT table_name FROM information_schema.tables "
+                                      "WHERE table_schema = current_schema()")}
+
+    def _lock_schema(self) -> None:
+        self._x("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+
+    @contextmanager
+    def assigning(self) -> Iterator[None]:
+        """Hold the cluster's assignment lock on a connection of its own while the
+        block runs (its queries use others). The server drops the lock with the
+        connection, so an instance that dies never keeps it."""
+        with self._connection() as conn:
+            try:
+                self._run(conn, "SELECT pg_advisory_lock(?)", (ASSIGN_LOCK,)).fetchall()
+            except self._psycopg.Error as exc:
+                raise self._error(exc, "assignment lock") from exc
+            try:
+                yield
+            finally:
+                try:
+                    self._run(conn, "SELECT pg_advisory_unlock(?)", (ASSIGN_LOCK,)).fetchall()
+                except self._psycopg.Error:
+                    pass  # the connection is gone, and the lock with it
+
+    def _close(self) -> None:
+        self._pool.close()

@@ -12,6 +12,17 @@ Tables::
     watchlist_stories  (watchlist, story) pairs already alerted: the dedupe guarantee
     alerts             the outbox: one row per (watchlist, destination, story), in the
                        order stories were found (seq); the delivery worker drains it
+    leases             named claims with an owner and an expiry: an outbox lane
+                       (``lane:<destination>``) or a cluster-wide job (``job:prune``)
+
+Several instances may share one store (PostgreSQL): a due feed is claimed with
+a lease (``feeds.lease_owner``/``lease_until``, released when its poll is
+recorded), each outbox lane and each cluster-wide job by a row in ``leases``.
+A dead instance's claims expire and are taken over.
+
+The schema is versioned (``meta.schema``): :data:`MIGRATIONS` holds the
+numbered steps, applied on open (or by ``news-monitor db upgrade``) under a
+lock, so two instances starting together never both run them.
 
 The outbox is transactional: recording a feed's new entries and queuing the
 alerts they caused happen in one transaction (:meth:`SqlStore.ingest`), so a
@@ -21,24 +32,41 @@ both. An alert is marked sent only after the destination took it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from monitor import redact
 from monitor.dedupe import Join
 from monitor.errors import StoreError
 from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source, Story
 
-SCHEMA_VERSION = 4
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 5
+
+
+def _add_maybe_sent(store: SqlStore) -> None:
+    """``alerts.maybe_sent`` went into the version-1 table without a step of its own:
+    a database made before that has no such column, one made after has it."""
+    if "maybe_sent" not in store._columns("alerts"):
+        store._x("ALTER TABLE alerts ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0")
+
+
+#: A step is SQL, or a function for what SQL alone cannot say on both backends.
+Step = str | Callable[["SqlStore"], None]
 
 #: Numbered schema steps after version 1 (which _schema creates): step N takes
 #: a database from version N - 1 to N, on both backends.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+MIGRATIONS: dict[int, tuple[Step, ...]] = {
     # 2: why each entry is in its story (stories --explain, weak joins posted as
     # "possibly the same story"), and how many of a story's members an alert
     # has announced in its thread.
@@ -75,6 +103,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE feeds ADD COLUMN gone_url TEXT",
         "ALTER TABLE feeds ADD COLUMN ops_alerted INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX feeds_due ON feeds (next_poll_at)",
+    ),
+    # 5: several instances on one store (#15): who holds a due feed and until when,
+    # who polled it last, and named leases for outbox lanes and cluster-wide jobs.
+    5: (
+        _add_maybe_sent,
+        "ALTER TABLE feeds ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE feeds ADD COLUMN lease_until TEXT",
+        "ALTER TABLE feeds ADD COLUMN polled_by TEXT",
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL)""",
     ),
 }
 
@@ -170,8 +208,7 @@ def _schema(serial: str) -> list[str]:
             created_at TEXT NOT NULL, sent_at TEXT,
             remote_id TEXT, remote_channel TEXT,
             update_due INTEGER NOT NULL DEFAULT 0,
-            hold_until TEXT, hold_reason TEXT,
-            maybe_sent INTEGER NOT NULL DEFAULT 0)""",
+            hold_until TEXT, hold_reason TEXT)""",
         "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, next_attempt_at)",
         "CREATE INDEX IF NOT EXISTS alerts_story ON alerts (story_id)",
     ]
@@ -183,7 +220,8 @@ class PollRecord:
 
     ``parsed``: the body was parsed, so ``body_hash``, ``per_day`` and ``hint``
     replace what was stored (otherwise the stored ones stand). ``gone_url``:
-    that URL answered 410 and the feed is disabled.
+    that URL answered 410 and the feed is disabled. Recording a poll releases
+    the feed's lease.
     """
 
     feed: str
@@ -199,6 +237,7 @@ class PollRecord:
     per_day: float | None = None
     hint: timedelta | None = None
     gone_url: str | None = None
+    by: str | None = None  # the instance that polled
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,11 +250,14 @@ class StoredEntry:
 
 _FEED_COLS = ("name, etag, last_modified, first_polled_at, last_polled_at, last_error, failures, "
               "last_success_at, failing_since, status, next_poll_at, per_day, response_ms, "
-              "body_hash, hint_s, gone_url, ops_alerted")
+              "body_hash, hint_s, gone_url, ops_alerted, polled_by")
 # Mean response time, weighted to the last ten polls or so.
 _EWMA = ("CASE WHEN excluded.response_ms IS NULL THEN feeds.response_ms "
          "WHEN feeds.response_ms IS NULL THEN excluded.response_ms "
          "ELSE 0.8 * feeds.response_ms + 0.2 * excluded.response_ms END")
+
+# A recorded poll ends the claim on its feed and says who made it.
+_RELEASE = ("lease_owner = NULL, lease_until = NULL, polled_by = excluded.polled_by, ")
 
 
 def _feed_state(r: Sequence[Any]) -> FeedState:
@@ -224,7 +266,7 @@ def _feed_state(r: Sequence[Any]) -> FeedState:
                      last_success_at=dt(r[7]), failing_since=dt(r[8]), status=r[9],
                      next_poll_at=dt(r[10]), per_day=r[11], response_ms=r[12], body_hash=r[13],
                      hint=timedelta(seconds=r[14]) if r[14] is not None else None,
-                     gone_url=r[15], ops_alerted=bool(r[16]))
+                     gone_url=r[15], ops_alerted=bool(r[16]), polled_by=r[17])
 
 
 _ALERT_COLS = (
@@ -266,31 +308,49 @@ def _alert(row: Sequence[Any]) -> Alert:
 class SqlStore:
     """The store. Methods are synchronous and each is one short transaction.
 
-    One connection, guarded by a lock, so the delivery worker and the pollers
-    (and threads doing CPU work) can share it.
+    Safe to call from several threads (the service's store thread, the ingest
+    thread, the delivery worker): each transaction holds one connection,
+    SQLite's single connection under a lock or one from PostgreSQL's pool.
+    A public method that fails transiently (connection lost, server restarting,
+    lock conflict) is tried again for up to ``retry_for`` seconds, whole: each is
+    one transaction, or several that may be redone (prune).
     """
 
     dialect: ClassVar[str]
     serial: ClassVar[str]
-    errors: tuple[type[BaseException], ...] = ()
-    #: Raised by drivers for values they cannot encode (a lone surrogate is a
-    #: UnicodeEncodeError in sqlite3): mapped to StoreError like driver errors.
-    value_errors: ClassVar[tuple[type[BaseException], ...]] = (UnicodeError, ValueError)
+    #: Appended to the SELECT that picks rows to claim: PostgreSQL's row locks let
+    #: instances claim side by side; SQLite's one writer serialises claims anyway.
+    skip_locked: ClassVar[str] = ""
+    #: Seconds a transient failure is retried before the caller sees it.
+    retry_for: float = 5.0
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self._lock = threading.RLock()
-        self._migrate()
+    def __init__(self, *, upgrade: bool = True) -> None:
+        self._local = threading.local()
+        if upgrade:
+            self.upgrade()
 
-    # -- backend hooks -------------------------------------------------------------
+    # -- backend hooks ---------------------------------------------------------------
 
-    def _sql(self, sql: str) -> str:
+    def _connection(self) -> AbstractContextManager[Any]:
+        """One connection for the caller's transaction or statement, driver errors
+        already mapped (:meth:`_error`)."""
         raise NotImplementedError
 
-    def _begin(self) -> None:
+    def _run(self, conn: Any, sql: str, params: tuple[Any, ...]) -> Any:
+        """Execute one statement with ``?`` parameters; return the cursor."""
         raise NotImplementedError
 
-    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    def _begin_sql(self) -> str:
+        raise NotImplementedError
+
+    def _error(self, exc: BaseException, what: str) -> StoreError:
+        """The one place a driver's exception becomes ours (transient or not)."""
+        raise NotImplementedError
+
+    def _lock_schema(self) -> None:
+        """Within the migration transaction: keep other instances out until it ends."""
+
+    def _close(self) -> None:
         raise NotImplementedError
 
     def _execute_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -301,68 +361,112 @@ class SqlStore:
     # -- plumbing -------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[None]:
-        with self._lock:
+    def _bound(self) -> Iterator[Any]:
+        """The calling thread's connection: the transaction's if one is open."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self._connection() as conn:
+            self._local.conn = conn
             try:
-                self._begin()
-            except (*self.errors, *self.value_errors) as exc:
-                raise StoreError(f"cannot begin transaction: {exc}") from exc
+                yield conn
+            finally:
+                self._local.conn = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        if getattr(self._local, "tx", False):  # part of the caller's transaction
+            yield
+            return
+        with self._bound():
+            self._execute(self._begin_sql())
+            self._local.tx = True
             try:
                 yield
             except BaseException:
                 try:
                     self._execute("ROLLBACK")
-                except self.errors:
+                except StoreError:
                     pass  # the connection is gone: the original error says more
                 raise
+            finally:
+                self._local.tx = False
+            self._execute("COMMIT")
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        with self._bound() as conn:
             try:
-                self._execute("COMMIT")
-            except (*self.errors, *self.value_errors) as exc:
-                raise StoreError(f"commit failed: {exc}") from exc
+                return self._run(conn, sql, params)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, sql.split(None, 1)[0].lower()) from exc
 
     def _q(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
+        with self._bound():
+            cur = self._execute(sql, params)
             try:
-                return list(self._execute(sql, params).fetchall())
-            except (*self.errors, *self.value_errors) as exc:
-                raise StoreError(f"query failed: {exc}") from exc
+                return list(cur.fetchall())
+            except Exception as exc:
+                raise self._error(exc, "fetch") from exc
 
     def _x(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        try:
-            cur = self._execute(sql, params)
-        except (*self.errors, *self.value_errors) as exc:
-            raise StoreError(f"statement failed: {exc}") from exc
-        return int(cur.rowcount or 0)
+        return int(self._execute(sql, params).rowcount or 0)
 
     def _xmany(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        try:
+        if rows:
             self._execute_many(sql, rows)
-        except (*self.errors, *self.value_errors) as exc:
-            raise StoreError(f"statement failed: {exc}") from exc
 
-    def _migrate(self) -> None:
+    def _columns(self, table: str) -> set[str]:
+        """The columns ``table`` has (read from an empty result's description)."""
+        cur = self._execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        cur.fetchall()
+        return {str(d[0]) for d in cur.description}
+
+    def schema_version(self) -> int:
+        """The schema version of the database (0: empty)."""
+        with self._bound():
+            if "meta" not in self._tables():
+                return 0
+            rows = self._q("SELECT value FROM meta WHERE key = 'schema'")
+        return int(rows[0][0]) if rows else 1
+
+    def _tables(self) -> set[str]:
+        raise NotImplementedError
+
+    def upgrade(self, to: int = SCHEMA_VERSION) -> list[int]:
+        """Apply the steps that take the database to version ``to``, in one
+        transaction under the schema lock; returns the steps applied."""
+        if to > SCHEMA_VERSION:
+            raise StoreError(f"no schema {to}: this news-monitor knows up to {SCHEMA_VERSION}")
         with self._tx():
-            for stmt in _schema(self.serial):
-                self._x(stmt)
-            rows = self._execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
-            if not rows:
-                self._x("INSERT INTO meta (key, value) VALUES ('schema', '1')")
-                version = 1
-            else:
-                version = int(rows[0][0])
+            self._lock_schema()
+            version = self.schema_version()
             if version > SCHEMA_VERSION:
                 raise StoreError(f"state was written by a newer news-monitor "
                                  f"(schema {version} > {SCHEMA_VERSION})")
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for stmt in MIGRATIONS[step]:
+            if version == 0:
+                for stmt in _schema(self.serial):
                     self._x(stmt)
-                self._x("UPDATE meta SET value = ? WHERE key = 'schema'", (str(step),))
+            if version <= 1:
+                self._put_meta("schema", "1")
+                version = 1
+            done = []
+            for step in range(version + 1, to + 1):
+                for act in MIGRATIONS[step]:
+                    if isinstance(act, str):
+                        self._x(act)
+                    else:
+                        act(self)
+                self._put_meta("schema", str(step))
+                done.append(step)
+        if done:
+            logger.info("store.upgraded schema=%d steps=%s", to, ",".join(map(str, done)))
+        return done
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._close()
 
     # -- feeds ------------------------------------------------------------------------
 
@@ -393,6 +497,69 @@ class SqlStore:
                        (ts(now), int(limit)))
         return [_feed_state(r) for r in rows]
 
+    def claim_feeds(self, now: datetime, owner: str, lease: timedelta,
+                    limit: int = 10_000) -> list[FeedState]:
+        """Claim the feeds due by ``now`` that no other instance holds, until
+        ``now + lease``; returns their state, in :meth:`due_feeds`' order.
+
+        Instances claim side by side (``FOR UPDATE SKIP LOCKED`` on PostgreSQL):
+        each due feed goes to one of them. A claim ends when the poll is recorded
+        or when the lease runs out (the instance died), whichever comes first.
+        """
+        rows = self._q(
+            f"UPDATE feeds SET lease_owner = ?, lease_until = ? WHERE name IN ("
+            "SELECT name FROM feeds WHERE gone_url IS NULL AND "
+            "(next_poll_at IS NULL OR next_poll_at <= ?) AND "
+            "(lease_until IS NULL OR lease_until <= ?) "
+            f"ORDER BY next_poll_at IS NOT NULL, next_poll_at LIMIT ?{self.skip_locked}) "
+            f"RETURNING {_FEED_COLS}",
+            (owner, ts(now + lease), ts(now), ts(now), int(limit)))
+        states = [_feed_state(r) for r in rows]
+        states.sort(key=lambda st: (st.next_poll_at is not None,
+                                    st.next_poll_at or datetime.min.replace(tzinfo=UTC)))
+        return states
+
+    def claim(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
+        """Take (or renew) the lease ``name`` until ``until`` unless another owner
+        holds it unexpired; returns whether ``owner`` holds it now. Outbox lanes
+        (``lane:<destination>``) and cluster-wide jobs (``job:prune``) use it."""
+        rows = self._q(
+            "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+            "expires_at = excluded.expires_at "
+            "WHERE leases.owner = excluded.owner OR leases.expires_at <= ? RETURNING owner",
+            (name, owner, ts(until), ts(now)))
+        return bool(rows)
+
+    def release(self, owner: str) -> None:
+        """Give up every claim ``owner`` holds (it is stopping): others take over now."""
+        with self._tx():
+            self._x("DELETE FROM leases WHERE owner = ?", (owner,))
+            self._x("UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
+                    "WHERE lease_owner = ?", (owner,))
+
+    def leases(self) -> dict[str, tuple[str, datetime]]:
+        """Every named lease: name -> (owner, expires at)."""
+        return {n: (o, dt(e) or datetime.min) for n, o, e in
+                self._q("SELECT name, owner, expires_at FROM leases")}
+
+    @contextmanager
+    def assigning(self) -> Iterator[None]:
+        """Story assignment, one instance at a time cluster-wide (see PostgresStore);
+        within one process the ingest thread already serialises it."""
+        yield
+
+    def entries_after(self, after: int) -> tuple[int, list[StoredEntry]]:
+        """Entries stored after row ``after`` (by any instance): (the last row, them).
+        ``after=-1``: only the last row, no entries."""
+        if after < 0:
+            rows = self._q("SELECT MAX(id) FROM entries")
+            return int(rows[0][0] or 0), []
+        rows = self._q(f"SELECT id, {_ENTRY_COLS} FROM entries WHERE id > ? ORDER BY id",
+                       (after,))
+        last = int(rows[-1][0]) if rows else after
+        return last, [_stored(r[1:]) for r in rows]
+
     def count_due(self, now: datetime) -> int:
         """How many feeds are due by ``now`` (for the status line)."""
         rows = self._q("SELECT COUNT(*) FROM feeds WHERE gone_url IS NULL AND "
@@ -418,8 +585,8 @@ class SqlStore:
             self._x(
                 "INSERT INTO feeds (name, etag, last_modified, first_polled_at, last_polled_at, "
                 "last_success_at, failures, status, next_poll_at, response_ms, body_hash, "
-                "per_day, hint_s) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET "
+                "per_day, hint_s, polled_by) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) "
+                f"ON CONFLICT (name) DO UPDATE SET {_RELEASE}"
                 "etag = excluded.etag, last_modified = excluded.last_modified, "
                 "first_polled_at = COALESCE(feeds.first_polled_at, excluded.first_polled_at), "
                 "last_polled_at = excluded.last_polled_at, last_error = NULL, failures = 0, "
@@ -428,19 +595,20 @@ class SqlStore:
                 f"response_ms = {_EWMA}",
                 (poll.feed, poll.etag, poll.last_modified, ts(poll.at), ts(poll.at), ts(poll.at),
                  poll.status, ts(poll.next_poll_at), poll.response_ms, poll.body_hash,
-                 poll.per_day, hint))
+                 poll.per_day, hint, poll.by))
         else:
             self._x(
                 "INSERT INTO feeds (name, last_polled_at, last_error, failures, failing_since, "
-                "status, next_poll_at, response_ms, gone_url) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET "
+                "status, next_poll_at, response_ms, gone_url, polled_by) "
+                "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?) "
+                f"ON CONFLICT (name) DO UPDATE SET {_RELEASE}"
                 "last_polled_at = excluded.last_polled_at, last_error = excluded.last_error, "
                 "failures = feeds.failures + 1, "
                 "failing_since = COALESCE(feeds.failing_since, excluded.failing_since), "
                 "status = excluded.status, next_poll_at = excluded.next_poll_at, "
                 f"gone_url = excluded.gone_url, response_ms = {_EWMA}",
                 (poll.feed, ts(poll.at), poll.error, ts(poll.at), poll.status,
-                 ts(poll.next_poll_at), poll.response_ms, poll.gone_url))
+                 ts(poll.next_poll_at), poll.response_ms, poll.gone_url, poll.by))
 
     def record_poll(self, poll: PollRecord) -> None:
         with self._tx():
@@ -855,3 +1023,38 @@ class SqlStore:
         """set_meta within the caller's transaction."""
         self._x("INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _retrying(fn: _F) -> _F:
+    """``fn`` tried again while it fails transiently, for up to ``retry_for`` seconds,
+    with doubling pauses: a database restart costs a few seconds' wait, not every
+    call made meanwhile. Inside a transaction the outermost call retries, whole."""
+
+    @functools.wraps(fn)
+    def call(self: SqlStore, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self._local, "conn", None) is not None:
+            return fn(self, *args, **kwargs)
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.05
+        while True:
+            try:
+                return fn(self, *args, **kwargs)
+            except StoreError as exc:
+                if not exc.transient or time.monotonic() + pause > deadline:
+                    raise
+                logger.warning("store.retry call=%s in=%.2fs error=%s", fn.__name__, pause,
+                               redact.text(str(exc)))
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    return call  # type: ignore[return-value]
+
+
+# Every public call is one unit that may be redone; close() and the context
+# managers are not.
+for _name, _fn in list(vars(SqlStore).items()):
+    if not _name.startswith("_") and callable(_fn) and _name not in ("close", "assigning"):
+        setattr(SqlStore, _name, _retrying(_fn))

@@ -1,0 +1,187 @@
+"""The store as several instances share it: migrations, leases, claims, placeholders.
+
+Run against SQLite and PostgreSQL like tests/test_store.py; the concurrent
+cases open separate stores (separate pools) on one PostgreSQL schema, as
+separate instances would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from stores import fresh_store, state_url
+
+from monitor.store import PollRecord, SqlStore, StoredEntry, open_store
+from monitor.store.postgres import numbered
+from monitor.store.sql import SCHEMA_VERSION
+from monitor.types import Entry
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+DATA = Path(__file__).parent / "data"
+LEASE = timedelta(seconds=60)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    with fresh_store(request.param, tmp_path) as s:
+        yield s
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    pytest.param("SELECT ?", "SELECT $1", id="one"),
+    pytest.param("a = ? AND b IN (?, ?)", "a = $1 AND b IN ($2, $3)", id="several"),
+    pytest.param("x = '?' AND y = ?", "x = '?' AND y = $1", id="in-a-string"),
+    pytest.param("x = 'it''s ?' AND y = ?", "x = 'it''s ?' AND y = $1", id="doubled-quote"),
+    pytest.param('SELECT "a?b", ?', 'SELECT "a?b", $1', id="in-an-identifier"),
+    pytest.param("LIKE 'a%' AND z = ?", "LIKE 'a%' AND z = $1", id="percent-untouched"),
+])
+def test_placeholders_are_numbered_outside_quotes(sql: str, expected: str) -> None:
+    assert numbered(sql) == expected
+
+
+def test_parameters_travel_apart_from_the_sql(store: SqlStore) -> None:
+    """A literal ? or % in the SQL and quotes or %s in a value are no placeholders."""
+    got = store._q("SELECT '?', ?, 'a%b', ?", ("it's %s", "100%"))
+    assert [tuple(r) for r in got] == [("?", "it's %s", "a%b", "100%")]
+
+
+@pytest.mark.parametrize("name", ["state-schema4.db", "state-schema4-no-maybe-sent.db"])
+def test_a_schema_4_file_upgrades(name: str, tmp_path: Path) -> None:
+    """Files made by the store of schema 4 (tests/data/PROVENANCE.md), one from before
+    alerts.maybe_sent: status reads them unchanged, opening upgrades them, and the
+    alert they hold can be attempted and sent."""
+    path = tmp_path / name
+    shutil.copy(DATA / name, path)
+    looking = open_store(f"sqlite:///{path}", upgrade=False)
+    assert looking.schema_version() == 4
+    looking.close()
+    s = open_store(f"sqlite:///{path}")
+    try:
+        assert s.schema_version() == SCHEMA_VERSION
+        [a] = s.pending("slack")
+        assert a.watchlist == "ukraine" and a.entry.title == "Troops cross the border"
+        assert not a.maybe_sent
+        s.mark_attempt(a.id)
+        assert s.alert(a.id).maybe_sent  # type: ignore[union-attr]
+        assert s.known("bbc", ["k1"]) == {"k1": ("s1", "Troops cross the border")}
+        states = s.feed_states()
+        assert states["cnn"].failures == 1 and states["bbc"].polled_by is None
+        # Never polled since the upgrade, cnn has no due time: first, then bbc.
+        assert [st.name for st in s.claim_feeds(NOW + timedelta(hours=1), "a", LEASE)] == \
+            ["cnn", "bbc"]
+    finally:
+        s.close()
+
+
+def test_status_of_an_empty_database_changes_nothing(tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path}/new.db", upgrade=False)
+    try:
+        assert s.schema_version() == 0
+        assert s.schema_version() == 0
+        assert s.upgrade() == [2, 3, 4, 5]
+        assert s.upgrade() == []
+    finally:
+        s.close()
+
+
+def test_a_due_feed_goes_to_one_claimant_until_its_lease_ends(store: SqlStore) -> None:
+    store.sync_feeds([("a", "https://a.example/f"), ("b", "https://b.example/f")])
+    assert sorted(st.name for st in store.claim_feeds(NOW, "one", LEASE)) == ["a", "b"]
+    assert store.claim_feeds(NOW, "two", LEASE) == []
+    # "one" records a's poll: the claim ends, and a is not due before its next poll.
+    store.record_poll(PollRecord(feed="a", at=NOW, status=200, by="one",
+                                 next_poll_at=NOW + timedelta(minutes=5)))
+    assert store.feed_state("a").polled_by == "one"  # type: ignore[union-attr]
+    assert store.claim_feeds(NOW + timedelta(seconds=30), "two", LEASE) == []
+    # "one" died holding b: after the lease, "two" takes b over.
+    later = NOW + LEASE + timedelta(seconds=1)
+    assert [st.name for st in store.claim_feeds(later, "two", LEASE)] == ["b"]
+    store.record_poll(PollRecord(feed="b", at=later, error="HTTP 500", by="two",
+                                 next_poll_at=later + timedelta(minutes=1)))
+    assert store.feed_state("b").polled_by == "two"  # type: ignore[union-attr]
+
+
+def test_release_hands_claims_over_at_once(store: SqlStore) -> None:
+    store.sync_feeds([("a", "https://a.example/f")])
+    assert store.claim_feeds(NOW, "one", LEASE) and store.claim("lane:slack", "one", NOW,
+                                                                   NOW + LEASE)
+    assert not store.claim("lane:slack", "two", NOW, NOW + LEASE)
+    store.release("one")
+    assert store.claim("lane:slack", "two", NOW, NOW + LEASE)
+    assert [st.name for st in store.claim_feeds(NOW, "two", LEASE)] == ["a"]
+
+
+def test_a_lease_is_renewed_by_its_owner_and_taken_when_it_lapses(store: SqlStore) -> None:
+    assert store.claim("job:prune", "one", NOW, NOW + LEASE)
+    assert store.claim("job:prune", "one", NOW + LEASE / 2, NOW + LEASE * 2)  # renewed
+    assert not store.claim("job:prune", "two", NOW + LEASE, NOW + LEASE * 2)
+    assert store.claim("job:prune", "two", NOW + LEASE * 2, NOW + LEASE * 3)
+    assert not store.claim("job:prune", "one", NOW + LEASE * 2, NOW + LEASE * 3)
+    assert store.leases()["job:prune"][0] == "two"
+
+
+def test_entries_after_a_row_are_everyone_s(store: SqlStore) -> None:
+    last, none = store.entries_after(-1)
+    assert none == []
+    e = Entry(feed="f", key="k", guid="k", link="https://f.example/k",
+              canonical_url="https://f.example/k", title="T", summary="S", published=NOW)
+    store.ingest(PollRecord(feed="f", at=NOW), [StoredEntry(entry=e, story_id="s", seen_at=NOW)],
+                 [])
+    newer, got = store.entries_after(last)
+    assert newer > last and [(g.entry.key, g.story_id) for g in got] == [("k", "s")]
+    assert store.entries_after(newer) == (newer, [])
+
+
+def test_instances_claiming_together_split_the_due_feeds(tmp_path: Path) -> None:
+    """Four stores (four pools) claim 400 due feeds at once: each feed exactly once."""
+    with state_url("postgres", tmp_path) as url:
+        first = open_store(url)
+        first.sync_feeds([(f"f{i}", f"https://f{i}.example/") for i in range(400)])
+        stores = [first, *(open_store(url) for _ in range(3))]
+        got: dict[str, list[str]] = {}
+        barrier = threading.Barrier(len(stores))
+
+        def claim(i: int, s: SqlStore) -> None:
+            barrier.wait()
+            names: list[str] = []
+            while batch := s.claim_feeds(NOW, f"i{i}", LEASE, limit=25):
+                names += [st.name for st in batch]
+            got[f"i{i}"] = names
+
+        threads = [threading.Thread(target=claim, args=(i, s)) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s in stores:
+            s.close()
+    claimed = [n for names in got.values() for n in names]
+    assert sorted(claimed) == sorted(f"f{i}" for i in range(400))  # each once
+    assert sum(1 for names in got.values() if names) >= 2  # side by side, not in turn
+
+
+def test_instances_starting_together_migrate_once(tmp_path: Path) -> None:
+    with state_url("postgres", tmp_path) as url:
+        results: list[object] = []
+        barrier = threading.Barrier(4)
+
+        def start() -> None:
+            barrier.wait()
+            try:
+                s = open_store(url)
+                results.append(s.schema_version())
+                s.close()
+            except Exception as exc:  # reported below: the test names it
+                results.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert results == [SCHEMA_VERSION] * 4
