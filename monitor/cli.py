@@ -15,6 +15,10 @@
                                                      next poll, failures, rate, response time
     news-monitor feeds import FILE.opml [--write]    add an OPML file's feeds to the config
     news-monitor feeds export                        the configured feeds as OPML
+    news-monitor db status [--state URL]             the store's schema version, steps pending
+    news-monitor db upgrade [--state URL]            apply the pending schema steps
+    news-monitor db migrate --from URL --to URL      copy a store into a new one (SQLite to
+                                                     PostgreSQL for several instances)
 """
 
 from __future__ import annotations
@@ -427,7 +431,8 @@ def feed_rows(feeds: Sequence[Feed], states: dict[str, FeedState],
     from monitor.render import format_duration
 
     rows: list[tuple[str, ...]] = [
-        ("FEED", "STATUS", "HTTP", "LAST OK", "NEXT", "PER DAY", "RESPONSE", "ERROR")]
+        ("FEED", "STATUS", "HTTP", "LAST OK", "NEXT", "PER DAY", "RESPONSE", "POLLED BY",
+         "ERROR")]
     for feed in feeds:
         st = states.get(feed.name) or FeedState(name=feed.name)
         if st.gone_url == feed.url:
@@ -449,6 +454,7 @@ def feed_rows(feeds: Sequence[Feed], states: dict[str, FeedState],
             feed.name, status, str(st.status or "-"), _ago(now, st.last_success_at), nxt,
             f"{st.per_day:.1f}" if st.per_day is not None else "-",
             f"{st.response_ms:.0f}ms" if st.response_ms is not None else "-",
+            st.polled_by or "-",
             redact.text(st.last_error or "")[:60] if st.failures else "",
         ))
     return rows
@@ -494,6 +500,77 @@ def cmd_feeds_import(args: argparse.Namespace) -> int:
         _out(f"written to {config.path}")
     elif added:
         _out("(dry run: --write adds them to the config)")
+    return 0
+
+
+# ------------------------------------------------------------------------------ db
+
+
+def _state_url(args: argparse.Namespace) -> str:
+    return str(args.state) if args.state else _load(args).state
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    from monitor.store import open_store
+    from monitor.store.sql import SCHEMA_VERSION
+
+    url = _state_url(args)
+    store = open_store(url, upgrade=False)
+    try:
+        version = store.schema_version()
+        leases = store.leases() if version >= 5 else {}
+    finally:
+        store.close()
+    _out(f"state: {redact.url(url)}")
+    pending = list(range(max(version, 1) + 1, SCHEMA_VERSION + 1)) if version else []
+    if version == 0:
+        _out(f"schema: none (an empty database; `db upgrade` or the service creates "
+             f"schema {SCHEMA_VERSION})")
+    elif version > SCHEMA_VERSION:
+        _out(f"schema: {version}, newer than this news-monitor ({SCHEMA_VERSION})")
+    elif pending:
+        _out(f"schema: {version}; pending steps: {', '.join(map(str, pending))} "
+             f"(`db upgrade`, or the service at start, applies them)")
+    else:
+        _out(f"schema: {version} (up to date)")
+    for name, (owner, until) in sorted(leases.items()):
+        _out(f"lease: {name} held by {owner} until {until:%Y-%m-%d %H:%M:%S} UTC")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from monitor.store import open_store
+
+    url = _state_url(args)
+    store = open_store(url, upgrade=False)
+    try:
+        before = store.schema_version()
+        done = store.upgrade()
+    finally:
+        store.close()
+    if done:
+        _out(f"{redact.url(url)}: schema {before} -> {done[-1]} "
+             f"(steps {', '.join(map(str, done))})")
+    else:
+        _out(f"{redact.url(url)}: schema {before}, up to date")
+    return 0
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from monitor.store import open_store
+
+    src = open_store(args.source, upgrade=False)
+    try:
+        dst = open_store(args.dest)
+        try:
+            copied = dst.copy_from(src)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    _out(f"copied {redact.url(args.source)} to {redact.url(args.dest)}: "
+         + ", ".join(f"{table} {n}" for table, n in copied.items()))
+    _out("point `state:` in monitor.yaml at the new store before starting the service")
     return 0
 
 
@@ -595,6 +672,20 @@ def build_parser() -> argparse.ArgumentParser:
     fi.set_defaults(func=cmd_feeds_import)
     fe = with_config(fd_sub.add_parser("export", help="the configured feeds as OPML"))
     fe.set_defaults(func=cmd_feeds_export)
+
+    db = sub.add_parser("db", help="the state store: schema status, upgrade, migrate")
+    db_sub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    for name, func, text in (("status", cmd_db_status, "the schema version and steps pending"),
+                             ("upgrade", cmd_db_upgrade, "apply the pending schema steps")):
+        d = with_config(db_sub.add_parser(name, help=text))
+        d.add_argument("--state", metavar="URL", help="the store (default: the config's state)")
+        d.set_defaults(func=func)
+    dm = db_sub.add_parser("migrate", help="copy a store into a new, empty one")
+    dm.add_argument("--from", dest="source", required=True, metavar="URL",
+                    help="the store to copy, e.g. sqlite:///state/monitor.db")
+    dm.add_argument("--to", dest="dest", required=True, metavar="URL",
+                    help="the new store, e.g. postgresql://monitor@db/monitor")
+    dm.set_defaults(func=cmd_db_migrate)
     return p
 
 

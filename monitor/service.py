@@ -28,6 +28,15 @@ All resources are opened in :meth:`Service.__aenter__` on an AsyncExitStack and
 closed in reverse on the way out. One broken feed or destination is logged
 (naming it), recorded in the store, and never stops the rest.
 
+Several instances may share one PostgreSQL store; the database decides who
+does what, each instance's scheduler only drives its own ticks: the tick
+*claims* due feeds with a lease (``claim_feeds``), each outbox lane is held by
+one instance at a time (a ``lane:<destination>`` lease, renewed at every step:
+digests and quiet-hour flushes go with it), pruning takes the ``job:prune``
+lease for its hour, and story assignment runs under a cluster-wide lock after
+adding to the index what the others stored since (:meth:`Service._assign`).
+A stopping instance gives its leases back; a killed one's run out.
+
 Beside the pipeline, :meth:`Service.run` keeps a heartbeat: a scheduler job
 (``tick``) that proves the scheduler makes progress. The systemd watchdog
 (``WATCHDOG=1``, monitor.notify) and ``/healthz`` (monitor.web) both look at it.
@@ -45,11 +54,12 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -148,6 +158,17 @@ def _jitter(name: str, failures: int, now: datetime) -> float:
     digest = hashlib.blake2b(f"{name}\0{failures}\0{now.isoformat()}".encode(),
                              digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def instance_name(env: Mapping[str, str]) -> str:
+    """What this instance is called in the store (leases, ``polled_by``):
+    ``$NEWS_MONITOR_INSTANCE``, else host:pid, unique among live instances."""
+    return env.get("NEWS_MONITOR_INSTANCE") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+#: How long one instance's prune claims the job for: an hourly job, run by one
+#: instance of the cluster each hour, whichever looks first.
+PRUNE_EVERY = timedelta(hours=1)
 
 
 #: Feeds from which parsing gets its own processes by default. A worker costs a
@@ -343,6 +364,8 @@ class Service:
         self.notifier = notifier or Notifier.from_env(self.env)
         self.watch_files = watch_files
         self.index_budget = index_budget
+        self.instance = instance_name(self.env)
+        self._synced = 0  # the last entries row the story index has seen (any instance's)
         self._indexed: dict[str, list[tuple[datetime, int]]] = {}  # feed -> (poll, added)
         self._stack = AsyncExitStack()
         self.store: SqlStore
@@ -351,6 +374,8 @@ class Service:
         self.senders: dict[str, Sender] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._polling: set[str] = set()  # feeds with a poll under way (poll_due skips them)
+        self._more_due = False  # the last claim was cut short: more feeds may be due
+        self._pumping = False
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
         self._parse_pool: Executor | None = None
@@ -398,6 +423,7 @@ class Service:
         self._stack.callback(self._parse_thread.shutdown, cancel_futures=True)
         self.store = await self._db(open_store, c.state)
         self._stack.callback(self.store.close)
+        self._stack.push_async_callback(self._release)  # before the store closes
         workers = parse_workers(c.poll.parse_workers, len(c.feeds))
         if workers:
             # forkserver: a fork of this process (threads, sockets) would be unsafe.
@@ -419,22 +445,24 @@ class Service:
         pace = {name: 1.0 for name, d in c.destinations.items()
                 if isinstance(d, cfg.SlackDestination)}
         self.outbox = Outbox(self.store, self.senders, self.renderer, now=self.now,
-                             min_interval=pace, on_outcome=self._outcome, call=self._db)
+                             min_interval=pace, on_outcome=self._outcome, call=self._db,
+                             owner=self.instance, lease=c.poll.lease)
         self._splits = (await self._db(self.store.splits_since, 0))[0]
         self.index = await self._owned(self._new_index, c.dedupe)
         # Filled from the store on the ingest thread while the first polls fetch and
         # parse: ingest runs on that thread too, so it waits for the fill, and
         # nothing else needs the index.
         filling = asyncio.get_running_loop().run_in_executor(
-            self._index_thread, self._fill_index, self.index, c.dedupe.window)
+            self._index_thread, self._fill_synced, self.index, c.dedupe.window)
         filling.add_done_callback(_log_fill)
         self.metrics.watch_store(self.store.alert_counts, self._feed_health, self.now)
         for err in c.watchlist_errors:
             logger.warning("watchlist.invalid %s", err)
         for problem in self.renderer.check():  # also loads them: reload swaps whole sets
             logger.warning("template.invalid %s", problem)
-        logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s",
-                    len(c.feeds), len(self.matcher), len(self.senders), redact.url(c.state))
+        logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s "
+                    "instance=%s", len(c.feeds), len(self.matcher), len(self.senders),
+                    redact.url(c.state), self.instance)
 
     def _new_index(self, dedupe: cfg.DedupeConfig) -> StoryIndex:
         """An empty story index (a missing semantic extra is a ConfigError here)."""
@@ -471,6 +499,35 @@ class Service:
         logger.debug("index.filled entries=%d held=%d", len(stored), held)
         return len(stored)
 
+    def _fill_synced(self, index: StoryIndex, window: timedelta) -> int:
+        """:meth:`_fill_index` under the assignment lock, noting the last row it saw:
+        from there :meth:`_assign` adds what other instances store."""
+        with self.store.assigning():
+            self._synced = self.store.entries_after(-1)[0]
+            return self._fill_index(index, window)
+
+    def _assign(self, feed: Feed, state: FeedState | None, entries: list[Entry],
+                poll: PollRecord) -> int:
+        """:meth:`_ingest` as one instance of several (on the ingest thread).
+
+        Under the store's assignment lock (cluster-wide on PostgreSQL), first the
+        entries other instances stored since the last look join the index, so
+        the same news lands in the same story whichever instance polls it; then
+        this poll's entries are assigned and stored. Nobody else stores entries
+        meanwhile, so the last row afterwards is this poll's.
+        """
+        with self.store.assigning():
+            self._synced, fresh = self.store.entries_after(self._synced)
+            if fresh:
+                self.index.prepare(se.entry for se in fresh)
+                for se in fresh:
+                    self.index.add(se.story_id, se.entry, se.seen_at,
+                                   topics=self._topics(se.entry))
+                logger.debug("index.synced entries=%d", len(fresh))
+            queued = self._ingest(feed, state, entries, replace(poll, by=self.instance))
+            self._synced = self.store.entries_after(-1)[0]
+        return queued
+
     def _feed_health(self) -> list[tuple[str, FeedState | None]]:
         """Each configured feed's stored state, in one query (for /metrics)."""
         states = self.store.feed_states()
@@ -495,7 +552,7 @@ class Service:
         the others that arrived meanwhile: one transaction for many polls instead of
         one each. Returns once committed, so a poll is over only when it is stored."""
         done = asyncio.get_running_loop().create_future()
-        self._batch.append((poll, done))
+        self._batch.append((replace(poll, by=self.instance), done))
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_batches(), name="commit")
         await done
@@ -591,7 +648,7 @@ class Service:
                             next_poll_at=self._next_poll(feed, state, outcome, now),
                             parsed=True, body_hash=digest, per_day=per_day, hint=parsed.hint,
                             etag=etag, last_modified=modified)
-        queued = await self._owned(self._ingest, feed, state, list(parsed.entries), record)
+        queued = await self._owned(self._assign, feed, state, list(parsed.entries), record)
         if queued:
             self.outbox.wake()
         await self._recovered(feed, state, now)
@@ -792,14 +849,52 @@ class Service:
             self._polling.discard(feed.name)
             if task is not None:
                 self._inflight.discard(task)
+            self._pump()
+
+    def _claim_room(self) -> int:
+        """How many due feeds the tick may claim now: twice the fetch concurrency,
+        less the polls under way. A claimed feed waits for a fetch slot while its
+        lease runs, so claiming more than can start soon would hold feeds another
+        instance could poll, and let leases lapse under a long queue."""
+        return max(0, 2 * self.config.poll.concurrency - len(self._polling))
+
+    def _pump(self) -> None:
+        """Claim again as soon as half the room is free, if the last claim was cut
+        short, instead of waiting for the next tick: a long due list drains at
+        the speed of the polls, not of the tick."""
+        if (self._more_due and not self._pumping and self._scheduler is not None
+                and self._claim_room() >= self.config.poll.concurrency):
+            self._pumping = True
+            task = asyncio.create_task(self._pumped(), name="poll_due:pump")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _pumped(self) -> None:
+        try:
+            await self.poll_due()
+        finally:
+            self._pumping = False
 
     async def poll_due(self) -> int:
         """Start a poll of every feed the store says is due; returns how many started.
 
         10,000 feeds are 10,000 rows, not 10,000 scheduler jobs, and a restart
-        polls only what is due. Feeds still being polled are skipped.
+        polls only what is due. Feeds still being polled are skipped. Due feeds
+        are claimed for ``poll.lease``: instances sharing the store each get
+        their own, and a dead one's are due again when its lease runs out.
         """
-        due = await self._db(self.store.due_feeds, self.now())
+        room = self._claim_room()
+        now = self.now()
+        try:
+            if self._polling:  # an instance at work keeps its claims, however long the queue
+                await self._db(self.store.renew_feeds, self.instance,
+                               now + self.config.poll.lease)
+            due = await self._db(self.store.claim_feeds, now, self.instance,
+                                 self.config.poll.lease, room) if room else []
+        except StoreError as exc:  # the database is away: the next tick tries again
+            logger.warning("schedule.claim_failed error=%s", redact.text(str(exc)))
+            return 0
+        self._more_due = len(due) >= room
         feeds = {f.name: f for f in self.config.feeds}
         started = 0
         for st in due:
@@ -914,6 +1009,15 @@ class Service:
             for t in left:
                 t.cancel()
             await asyncio.wait(left, timeout=1.0)
+
+    async def _release(self) -> None:
+        """Give this instance's claims back, so the others take over now, not when
+        the leases run out."""
+        try:
+            await self._db(self.store.release, self.instance)
+        except StoreError as exc:
+            logger.warning("store.release_failed error=%s (the leases run out instead)",
+                           redact.text(str(exc)))
 
     async def _tick(self) -> None:
         """The scheduler's heartbeat; every few seconds, also the status line and a look
@@ -1035,9 +1139,14 @@ class Service:
         return True
 
     async def _prune(self) -> None:
-        """Retention: rows older than ``retention`` go (see SqlStore.prune)."""
+        """Retention: rows older than ``retention`` go (see SqlStore.prune); once an
+        hour for all instances sharing the store, by whichever claims it first."""
         now = self.now()
         try:
+            if not await self._db(self.store.claim, "job:prune", self.instance, now,
+                                  now + PRUNE_EVERY):
+                logger.debug("store.prune_skipped (another instance pruned this hour)")
+                return
             n = await self._db(self.store.prune, now - self.config.retention, now)
         except StoreError as exc:
             logger.warning("store.prune_failed error=%s", redact.text(str(exc)))

@@ -92,6 +92,7 @@ class FeedRow:
     url: str
     interval: str
     last_polled: str
+    polled_by: str | None  # which instance (several may share the store)
     failures: int
     error: str | None
 
@@ -107,6 +108,7 @@ def feed_rows(feeds: Sequence[Feed], states: Mapping[str, FeedState | None],
         # feed's URL, no secret a server echoed into an error.
         rows.append(FeedRow(name=f.name, url=redact.url(f.url), interval=_ago(f.interval),
                             last_polled=f"{_ago(now - polled)} ago" if polled else "never",
+                            polled_by=st.polled_by if st else None,
                             failures=st.failures if st else 0,
                             error=redact.text(st.last_error or "") if st and st.failures
                             else None))

@@ -172,6 +172,7 @@ class RecordedRequest:
     path: str
     headers: Mapping[str, str]
     status: int
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 @dataclass(slots=True)
@@ -302,7 +303,8 @@ class FeedServer(_ThreadedAiohttpServer):
     def _record(self, request: web.Request, status: int) -> None:
         with self._lock:
             self._requests.append(
-                RecordedRequest(request.method, request.path, dict(request.headers), status)
+                RecordedRequest(request.method, request.path, dict(request.headers), status,
+                                time.monotonic())
             )
 
     def _respond(self, request: web.Request, res: _Resource | None) -> web.Response:

@@ -100,7 +100,7 @@ def test_health_rows() -> None:
         "ok": FeedState(name="ok", last_polled_at=NOW - timedelta(minutes=2), status=200,
                         last_success_at=NOW - timedelta(minutes=2),
                         next_poll_at=NOW + timedelta(minutes=3), per_day=24.0,
-                        response_ms=83.4),
+                        response_ms=83.4, polled_by="web-2:4711"),
         "failing": FeedState(name="failing", failures=7, status=503,
                              last_polled_at=NOW - timedelta(minutes=1),
                              failing_since=NOW - timedelta(hours=26),
@@ -111,8 +111,8 @@ def test_health_rows() -> None:
                           last_polled_at=NOW - timedelta(days=3), last_error="HTTP 410 Gone"),
     }
     rows = feed_rows(feeds, states, NOW)
-    assert rows[1] == ("ok", "ok", "200", "2m ago", "in 3m", "24.0", "83ms", "")
-    assert rows[2] == ("failing", "failing 1d2h x7", "503", "1d2h ago", "in 1h", "-", "-",
+    assert rows[1] == ("ok", "ok", "200", "2m ago", "in 3m", "24.0", "83ms", "web-2:4711", "")
+    assert rows[2] == ("failing", "failing 1d2h x7", "503", "1d2h ago", "in 1h", "-", "-", "-",
                        "HTTP 503 Service Unavailable")
     assert rows[3][:5] == ("gone", "gone (410)", "410", "never", "never")
     assert rows[4][:5] == ("new", "new", "-", "never", "due")

@@ -26,6 +26,10 @@ Guarantees (README, "Delivery guarantees"):
   (one channel each); bursts queue, nothing is dropped.
 * Every call to a destination counts as an attempt and backs off the same way:
   the history lookup before a re-send, edits and replies included.
+* Several instances sharing a store: each lane is driven by one of them at
+  a time, the holder of its ``lane:<destination>`` lease (``owner``), renewed
+  at every step, so order, pacing and digests stay per destination; a dead
+  holder's lane is taken over when its ``lease`` runs out.
 * ``stop()`` lets each lane finish the alert in hand and take no new one, so a
   shutdown never cuts a delivery off half-way; ``drain(within=...)`` keeps the
   backoff inside its bound, so ``run --once`` tries until its deadline.
@@ -153,11 +157,15 @@ class Outbox:
         rng: random.Random | None = None,
         on_outcome: Callable[[Outcome, Alert], None] | None = None,
         call: StoreCall | None = None,
+        owner: str | None = None,
+        lease: timedelta = timedelta(seconds=60),
     ) -> None:
         self.store = store
         # Every store call goes through this: the service runs them on the store's
         # thread, so the loop never waits on the store's lock (inline by default).
         self._store: StoreCall = call or _inline
+        self.owner = owner  # None: the only instance, nothing to claim
+        self.lease = lease
         self.senders = dict(senders)
         self.renderer = renderer
         self.now = now
@@ -255,6 +263,11 @@ class Outbox:
         the seconds to wait (3600 when idle)."""
         loop = asyncio.get_running_loop()
         sender = self.senders[name]
+        if self.owner is not None:
+            now = self.now()
+            if not await self._store(self.store.claim, f"lane:{name}", self.owner, now,
+                                     now + self.lease):
+                return self.lease.total_seconds() / 4  # another instance drives it
         for alert in await self._store(self.store.updates_due_for, name):
             tries, after = self._update_backoff.get(alert.id, (0, 0.0))
             if loop.time() >= after:

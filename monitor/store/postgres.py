@@ -130,5 +130,10 @@ class PostgresStore(SqlStore):
                 except self._psycopg.Error:
                     pass  # the connection is gone, and the lock with it
 
+    def _serials_follow(self) -> None:
+        for table, col in (("entries", "id"), ("alerts", "seq")):
+            self._q(f"SELECT setval(pg_get_serial_sequence('{table}', '{col}'), "
+                    f"COALESCE((SELECT MAX({col}) FROM {table}), 0) + 1, false)")
+
     def _close(self) -> None:
         self._pool.close()

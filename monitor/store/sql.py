@@ -111,6 +111,7 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "ALTER TABLE feeds ADD COLUMN lease_owner TEXT",
         "ALTER TABLE feeds ADD COLUMN lease_until TEXT",
         "ALTER TABLE feeds ADD COLUMN polled_by TEXT",
+        "CREATE INDEX feeds_lease ON feeds (lease_owner)",
         """CREATE TABLE leases (
             name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL)""",
     ),
@@ -468,6 +469,41 @@ class SqlStore:
     def close(self) -> None:
         self._close()
 
+    #: What ``news-monitor db migrate`` copies, parents first; leases are left
+    #: behind (they belong to the instances of the old store).
+    COPIED = ("meta", "feeds", "entries", "seen_keys", "stories", "watchlist_stories", "alerts")
+
+    def copy_from(self, src: SqlStore, batch: int = 200) -> dict[str, int]:
+        """Copy every row of ``src`` into this empty store (both at the current
+        schema), keys and alert order included, in one transaction; returns the
+        rows copied per table."""
+        if src.schema_version() != SCHEMA_VERSION or self.schema_version() != SCHEMA_VERSION:
+            raise StoreError(f"both stores must be at schema {SCHEMA_VERSION}: "
+                             "run `news-monitor db upgrade` on the source first")
+        copied: dict[str, int] = {}
+        with self._tx():
+            for table in self.COPIED:
+                if self._q(f"SELECT 1 FROM {table} WHERE key <> 'schema' "
+                           "LIMIT 1" if table == "meta" else f"SELECT 1 FROM {table} LIMIT 1"):
+                    raise StoreError(f"the destination is not empty ({table} has rows): "
+                                     "db migrate copies into a new store only")
+            for table in self.COPIED:
+                cols = sorted(src._columns(table) & self._columns(table))
+                where = " WHERE key <> 'schema'" if table == "meta" else ""
+                rows = src._q(f"SELECT {', '.join(cols)} FROM {table}{where}")
+                marks = "(" + ", ".join("?" * len(cols)) + ")"
+                for i in range(0, len(rows), batch):
+                    chunk = rows[i:i + batch]
+                    self._x(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                            + ", ".join([marks] * len(chunk)),
+                            tuple(v for r in chunk for v in r))
+                copied[table] = len(rows)
+            self._serials_follow()
+        return copied
+
+    def _serials_follow(self) -> None:
+        """After rows were inserted with their keys: new keys continue after them."""
+
     # -- feeds ------------------------------------------------------------------------
 
     def feed_state(self, name: str) -> FeedState | None:
@@ -518,6 +554,13 @@ class SqlStore:
         states.sort(key=lambda st: (st.next_poll_at is not None,
                                     st.next_poll_at or datetime.min.replace(tzinfo=UTC)))
         return states
+
+    def renew_feeds(self, owner: str, until: datetime) -> int:
+        """Extend every feed claim ``owner`` holds to ``until`` (it is alive and
+        working through them); returns how many."""
+        with self._tx():
+            return self._x("UPDATE feeds SET lease_until = ? WHERE lease_owner = ?",
+                           (ts(until), owner))
 
     def claim(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
         """Take (or renew) the lease ``name`` until ``until`` unless another owner
