@@ -25,6 +25,13 @@ naive loop on the same feeds.
 
     .venv/bin/python bench/poll.py                 # 10,000 feeds (a few minutes)
     .venv/bin/python bench/poll.py -n 2000         # while developing
+    .venv/bin/python bench/poll.py --state postgresql://postgres@127.0.0.1/test --instances 2
+
+With ``--state postgresql://... --instances K`` (issue #15) it measures scaling
+out instead: the warm cycle of `news-monitor run` instances sharing one
+PostgreSQL store (each in a fresh schema), one instance pinned to one core
+(taskset, one parse worker) against K pinned to K cores, and the database's
+share of the CPU spent in the cycle (all ``postgres`` processes on the host).
 
 Targets (issue #13, on two cores): a 10,000-feed cycle <= 10 s, >= 50x the
 naive loop, peak RSS <= 300 MB, p99 <= 2 s; at 500 feeds, whole process,
@@ -323,6 +330,135 @@ def _whole_process(config: Path) -> tuple[float, float]:
     return wall, peak
 
 
+def _tree(root: int) -> set[int]:
+    """A process and all its descendants."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree and p not in tree}
+        tree |= more
+        grew = bool(more)
+    return tree
+
+
+def _cpu_of(pids: set[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += _proc_cpu(pid)
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def _postgres_pids() -> set[int]:
+    out = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres" or comm.read_text().startswith("postgres"):
+                out.add(int(comm.parent.name))
+        except OSError:
+            continue
+    return out
+
+
+def _shared_cycle(base: str, n: int, state: str, cores: list[int],
+                  dedupe: str) -> tuple[float, float, float]:
+    """The warm cycle of len(cores) `news-monitor run` instances, one pinned to each
+    core, sharing a fresh schema of ``state``: wall seconds, the instances' CPU
+    seconds (with their parse workers) and the postgres processes' CPU seconds."""
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+
+    from monitor.store.sql import ts
+
+    schema = "bench_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(state, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{state}{'&' if '?' in state else '?'}options={quote(f'-csearch_path={schema}')}"
+    exe = Path(sys.executable).parent / "news-monitor"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-poll-shared-") as tmp:
+            config = _config(Path(tmp), base, range(n), 0, dedupe)
+            text = config.read_text().replace(f"state: sqlite:///{tmp}/state/monitor.db",
+                                              f"state: '{url}'")
+            config.write_text(text.replace("per_host: 100}", "per_host: 100, parse_workers: 1}"))
+            _get(f"{base}/_round/1")
+            for k, core in enumerate(cores):
+                env = {**os.environ, "NEWS_MONITOR_INSTANCE": f"bench{k}"}
+                with (Path(tmp) / f"i{k}.log").open("wb") as err:
+                    procs.append(subprocess.Popen(
+                        ["taskset", "-c", str(core), str(exe), "run", "--config", str(config)],
+                        env=env, stdout=subprocess.DEVNULL, stderr=err))
+            db = psycopg.connect(url, autocommit=True)
+
+            def count(sql: str, *params: object) -> int:
+                try:
+                    return int(db.execute(sql, params).fetchone()[0])  # type: ignore[index]
+                except psycopg.errors.UndefinedTable:
+                    return 0
+
+            deadline = time.monotonic() + 1800
+            while count("SELECT COUNT(*) FROM feeds WHERE first_polled_at IS NOT NULL") < n:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise SystemExit(f"round 1 did not finish; see {tmp}/i*.log")
+                time.sleep(0.5)
+            time.sleep(2)  # the last records of round 1 committed
+            _get(f"{base}/_round/2")
+            mark = ts(datetime.now(UTC))
+            trees = set().union(*(_tree(p.pid) for p in procs))
+            cpu0, db0 = _cpu_of(trees), _cpu_of(_postgres_pids())
+            start = time.perf_counter()
+            db.execute("UPDATE feeds SET next_poll_at = NULL")  # every feed due now
+            while count("SELECT COUNT(*) FROM feeds WHERE last_polled_at >= %s", mark) < n:
+                if time.perf_counter() - start > 1800:
+                    raise SystemExit("the warm cycle did not finish")
+                time.sleep(0.05)
+            wall = time.perf_counter() - start
+            trees = set().union(*(_tree(p.pid) for p in procs))
+            cpu, db_cpu = _cpu_of(trees) - cpu0, _cpu_of(_postgres_pids()) - db0
+            db.close()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        with psycopg.connect(state, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    return wall, cpu, db_cpu
+
+
+def scale_out(args: argparse.Namespace, base: str) -> None:
+    """--instances K: one pinned instance, then K, against one PostgreSQL store."""
+    from monitor.redact import url as redacted
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < args.instances:
+        raise SystemExit(f"--instances {args.instances} needs as many cores ({len(cores)} here)")
+    rows = []
+    for k in (1, args.instances):
+        wall, cpu, db_cpu = _shared_cycle(base, args.n, args.state, cores[:k], args.dedupe)
+        rows.append((k, wall, cpu, db_cpu))
+    print(f"warm cycle, {args.n} feeds, state {redacted(args.state)}, each instance "  # noqa: T201
+          "pinned to one core with one parse worker (the farm and PostgreSQL unpinned)")
+    print(f"{'instances':<10}{'cycle':>10}{'feeds/s':>10}{'instances CPU s':>17}"  # noqa: T201
+          f"{'postgres CPU s':>16}{'DB share':>10}")
+    for k, wall, cpu, db_cpu in rows:
+        print(f"{k:<10}{wall:>8.2f} s{args.n / wall:>10.0f}{cpu:>17.1f}{db_cpu:>16.1f}"  # noqa: T201
+              f"{db_cpu / max(cpu + db_cpu, 1e-9):>9.0%}")
+    ratio = rows[0][1] / rows[1][1]
+    print(f"speed-up with {args.instances} instances: {ratio:.2f}x "  # noqa: T201
+          "(target >= 1.7x for 2)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=10_000, help="feeds in the farm")
@@ -331,7 +467,12 @@ def main() -> int:
     ap.add_argument("--small", type=int, default=500, help="feeds in the whole-process check")
     ap.add_argument("--dedupe", default="tfidf", choices=("tfidf", "url"),
                     help="story grouping method (url: by link only, to see the runtime alone)")
+    ap.add_argument("--state", help="postgresql://... : measure instances sharing this store")
+    ap.add_argument("--instances", type=int, default=0,
+                    help="with --state: compare one pinned instance with this many")
     args = ap.parse_args()
+    if args.instances and not (args.state or "").startswith("postgresql://"):
+        ap.error("--instances needs --state postgresql://...")
 
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
@@ -345,6 +486,9 @@ def main() -> int:
         print(line, flush=True)  # noqa: T201
 
     try:
+        if args.instances:
+            scale_out(args, base)
+            return 0
         with tempfile.TemporaryDirectory(prefix="bench-poll-") as tmp:
             tmpd = Path(tmp)
             config = _config(tmpd, base, range(args.n), args.matching, args.dedupe)
