@@ -518,12 +518,16 @@ class Service:
         """
         with self.store.assigning():
             self._synced, fresh = self.store.entries_after(self._synced)
+            # Held as _ingest holds its own: members of watched stories only.
+            topics_of = [(se, self._topics(se.entry)) for se in fresh]
+            self.index.prepare(se.entry for se, topics in topics_of if topics)
+            held = 0
+            for se, topics in topics_of:
+                if topics or self.index.holds(se.story_id):
+                    self.index.add(se.story_id, se.entry, se.seen_at, topics=topics)
+                    held += 1
             if fresh:
-                self.index.prepare(se.entry for se in fresh)
-                for se in fresh:
-                    self.index.add(se.story_id, se.entry, se.seen_at,
-                                   topics=self._topics(se.entry))
-                logger.debug("index.synced entries=%d", len(fresh))
+                logger.debug("index.synced entries=%d held=%d", len(fresh), held)
             queued = self._ingest(feed, state, entries, replace(poll, by=self.instance))
             self._synced = self.store.entries_after(-1)[0]
         return queued
