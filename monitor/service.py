@@ -56,7 +56,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -164,6 +164,28 @@ def instance_name(env: Mapping[str, str]) -> str:
     """What this instance is called in the store (leases, ``polled_by``):
     ``$NEWS_MONITOR_INSTANCE``, else host:pid, unique among live instances."""
     return env.get("NEWS_MONITOR_INSTANCE") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def gone_here(owners: Iterable[str], host: str, alive: Callable[[int], bool]) -> list[str]:
+    """The claim owners named ``host:pid`` for this host whose process is gone (pure,
+    given ``alive``): a crashed instance restarted here takes its work back at
+    once instead of waiting for its leases to run out."""
+    out = []
+    for owner in owners:
+        name, sep, pid = owner.rpartition(":")
+        if sep and name == host and pid.isdigit() and not alive(int(pid)):
+            out.append(owner)
+    return sorted(out)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 #: How long one instance's prune claims the job for: an hourly job, run by one
@@ -424,6 +446,7 @@ class Service:
         self.store = await self._db(open_store, c.state)
         self._stack.callback(self.store.close)
         self._stack.push_async_callback(self._release)  # before the store closes
+        await self._db(self._take_back)
         workers = parse_workers(c.poll.parse_workers, len(c.feeds))
         if workers:
             # forkserver: a fork of this process (threads, sockets) would be unsafe.
@@ -1013,6 +1036,13 @@ class Service:
             for t in left:
                 t.cancel()
             await asyncio.wait(left, timeout=1.0)
+
+    def _take_back(self) -> None:
+        """At start: claims under this instance's name, or of a dead instance of this
+        host, are from a run that crashed: free them now."""
+        for owner in [self.instance, *gone_here(self.store.owners(), socket.gethostname(),
+                                                _alive)]:
+            self.store.release(owner)
 
     async def _release(self) -> None:
         """Give this instance's claims back, so the others take over now, not when

@@ -185,3 +185,16 @@ def test_instances_starting_together_migrate_once(tmp_path: Path) -> None:
         for t in threads:
             t.join()
     assert results == [SCHEMA_VERSION] * 4
+
+
+@pytest.mark.parametrize(("owners", "expected"), [
+    pytest.param({"web-1:10", "web-1:11"}, ["web-1:11"], id="a-dead-pid-here"),
+    pytest.param({"web-2:11"}, [], id="another-host-waits-for-its-lease"),
+    pytest.param({"web-1"}, [], id="a-named-instance-is-not-a-pid"),
+    pytest.param({"db:web-1:11"}, [], id="host-must-match-whole"),
+])
+def test_claims_of_a_crashed_instance_here_are_taken_back(owners: set[str],
+                                                          expected: list[str]) -> None:
+    from monitor.service import gone_here
+
+    assert gone_here(owners, "web-1", alive=lambda pid: pid == 10) == expected

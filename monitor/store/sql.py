@@ -581,6 +581,11 @@ class SqlStore:
             self._x("UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
                     "WHERE lease_owner = ?", (owner,))
 
+    def owners(self) -> set[str]:
+        """Every instance holding a claim (a feed or a named lease)."""
+        return {o for (o,) in self._q("SELECT owner FROM leases UNION SELECT lease_owner "
+                                      "FROM feeds WHERE lease_owner IS NOT NULL")}
+
     def leases(self) -> dict[str, tuple[str, datetime]]:
         """Every named lease: name -> (owner, expires at)."""
         return {n: (o, dt(e) or datetime.min) for n, o, e in
