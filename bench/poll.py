@@ -447,6 +447,7 @@ def scale_out(args: argparse.Namespace, base: str) -> None:
     for k in (1, args.instances):
         wall, cpu, db_cpu = _shared_cycle(base, args.n, args.state, cores[:k], args.dedupe)
         rows.append((k, wall, cpu, db_cpu))
+        print(f"({k} instance{'s' if k > 1 else ''}: warm cycle {wall:.2f} s)", flush=True)  # noqa: T201
     print(f"warm cycle, {args.n} feeds, state {redacted(args.state)}, each instance "  # noqa: T201
           "pinned to one core with one parse worker (the farm and PostgreSQL unpinned)")
     print(f"{'instances':<10}{'cycle':>10}{'feeds/s':>10}{'instances CPU s':>17}"  # noqa: T201
