@@ -52,8 +52,10 @@ def write_config(tmp: Path, state: str, feeds: FeedServer, slack: SlackServer,
 def start(cfg: Path, log: Path, name: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NEWS_MONITOR_INSTANCE": name}
     with log.open("ab") as err:
+        # A session of its own: SIGKILL goes to its parse workers too, as when
+        # a host dies, and none is left behind.
         return subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--config",
-                                 str(cfg)], cwd=cfg.parent, env=env,
+                                 str(cfg)], cwd=cfg.parent, env=env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=err)
 
 
@@ -149,7 +151,7 @@ def test_three_instances_share_500_feeds_and_alert_each_story_once(
             (owner,) = db.execute("SELECT owner FROM leases WHERE name = %s",
                                   ("lane:newsroom",)).fetchone()  # type: ignore[misc]
             victim = int(owner.removeprefix("i"))
-            procs[victim].send_signal(signal.SIGKILL)
+            os.killpg(procs[victim].pid, signal.SIGKILL)
             procs[victim].wait(10)
             survivors = [f"i{k}" for k in range(3) if k != victim]
             killed_at = time.monotonic()
