@@ -226,9 +226,16 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 
 static Py_ssize_t Table_len(Table *t) { return (Py_ssize_t)t->live; }
 
-/* A member's arguments: story number, features (a tuple of str) and their
- * weights (an array('f') as long); weights->buf is released by the caller. */
-typedef struct { int32_t story; PyObject *features; Py_buffer weights; Py_ssize_t n; } Member;
+/* A member's arguments: story number, features (a tuple of str) with their keys,
+ * checked before anything changes, and their weights (float32s, as many);
+ * member_free releases them. */
+typedef struct {
+    int32_t story;
+    PyObject *features;
+    uint64_t *keys;
+    Py_buffer weights;
+    Py_ssize_t n;
+} Member;
 
 static int story_arg(PyObject *obj, int32_t *story) {
     long v = PyLong_AsLong(obj);
@@ -241,6 +248,11 @@ static int story_arg(PyObject *obj, int32_t *story) {
     return 0;
 }
 
+static void member_free(Member *m) {
+    PyMem_Free(m->keys);
+    PyBuffer_Release(&m->weights);
+}
+
 static int member_args(PyObject *args, Member *m) {
     PyObject *story, *array;
     if (!PyArg_ParseTuple(args, "OO!O", &story, &PyTuple_Type, &m->features, &array)) return -1;
@@ -248,6 +260,7 @@ static int member_args(PyObject *args, Member *m) {
     if (PyObject_GetBuffer(array, &m->weights, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
     Py_buffer *w = &m->weights;
     m->n = PyTuple_GET_SIZE(m->features);
+    m->keys = NULL;
     const char *problem = NULL;
     if (w->itemsize != sizeof(float) || !w->format || strcmp(w->format, "f"))
         problem = "weights: an array('f')";
@@ -258,33 +271,25 @@ static int member_args(PyObject *args, Member *m) {
         PyBuffer_Release(w);
         return -1;
     }
-    return 0;
-}
-
-/* The features' keys, checked before anything changes; NULL on error. */
-static uint64_t *keys_of(PyObject *features, Py_ssize_t n) {
-    uint64_t *keys = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
-    if (!keys) {
+    m->keys = PyMem_Malloc((size_t)(m->n ? m->n : 1) * sizeof(uint64_t));
+    if (!m->keys) {
         PyErr_NoMemory();
-        return NULL;
+        member_free(m);
+        return -1;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (key_of(PyTuple_GET_ITEM(features, i), &keys[i]) < 0) {
-            PyMem_Free(keys);
-            return NULL;
+    for (Py_ssize_t i = 0; i < m->n; i++) {
+        if (key_of(PyTuple_GET_ITEM(m->features, i), &m->keys[i]) < 0) {
+            member_free(m);
+            return -1;
         }
     }
-    return keys;
+    return 0;
 }
 
 static PyObject *Table_accumulate(Table *t, PyObject *args) {
     Member m;
     if (member_args(args, &m) < 0) return NULL;
-    uint64_t *keys = keys_of(m.features, m.n);
-    if (!keys) {
-        PyBuffer_Release(&m.weights);
-        return NULL;
-    }
+    const uint64_t *keys = m.keys;
     const float *w = m.weights.buf;
     double dot = 0.0, norm2 = 0.0;
     for (Py_ssize_t i = 0; i < m.n; i++) {
@@ -307,29 +312,22 @@ static PyObject *Table_accumulate(Table *t, PyObject *args) {
         }
         s->df++;
     }
-    PyMem_Free(keys);
-    PyBuffer_Release(&m.weights);
+    member_free(&m);
     return Py_BuildValue("(dd)", dot, norm2);
 error:
-    PyMem_Free(keys);
-    PyBuffer_Release(&m.weights);
+    member_free(&m);
     return NULL;
 }
 
 static PyObject *Table_withdraw(Table *t, PyObject *args) {
     Member m;
     if (member_args(args, &m) < 0) return NULL;
-    uint64_t *keys = keys_of(m.features, m.n);
-    if (!keys) {
-        PyBuffer_Release(&m.weights);
-        return NULL;
-    }
+    const uint64_t *keys = m.keys;
     for (Py_ssize_t i = 0; i < m.n; i++) {  /* all there, or nothing changes */
         Slot *s = find(t, keys[i]);
         if (!s || !post_find(s, m.story)) {
             PyErr_SetObject(PyExc_KeyError, PyTuple_GET_ITEM(m.features, i));
-            PyMem_Free(keys);
-            PyBuffer_Release(&m.weights);
+            member_free(&m);
             return NULL;
         }
     }
@@ -349,8 +347,7 @@ static PyObject *Table_withdraw(Table *t, PyObject *args) {
             post_del(t, s, p);
         }
     }
-    PyMem_Free(keys);
-    PyBuffer_Release(&m.weights);
+    member_free(&m);
     return Py_BuildValue("(dd)", dot, norm2);
 }
 
