@@ -309,11 +309,12 @@ def _grams(texts: Sequence[Sequence[str]]) -> dict[str, float]:
     return feats
 
 
-def _held_features(title: Sequence[str], summary: Sequence[str]) -> tuple[str, ...]:
+def _held_features(title: Sequence[str], grams: Iterable[str]) -> tuple[str, ...]:
     """The features a member holds, in the order of its weights: its headline's
-    distinct words first, then the rest in :func:`_grams`' order."""
+    distinct words first (every one is a feature), then the rest of ``grams``
+    (:func:`_grams`' keys) in their order."""
     first = tuple(dict.fromkeys(title))
-    return first + tuple(f for f in _grams((title, summary)) if f not in first)
+    return first + tuple(f for f in grams if f not in first)
 
 
 def _concepts(
@@ -506,7 +507,8 @@ class _Member:
     def features(self) -> tuple[str, ...]:
         if len(self.packed) == _TIMES.size:  # no weights: no features
             return ()
-        return _held_features(self.words[: self.n_title], self.words[self.n_title :])
+        title = self.words[: self.n_title]
+        return _held_features(title, _grams((title, self.words[self.n_title :])))
 
     @property
     def title(self) -> tuple[str, ...]:
@@ -565,7 +567,6 @@ class _Story:
     # |centroid|², kept up to date incrementally (its root, and when a member was last
     # seen, are in StoryIndex's arrays by story number, for the candidate loop)
     norm2: float = 0.0
-    size: int = 0
     times: list[float] = field(default_factory=list)  # members' event times, sorted
     titles: dict[str, int] = field(default_factory=dict)  # headline word -> members with it
     numbers: dict[str, int] = field(default_factory=dict)  # the same, for headline numbers
@@ -583,6 +584,10 @@ class _Story:
         """The headline numbers at least half the members hold."""
         size = self.size
         return [n for n, c in self.numbers.items() if 2 * c >= size]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
 
     def features(self) -> dict[str, int]:
         """Feature -> members holding it, in the order the members came."""
@@ -1186,8 +1191,7 @@ class StoryIndex:
                 words = tuple(map(sys.intern, (w for part in texts[:2] for w in part)))
                 n_title = len(texts[0])
                 title = tuple(dict.fromkeys(words[:n_title]))
-        rest = [f for f in vector if f not in title]  # every headline word is a feature
-        features = title + tuple(rest)
+        features = _held_features(title, vector)
         weights = array("f", [vector[f] for f in features])
         embedding = None
         if self._centroids is not None:
@@ -1215,7 +1219,6 @@ class StoryIndex:
         if story is None:
             story = self._stories[story_id] = _Story(no=self._number(story_id))
         story.members.append(member)
-        story.size += 1
         story.agreed = None
         bisect.insort(story.times, at)
         for word in title:
@@ -1293,7 +1296,6 @@ class StoryIndex:
         self._changes += 1
         story_id = member.story_id
         story = self._stories[story_id]
-        story.size -= 1
         story.agreed = None
         story.members.remove(member)  # by identity; the oldest, near the front, as a rule
         story.times.pop(bisect.bisect_left(story.times, member.at))
