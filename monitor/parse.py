@@ -99,22 +99,52 @@ class ParsedFeed:
     entries: tuple[Entry, ...]
     hint: timedelta | None = None
     fast: bool = False  # which parser read it (for logs and the bench)
+    #: What to pass as ``seen`` next time: per item kept, its fingerprint and key id.
+    seen: bytes = b""
+    #: Items kept but left out of ``entries``: ``seen`` recognised them.
+    unchanged: int = 0
+    #: Publication times (POSIX) of every dated item kept, recognised ones too.
+    dates: tuple[float, ...] = ()
 
 
 def _identity(url: str) -> str:
     return url.strip()
 
 
+_SEEN = 16  # bytes per item in ParsedFeed.seen: fingerprint, then key id
+
+
+def fingerprint(raw: RawEntry) -> bytes:
+    """8 bytes that change with any field of an item an Entry is made from."""
+    text = "\0".join((raw.guid, raw.link, raw.title, raw.summary, str(raw.published),
+                      "m" if raw.title_markup else "p", "m" if raw.summary_markup else "p"))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
 def to_entries(raws: Iterable[RawEntry], feed: str,
                canonicalize: Callable[[str], str] = _identity, *,
                now: datetime | None = None,
-               max_entries: int = sanitize.DEFAULT_MAX_ENTRIES) -> list[Entry]:
+               max_entries: int = sanitize.DEFAULT_MAX_ENTRIES,
+               seen: bytes = b"") -> ToEntries:
     """The one step from raw fields to entries, shared by both parsers; it ends in
     :func:`monitor.sanitize.clean_entries` (dates after ``now`` plus a day are
-    dropped, at most ``max_entries`` kept, the rest logged)."""
+    dropped, at most ``max_entries`` kept, the rest logged).
 
-    def entries() -> Iterator[Entry]:
+    An item whose :func:`fingerprint` is in ``seen`` (a previous parse's
+    ``ParsedFeed.seen``) is made into nothing: the same fields make the same
+    entry, which the caller has. Most of a changed body is items unchanged since
+    the last poll, and plain text, links and keys are most of a parse's cost."""
+    known = {seen[i:i + 8]: seen[i + 8:i + _SEEN] for i in range(0, len(seen), _SEEN)}
+    marks: list[tuple[bytes, datetime | None]] = []  # per item yielded
+
+    def items() -> Iterator[Entry | sanitize.Recognised]:
         for raw in raws:
+            mark = fingerprint(raw)
+            ident = known.get(mark)
+            if ident is not None:
+                marks.append((mark, sanitize.plausible(raw.published, now)))
+                yield sanitize.Recognised(ident)
+                continue
             title = _text(raw.title, raw.title_markup, sanitize.TITLE_MAX)
             link = sanitize.clean_text(raw.link, sanitize.LINK_MAX)
             if not title and not link:
@@ -123,14 +153,37 @@ def to_entries(raws: Iterable[RawEntry], feed: str,
             canonical = canonicalize(link) if link else ""
             guid = sanitize.strip_control(raw.guid).strip() or None
             key = guid or canonical or "title:" + hashlib.sha1(title.encode()).hexdigest()[:16]
+            marks.append((mark, None))
             yield Entry(feed=feed, key=key, guid=guid, link=link, canonical_url=canonical,
                         title=title or link, summary=summary, published=raw.published)
 
-    cleaned = sanitize.clean_entries(entries(), now=now, max_entries=max_entries)
+    cleaned = sanitize.clean_entries(items(), now=now, max_entries=max_entries)
     if cleaned.dropped:
         logger.warning("feed.capped feed=%s kept=%d dropped=%d (poll.max_entries)",
-                       feed, len(cleaned.entries), cleaned.dropped)
-    return list(cleaned.entries)
+                       feed, len(cleaned.kept), cleaned.dropped)
+    made = iter(cleaned.entries)
+    memo: list[bytes] = []
+    dates: list[float] = []
+    for i in cleaned.kept:
+        mark, when = marks[i]
+        ident = known.get(mark)
+        if ident is None:  # made now: its key id and date are the entry's
+            entry = next(made)
+            ident, when = sanitize.key_id(entry.key), entry.published
+        memo.append(mark + ident)
+        if when is not None:
+            dates.append(when.timestamp())
+    return ToEntries(cleaned=cleaned, seen=b"".join(memo), dates=tuple(dates))
+
+
+@dataclass(frozen=True, slots=True)
+class ToEntries:
+    """:func:`to_entries`' result: the cleaned entries, and for :class:`ParsedFeed`
+    the ``seen`` memo and the dates of every item kept."""
+
+    cleaned: sanitize.Cleaned
+    seen: bytes
+    dates: tuple[float, ...]
 
 
 _PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1),
@@ -422,6 +475,7 @@ def parse_document(
     now: datetime | None = None,
     max_entries: int = sanitize.DEFAULT_MAX_ENTRIES,
     fast: bool = True,
+    seen: bytes = b"",
 ) -> ParsedFeed:
     """Parse a feed body: its entries in document order and its poll hint.
 
@@ -431,7 +485,8 @@ def parse_document(
     after ``now`` plus a day are dropped (``now`` None: no upper bound), and at
     most ``max_entries`` are returned (the rest are logged). ``fast=False``
     goes straight to feedparser. Raises ParseError when the body is not a feed
-    at all.
+    at all. ``seen``: the last parse's :attr:`ParsedFeed.seen` for this feed; the
+    items it recognises are counted in ``unchanged``, not made into entries again.
     """
     used_fast = False
     if fast:
@@ -442,8 +497,10 @@ def parse_document(
             logger.debug("parse.fallback feed=%s reason=%s", feed, _problem(why))
     if not used_fast:
         raws, hint = _feedparser(body, content_type)
-    entries = to_entries(raws, feed, canonicalize, now=now, max_entries=max_entries)
-    return ParsedFeed(entries=tuple(entries), hint=hint, fast=used_fast)
+    made = to_entries(raws, feed, canonicalize, now=now, max_entries=max_entries, seen=seen)
+    entries = made.cleaned.entries
+    return ParsedFeed(entries=entries, hint=hint, fast=used_fast, seen=made.seen,
+                      unchanged=len(made.cleaned.kept) - len(entries), dates=made.dates)
 
 
 def parse_feed(

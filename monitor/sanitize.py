@@ -151,31 +151,57 @@ def clean_entry(entry: Entry, now: datetime | None) -> Entry:
                    canonical_url=canonical, key=key, published=published)
 
 
+@dataclass(frozen=True, slots=True)
+class Recognised:
+    """An item the parser recognised as one it made an entry of before, byte for byte
+    (see :func:`monitor.parse.parse_document`'s ``seen``): it is not made again, but it
+    still holds its place, its key (``key_id``, :func:`key_id`) and its share of
+    ``max_entries``, so the entries kept are the ones a full parse would keep."""
+
+    key_id: bytes
+
+
+def key_id(key: str) -> bytes:
+    """An entry key in 8 bytes, for telling repeats apart within one feed's poll."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cleaned:
-    """A poll's entries after :func:`clean_entries`; ``dropped`` were over ``max_entries``."""
+    """A poll's entries after :func:`clean_entries`; ``dropped`` were over ``max_entries``.
+    ``kept``: the positions in the input of every item kept, in order (the
+    entries, and the :class:`Recognised` items, which are not in ``entries``)."""
 
     entries: tuple[Entry, ...]
     dropped: int = 0
+    kept: tuple[int, ...] = ()
 
 
-def clean_entries(entries: Iterable[Entry], *, now: datetime | None,
+def clean_entries(entries: Iterable[Entry | Recognised], *, now: datetime | None,
                   max_entries: int = DEFAULT_MAX_ENTRIES) -> Cleaned:
     """Every parse path's last step: each entry cleaned, repeats of a key dropped
     (the first one wins), at most ``max_entries`` kept in document order."""
     kept: list[Entry] = []
-    seen: set[str] = set()
+    positions: list[int] = []
+    seen: set[bytes] = set()
     dropped = 0
-    for raw in entries:
-        if len(kept) >= max_entries:
+    for i, raw in enumerate(entries):
+        if len(positions) >= max_entries:
             dropped += 1
             continue
-        e = clean_entry(raw, now)
-        if e.key in seen or not (e.title or e.link):
+        if isinstance(raw, Recognised):
+            if raw.key_id not in seen:
+                seen.add(raw.key_id)
+                positions.append(i)
             continue
-        seen.add(e.key)
+        e = clean_entry(raw, now)
+        ident = key_id(e.key)
+        if ident in seen or not (e.title or e.link):
+            continue
+        seen.add(ident)
         kept.append(e)
-    return Cleaned(entries=tuple(kept), dropped=dropped)
+        positions.append(i)
+    return Cleaned(entries=tuple(kept), dropped=dropped, kept=tuple(positions))
 
 
 def header_value(value: str | None, limit: int = 1000) -> str | None:

@@ -120,6 +120,12 @@ INDEX_BUDGET = 10_000
 #: feeds fetches far faster than it can store 50 entries per feed.
 BACKLOG = 64
 
+#: How long a feed's last parse vouches for its unchanged items (ParsedFeed.seen):
+#: an item recognised is not made into an entry, looked up or stored again. Past
+#: this, a full parse touches the compact keys of items still in the feed, as the
+#: store's pruning expects (well within any retention).
+SEEN_FOR = 3600.0
+
 
 class Backlog:
     """Counts the bodies a service holds (fetched, not yet parsed and ingested).
@@ -389,6 +395,8 @@ class Service:
         self.instance = instance_name(self.env)
         self._synced = 0  # the last entries row the story index has seen (any instance's)
         self._indexed: dict[str, list[tuple[datetime, int]]] = {}  # feed -> (poll, added)
+        # feed -> (monotonic time, ParsedFeed.seen) of its last parse that was stored
+        self._seen: dict[str, tuple[float, bytes]] = {}
         self._stack = AsyncExitStack()
         self.store: SqlStore
         self.fetcher: Fetcher
@@ -530,7 +538,7 @@ class Service:
             return self._fill_index(index, window)
 
     def _assign(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                poll: PollRecord) -> int:
+                poll: PollRecord, unchanged: int = 0) -> int:
         """:meth:`_ingest` as one instance of several (on the ingest thread).
 
         Under the store's assignment lock (cluster-wide on PostgreSQL), first the
@@ -551,7 +559,8 @@ class Service:
                     held += 1
             if fresh:
                 logger.debug("index.synced entries=%d held=%d", len(fresh), held)
-            queued = self._ingest(feed, state, entries, replace(poll, by=self.instance))
+            queued = self._ingest(feed, state, entries, replace(poll, by=self.instance),
+                                  unchanged)
             self._synced = self.store.entries_after(-1)[0]
         return queued
 
@@ -601,12 +610,13 @@ class Service:
         finally:
             self._committer = None
 
-    async def _parse(self, body: bytes, feed: Feed, content_type: str | None) -> ParsedFeed:
+    async def _parse(self, body: bytes, feed: Feed, content_type: str | None,
+                     seen: bytes = b"") -> ParsedFeed:
         """Parse in the process pool (off the GIL), or on a thread without one."""
         loop = asyncio.get_running_loop()
         call = functools.partial(parse_document, body, feed.name, content_type=content_type,
                                  canonicalize=canonical_url, now=self.now(),
-                                 max_entries=self.config.poll.max_entries)
+                                 max_entries=self.config.poll.max_entries, seen=seen)
         return await loop.run_in_executor(self._parse_pool or self._parse_thread, call)
 
     async def poll(self, feed: Feed, state: FeedState | None = None) -> int:
@@ -664,18 +674,27 @@ class Service:
                        etag: str | None, modified: str | None) -> int:
         """A new body: parse, decide and ingest it."""
         assert result.body is not None
+        seen = b""
+        if state is not None and state.first_polled_at is not None:
+            at, memo = self._seen.get(feed.name, (0.0, b""))
+            seen = memo if time.monotonic() - at < SEEN_FOR else b""
         try:
-            parsed = await self._parse(result.body, feed, result.content_type)
+            parsed = await self._parse(result.body, feed, result.content_type, seen)
         except ParseError as exc:
             return await self._feed_failed(feed, state, now, exc, started, result.status)
-        per_day = publish_rate([e.published for e in parsed.entries], now)
+        per_day = publish_rate([datetime.fromtimestamp(t, UTC) for t in parsed.dates], now)
         outcome = PollOutcome(polled=Polled.CHANGED, status=result.status, max_age=result.max_age,
                           expires=result.expires, hint=parsed.hint, per_day=per_day)
         record = PollRecord(feed=feed.name, at=now, status=result.status, response_ms=ms,
                             next_poll_at=self._next_poll(feed, state, outcome, now),
                             parsed=True, body_hash=digest, per_day=per_day, hint=parsed.hint,
                             etag=etag, last_modified=modified)
-        queued = await self._owned(self._assign, feed, state, list(parsed.entries), record)
+        queued = await self._owned(self._assign, feed, state, list(parsed.entries), record,
+                                   parsed.unchanged)
+        # Stored: this parse vouches for its items from now on, until SEEN_FOR after
+        # the last full parse (a store error above leaves the older memo, also stored).
+        since = self._seen[feed.name][0] if seen else time.monotonic()
+        self._seen[feed.name] = (since, parsed.seen)
         if queued:
             self.outbox.wake()
         await self._recovered(feed, state, now)
@@ -766,8 +785,9 @@ class Service:
         self.metrics.delivered(outcome.value, alert, self.now())
 
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                poll: PollRecord) -> int:
-        """Decide, group, match and record one poll's entries (on the ingest thread)."""
+                poll: PollRecord, unchanged: int = 0) -> int:
+        """Decide, group, match and record one poll's entries (on the ingest thread):
+        ``entries`` are those the parse made, ``unchanged`` the items it recognised."""
         c = self.config
         now = poll.at
         self._apply_splits()
@@ -826,12 +846,13 @@ class Service:
         # A poll that found nothing new is routine: debug, so the journal shows news
         # (and a feed's first poll, which sets what counts as new from then on).
         logger.log(logging.INFO if d.new or first else logging.DEBUG,
-                   "feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s",
-                   feed.name, len(entries), len(d.new), len(matches), len(queued),
+                   "feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s%s",
+                   feed.name, len(entries) + unchanged, len(d.new), len(matches), len(queued),
+                   f" unchanged={unchanged}" if unchanged else "",
                    " first_poll=1" if first else "")
         self.tally.new += len(d.new)
         self.metrics.polls.labels(feed.name, "ok").inc()
-        self.metrics.entries.labels(feed.name).inc(len(entries))
+        self.metrics.entries.labels(feed.name).inc(len(entries) + unchanged)
         self.metrics.new_entries.labels(feed.name).inc(len(d.new))
         for m, _ in matches:
             self.metrics.matches.labels(m.watchlist).inc()
