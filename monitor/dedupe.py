@@ -570,20 +570,23 @@ class _Story:
     times: list[float] = field(default_factory=list)  # members' event times, sorted
     titles: dict[str, int] = field(default_factory=dict)  # headline word -> members with it
     numbers: dict[str, int] = field(default_factory=dict)  # the same, for headline numbers
-    agreed: tuple[str, ...] | None = None  # core(), until it changes
+    # (core(), agreed_numbers()) until a member comes or goes
+    agreed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
-    def core(self) -> tuple[str, ...]:
-        """The headline words more than half the members hold, cached until a member
-        comes or goes."""
+    def _agreed(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if self.agreed is None:
             size = self.size
-            self.agreed = tuple(f for f, c in self.titles.items() if 2 * c > size)
+            self.agreed = (tuple(f for f, c in self.titles.items() if 2 * c > size),
+                           tuple(n for n, c in self.numbers.items() if 2 * c >= size))
         return self.agreed
 
-    def agreed_numbers(self) -> list[str]:
+    def core(self) -> tuple[str, ...]:
+        """The headline words more than half the members hold."""
+        return self._agreed()[0]
+
+    def agreed_numbers(self) -> tuple[str, ...]:
         """The headline numbers at least half the members hold."""
-        size = self.size
-        return [n for n, c in self.numbers.items() if 2 * c >= size]
+        return self._agreed()[1]
 
     @property
     def size(self) -> int:
