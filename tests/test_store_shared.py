@@ -137,6 +137,20 @@ def test_entries_after_a_row_are_everyone_s(store: SqlStore) -> None:
     assert store.entries_after(newer) == (newer, [])
 
 
+def test_entries_after_comes_in_pages_and_misses_none(store: SqlStore) -> None:
+    from monitor.store.sql import _PAGE
+
+    last, _ = store.entries_after(-1)
+    n = 2 * _PAGE + 7
+    rows = [StoredEntry(entry=Entry(feed="f", key=f"k{i}", guid=None, link="", canonical_url="",
+                                    title=f"T{i}", summary="", published=NOW),
+                        story_id=f"s{i}", seen_at=NOW) for i in range(n)]
+    store.ingest(PollRecord(feed="f", at=NOW), rows, [])
+    newer, got = store.entries_after(last)
+    assert [g.entry.key for g in got] == [f"k{i}" for i in range(n)]
+    assert newer == store.entries_after(-1)[0]
+
+
 def test_instances_claiming_together_split_the_due_feeds(tmp_path: Path) -> None:
     """Four stores (four pools) claim 400 due feeds at once: each feed exactly once."""
     with state_url("postgres", tmp_path) as url:
