@@ -545,8 +545,11 @@ class Service:
         entries other instances stored since the last look join the index, so
         the same news lands in the same story whichever instance polls it; then
         this poll's entries are assigned and stored. Nobody else stores entries
-        meanwhile, so the last row afterwards is this poll's.
+        meanwhile, so the last row afterwards is this poll's. Which entries are
+        new is the feed's own business (its lease is ours), found before the lock.
         """
+        self._apply_splits()
+        known = self.store.known(feed.name, (e.key for e in entries))
         with self.store.assigning():
             self._synced, fresh = self.store.entries_after(self._synced)
             # Held as _ingest holds its own: members of watched stories only.
@@ -560,7 +563,7 @@ class Service:
             if fresh:
                 logger.debug("index.synced entries=%d held=%d", len(fresh), held)
             queued = self._ingest(feed, state, entries, replace(poll, by=self.instance),
-                                  unchanged)
+                                  known, unchanged)
             self._synced = self.store.entries_after(-1)[0]
         return queued
 
@@ -785,13 +788,12 @@ class Service:
         self.metrics.delivered(outcome.value, alert, self.now())
 
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                poll: PollRecord, unchanged: int = 0) -> int:
+                poll: PollRecord, known: dict[str, tuple[str, str]], unchanged: int = 0) -> int:
         """Decide, group, match and record one poll's entries (on the ingest thread):
-        ``entries`` are those the parse made, ``unchanged`` the items it recognised."""
+        ``entries`` are those the parse made, ``known`` those of them the store has
+        (``SqlStore.known``), ``unchanged`` the items the parse recognised."""
         c = self.config
         now = poll.at
-        self._apply_splits()
-        known = self.store.known(feed.name, (e.key for e in entries))
         first = state is None or state.first_polled_at is None
         d = decide(entries, known, first_poll=first, now=now, backfill=c.backfill,
                    retention=c.retention)
