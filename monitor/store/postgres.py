@@ -3,9 +3,11 @@
 Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). The schema and
 queries are SQLite's; here:
 
-* Connections come from a pool that checks each one before handing it out,
-  so after a server restart the dead ones are replaced, not used; calls made
-  while it is down fail transiently and are retried (SqlStore.retry_for).
+* Connections come from a pool. After a server restart a pooled connection is
+  dead: the call using it fails transiently and is retried
+  (SqlStore.retry_for) on another, and the pool replaces the dead one. The
+  pool does not check each connection before handing it out: that is a round
+  trip per query, half of what the ingest of a feed waited on.
 * Parameters travel separately from the SQL (the extended protocol):
   :func:`numbered` turns our ``?`` placeholders into ``$1, $2...`` outside
   quoted text, and a raw cursor sends them as they are.
@@ -17,6 +19,7 @@ queries are SQLite's; here:
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -72,8 +75,7 @@ class PostgresStore(SqlStore):
         self._psycopg = psycopg
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url, min_size=1, max_size=self.pool_size, open=False, name="news-monitor",
-            kwargs={"autocommit": True, "cursor_factory": psycopg.RawCursor},
-            check=ConnectionPool.check_connection)
+            kwargs={"autocommit": True, "cursor_factory": psycopg.RawCursor})
         try:
             self._pool.open(wait=True, timeout=10.0)
         except psycopg.Error as exc:
@@ -117,18 +119,38 @@ class PostgresStore(SqlStore):
         """Hold the cluster's assignment lock on a connection of its own while the
         block runs (its queries use others). The server drops the lock with the
         connection, so an instance that dies never keeps it."""
-        with self._connection() as conn:
+        conn = self._lock_assigning()
+        try:
+            yield
+        finally:
             try:
-                self._run(conn, "SELECT pg_advisory_lock(?)", (ASSIGN_LOCK,)).fetchall()
-            except self._psycopg.Error as exc:
-                raise self._error(exc, "assignment lock") from exc
-            try:
-                yield
+                self._run(conn, "SELECT pg_advisory_unlock(?)", (ASSIGN_LOCK,)).fetchall()
+            except self._psycopg.Error:
+                pass  # the connection is gone, and the lock with it
             finally:
+                self._pool.putconn(conn)
+
+    def _lock_assigning(self) -> Any:
+        """A pooled connection holding the assignment lock. A dead one (the server
+        restarted) goes back to the pool, which drops it, and another is tried,
+        for up to ``retry_for`` seconds, as every other call is retried."""
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.05
+        while True:
+            try:
+                conn = self._pool.getconn(timeout=self.connect_timeout)
                 try:
-                    self._run(conn, "SELECT pg_advisory_unlock(?)", (ASSIGN_LOCK,)).fetchall()
-                except self._psycopg.Error:
-                    pass  # the connection is gone, and the lock with it
+                    self._run(conn, "SELECT pg_advisory_lock(?)", (ASSIGN_LOCK,)).fetchall()
+                except BaseException:
+                    self._pool.putconn(conn)
+                    raise
+                return conn
+            except self._psycopg.Error as exc:
+                error = self._error(exc, "assignment lock")
+                if not error.transient or time.monotonic() + pause > deadline:
+                    raise error from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def _serials_follow(self) -> None:
         for table, col in (("entries", "id"), ("alerts", "seq")):
