@@ -509,8 +509,13 @@ class Service:
 
     def _fill_index(self, index: StoryIndex, window: timedelta) -> int:
         """The story index of the last ``window``, rebuilt from the store (memory stays
-        bounded by the window, never by what the store holds)."""
-        stored = self.store.entries_since(self.now() - window)
+        bounded by the window, never by what the store holds).
+
+        Only the entries of stories a watchlist matched when they were stored are
+        read and matched again: the index holds nothing else. An entry stored
+        before its watchlist existed is not held after a restart (a story of it
+        that comes again is a new one for that watchlist, as it would be anyway)."""
+        stored = self.store.watched_since(self.now() - window)
         kept: list[StoredEntry] = []  # each feed's newest, within its budget
         per_feed: dict[str, dict[datetime, int]] = {}
         for se in reversed(stored):
@@ -826,7 +831,8 @@ class Service:
                 self.index.add(story, e, now, topics=topics)
                 indexed += 1
             by_url.setdefault(e.canonical_url, story)
-            stored.append(StoredEntry(entry=e, story_id=story, seen_at=now, join=join))
+            stored.append(StoredEntry(entry=e, story_id=story, seen_at=now, join=join,
+                                      watched=bool(found)))
             if e.key in d.alertable:
                 matches.extend((m, story) for m in found)
         recent: dict[tuple[str, str], int] = {}

@@ -29,7 +29,8 @@ def test_status_then_upgrade_an_old_file(tmp_path: Path) -> None:
     url = f"sqlite:///{path}"
     r = db(tmp_path, "status", "--state", url)
     assert r.returncode == 0, r.stderr
-    assert f"schema: 4; pending steps: {SCHEMA_VERSION}" in r.stdout
+    steps = ", ".join(map(str, range(5, SCHEMA_VERSION + 1)))
+    assert f"schema: 4; pending steps: {steps} " in r.stdout
     r = db(tmp_path, "status", "--state", url)  # looking changed nothing
     assert "schema: 4;" in r.stdout
     r = db(tmp_path, "upgrade", "--state", url)

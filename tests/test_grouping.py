@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,11 @@ from feeds import RSS, seed_story
 from servers import FeedServer, SlackServer, SMTPServer
 from test_end_to_end import NK_WATCHLIST, cli, make_config
 
+from monitor import config as cfg
 from monitor.dedupe import DedupeSettings, StoryIndex, event_time, story_id_for
 from monitor.match import Matcher
 from monitor.parse import parse_feed
-from monitor.service import decide
+from monitor.service import Service, decide
 from monitor.types import Entry, Watchlist
 from monitor.urls import canonical_url
 
@@ -371,7 +373,7 @@ async def test_a_split_reaches_a_running_service(
 
 def test_the_index_holds_only_what_someone_watches(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
-        smtp_server: SMTPServer) -> None:
+        smtp_server: SMTPServer, caplog: pytest.LogCaptureFixture) -> None:
     """An outlet that words a watched story so the watchlist misses it still joins the
     story (one more outlet under the alert); two retellings of a story nobody watches
     stay apart, since neither is held for the other to join, and cost no index."""
@@ -396,6 +398,18 @@ def test_the_index_holds_only_what_someone_watches(
     links = sorted(sorted(src["link"] for src in s["sources"]) for s in stories)
     assert links == [["https://a.example/kursk", "https://b.example/kursk"],
                      ["https://a.example/storm"], ["https://c.example/storm"]], links
+
+    # A restart rebuilds the same index, reading the watched story's entries alone.
+    async def held_after_restart() -> tuple[int, int]:
+        env = {"SLACK_BOT_TOKEN": "xoxb-test-token"}
+        async with Service(cfg.load(config, env), env=env, watch_files=False) as s:
+            await s._owned(lambda: None)  # after the fill, which runs first on that thread
+            return len(s.index), s.index.stories()
+
+    with caplog.at_level(logging.DEBUG, logger="monitor.service"):
+        assert asyncio.run(held_after_restart()) == (2, 1)
+    # Of the four entries stored, the two of the watched story were read.
+    assert any("index.filled entries=2 held=2" in r.getMessage() for r in caplog.records)
 
 
 def test_a_poll_is_grouped_in_the_order_its_entries_happened() -> None:

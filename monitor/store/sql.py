@@ -51,7 +51,7 @@ from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source,
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _add_maybe_sent(store: SqlStore) -> None:
@@ -114,6 +114,13 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "CREATE INDEX feeds_lease ON feeds (lease_owner)",
         """CREATE TABLE leases (
             name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL)""",
+    ),
+    # 6: whether a watchlist matched an entry when it was stored, so that start-up
+    # rebuilds the story index from the watched stories' entries only (#13). Rows
+    # from before count as watched: they are matched again, as they always were.
+    6: (
+        "ALTER TABLE entries ADD COLUMN watched INTEGER NOT NULL DEFAULT 1",
+        "CREATE INDEX entries_watched ON entries (seen_at, story_id) WHERE watched = 1",
     ),
 }
 
@@ -247,6 +254,7 @@ class StoredEntry:
     story_id: str
     seen_at: datetime
     join: Join | None = None  # why it is in its story; None: it opened the story
+    watched: bool = True  # a watchlist matched it when it was stored
 
 
 _FEED_COLS = ("name, etag, last_modified, first_polled_at, last_polled_at, last_error, failures, "
@@ -277,7 +285,7 @@ _ALERT_COLS = (
     "e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
 )
 _ENTRY_COLS = ("feed, key, guid, link, canonical_url, title, summary, published, seen_at, "
-               "story_id, join_how, join_score, join_bar, join_evidence, join_weak")
+               "story_id, join_how, join_score, join_bar, join_evidence, join_weak, watched")
 _PAGE = 1000  # rows per query of entries_after
 
 
@@ -288,7 +296,7 @@ def _stored(row: Sequence[Any], seen: datetime | None = None) -> StoredEntry:
         join = Join(story_id=row[9], how=how, score=float(row[11]), bar=float(row[12]),
                     evidence=tuple((row[13] or "").split()), weak=bool(row[14]))
     return StoredEntry(entry=_entry(row), seen_at=dt(row[8]) or seen or datetime.min,
-                       story_id=row[9], join=join)
+                       story_id=row[9], join=join, watched=bool(row[15]))
 
 
 def _entry(row: Sequence[Any]) -> Entry:
@@ -759,12 +767,13 @@ class SqlStore:
                 rows.append((e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary,
                              ts(e.published), seen, se.story_id,
                              j.how if j else "", j.score if j else 0.0, j.bar if j else 0.0,
-                             " ".join(j.evidence) if j else "", int(j.weak) if j else 0))
+                             " ".join(j.evidence) if j else "", int(j.weak) if j else 0,
+                             int(se.watched)))
                 stories.append((se.story_id, e.title, seen, seen))
                 updates.append((se.story_id, AlertStatus.SENT.value, e.feed))
             self._xmany(
                 f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?) ON CONFLICT (feed, key) DO NOTHING", rows)
+                "?, ?, ?, ?, ?, ?) ON CONFLICT (feed, key) DO NOTHING", rows)
             self._xmany(
                 "INSERT INTO stories (id, title, first_seen, last_seen) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen", stories)
@@ -806,6 +815,15 @@ class SqlStore:
         rows = self._q(f"SELECT {_ENTRY_COLS} FROM entries WHERE seen_at >= ? AND seen_at < ? "
                        "ORDER BY seen_at, id",
                        (ts(since), ts(until or datetime.max.replace(tzinfo=UTC))))
+        return [_stored(r, since) for r in rows]
+
+    def watched_since(self, since: datetime) -> list[StoredEntry]:
+        """The entries seen since ``since`` of the stories with a member a watchlist
+        matched when it was stored, in the order seen: what the story index holds
+        (it holds watched stories only), read without the rest of the window."""
+        rows = self._q(f"SELECT {_ENTRY_COLS} FROM entries WHERE seen_at >= ? AND story_id IN "
+                       "(SELECT story_id FROM entries WHERE seen_at >= ? AND watched = 1) "
+                       "ORDER BY seen_at, id", (ts(since), ts(since)))
         return [_stored(r, since) for r in rows]
 
     def members(self, story_id: str) -> list[StoredEntry]:
