@@ -120,11 +120,12 @@ INDEX_BUDGET = 10_000
 #: feeds fetches far faster than it can store 50 entries per feed.
 BACKLOG = 64
 
-#: How long a feed's last parse vouches for its unchanged items (ParsedFeed.seen):
-#: an item recognised is not made into an entry, looked up or stored again. Past
-#: this, a full parse touches the compact keys of items still in the feed, as the
-#: store's pruning expects (well within any retention).
-SEEN_FOR = 3600.0
+#: How long a feed's last stored parse vouches for its unchanged items
+#: (ParsedFeed.seen, kept with the feed's state and written in the transaction
+#: that stores the entries it vouches for): an item recognised is not made into
+#: an entry, looked up or stored again. Past this, a full parse touches the
+#: compact keys of items still in the feed, as the store's pruning expects.
+SEEN_FOR = timedelta(hours=1)
 
 
 class Backlog:
@@ -395,8 +396,6 @@ class Service:
         self.instance = instance_name(self.env)
         self._synced = 0  # the last entries row the story index has seen (any instance's)
         self._indexed: dict[str, list[tuple[datetime, int]]] = {}  # feed -> (poll, added)
-        # feed -> (monotonic time, ParsedFeed.seen) of its last parse that was stored
-        self._seen: dict[str, tuple[float, bytes]] = {}
         self._stack = AsyncExitStack()
         self.store: SqlStore
         self.fetcher: Fetcher
@@ -683,9 +682,9 @@ class Service:
         """A new body: parse, decide and ingest it."""
         assert result.body is not None
         seen = b""
-        if state is not None and state.first_polled_at is not None:
-            at, memo = self._seen.get(feed.name, (0.0, b""))
-            seen = memo if time.monotonic() - at < SEEN_FOR else b""
+        if (state is not None and state.first_polled_at is not None
+                and state.seen_since is not None and now - state.seen_since < SEEN_FOR):
+            seen = state.seen
         try:
             parsed = await self._parse(result.body, feed, result.content_type, seen)
         except ParseError as exc:
@@ -696,13 +695,10 @@ class Service:
         record = PollRecord(feed=feed.name, at=now, status=result.status, response_ms=ms,
                             next_poll_at=self._next_poll(feed, state, outcome, now),
                             parsed=True, body_hash=digest, per_day=per_day, hint=parsed.hint,
-                            etag=etag, last_modified=modified)
+                            etag=etag, last_modified=modified, seen=parsed.seen,
+                            seen_since=state.seen_since if seen and state else now)
         queued = await self._owned(self._assign, feed, state, list(parsed.entries), record,
                                    parsed.unchanged)
-        # Stored: this parse vouches for its items from now on, until SEEN_FOR after
-        # the last full parse (a store error above leaves the older memo, also stored).
-        since = self._seen[feed.name][0] if seen else time.monotonic()
-        self._seen[feed.name] = (since, parsed.seen)
         if queued:
             self.outbox.wake()
         await self._recovered(feed, state, now)

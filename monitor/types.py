@@ -33,6 +33,8 @@ class FeedState:
     when that URL answered 410 Gone: the feed is disabled until its URL changes.
     ``ops_alerted``: the "feed failing" ops alert went out for this failure run.
     ``polled_by``: the instance that polled it last (several may share a store).
+    ``seen``: its last stored parse's memo of the items it made (see
+    ``monitor.parse.ParsedFeed.seen``), ``seen_since`` when the last full parse was.
     """
 
     name: str
@@ -53,6 +55,8 @@ class FeedState:
     gone_url: str | None = None
     ops_alerted: bool = False
     polled_by: str | None = None
+    seen: bytes = b""
+    seen_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

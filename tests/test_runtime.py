@@ -90,38 +90,36 @@ def _polled(caplog: pytest.LogCaptureFixture) -> str:
 
 
 async def test_unchanged_items_of_a_changed_body_are_not_made_again(
-        tmp_path: Path, feed_server: FeedServer, caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import monitor.service
-
+        tmp_path: Path, feed_server: FeedServer, caplog: pytest.LogCaptureFixture) -> None:
     rss = story_feed(3)
     feed_server.set("/a.xml", rss.render(), etag=False, last_modified=False)
     clock = Clock(T0)
-    async with Service(cfg.load(write_config(tmp_path, feed_server, ["/a.xml"])),
-                       now=clock) as s:
-        await s.poll_all()
-        # One item more and one headline edited: only those two are made and looked up.
-        rss.add("Fresh story about ferries", "https://wire.example/new", published=T0)
-        [old] = [it for it in rss.items if it.link == "https://wire.example/2"]
-        old.title = "Story number 2 about harbours, corrected"
+    config = cfg.load(write_config(tmp_path, feed_server, ["/a.xml"]))
+
+    async def poll_changed(minutes: int) -> str:
         feed_server.set("/a.xml", rss.render(), etag=False, last_modified=False)
-        clock.advance(minutes=6)
-        with caplog.at_level(logging.INFO, logger="monitor.service"):
-            await s.poll_all()
-        # Two items recognised: the other two made, one of them new.
-        assert "entries=4 new=1 matches=0 queued=0 unchanged=2" in _polled(caplog)
+        clock.advance(minutes=minutes)
+        caplog.clear()
+        async with Service(config, now=clock) as s:
+            with caplog.at_level(logging.INFO, logger="monitor.service"):
+                await s.poll_all()
+        return _polled(caplog)
+
+    async with Service(config, now=clock) as s:
+        await s.poll_all()
+    # One item more and one headline edited: only those two are made and looked up,
+    # by a service started afresh (the memo is stored with the feed).
+    rss.add("Fresh story about ferries", "https://wire.example/new", published=T0)
+    [old] = [it for it in rss.items if it.link == "https://wire.example/2"]
+    old.title = "Story number 2 about harbours, corrected"
+    assert (await poll_changed(6)).endswith("entries=4 new=1 matches=0 queued=0 unchanged=2")
+    async with Service(config, now=clock) as s:
         [edited] = [se for se in s.store.entries_since(T0 - timedelta(days=1))
                     if se.entry.link == "https://wire.example/2"]
-        assert edited.entry.title == "Story number 2 about harbours, corrected"
-        # Past SEEN_FOR the next parse is a full one again, and says the same.
-        monkeypatch.setattr(monitor.service, "SEEN_FOR", 0.0)
-        rss.add("Another one about ports", "https://wire.example/more", published=T0)
-        feed_server.set("/a.xml", rss.render(), etag=False, last_modified=False)
-        clock.advance(minutes=6)
-        caplog.clear()
-        with caplog.at_level(logging.INFO, logger="monitor.service"):
-            await s.poll_all()
-        assert _polled(caplog).endswith("entries=5 new=1 matches=0 queued=0")
+    assert edited.entry.title == "Story number 2 about harbours, corrected"
+    # SEEN_FOR after the last full parse, the next one is a full parse again.
+    rss.add("Another one about ports", "https://wire.example/more", published=T0)
+    assert (await poll_changed(55)).endswith("entries=5 new=1 matches=0 queued=0")
 
 
 async def test_tick_takes_only_due_feeds(tmp_path: Path, feed_server: FeedServer) -> None:

@@ -32,6 +32,7 @@ both. An alert is marked sent only after the destination took it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -118,8 +119,12 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
     # 6: whether a watchlist matched an entry when it was stored, so that start-up
     # rebuilds the story index from the watched stories' entries only (#13). Rows
     # from before count as watched: they are matched again, as they always were.
+    # And each feed's last parse memo (ParsedFeed.seen, base64) with when the last
+    # full parse was: items it recognises are not made into entries again.
     6: (
         "ALTER TABLE entries ADD COLUMN watched INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE feeds ADD COLUMN seen TEXT",
+        "ALTER TABLE feeds ADD COLUMN seen_since TEXT",
         "CREATE INDEX entries_watched ON entries (seen_at, story_id) WHERE watched = 1",
     ),
 }
@@ -246,6 +251,8 @@ class PollRecord:
     hint: timedelta | None = None
     gone_url: str | None = None
     by: str | None = None  # the instance that polled
+    seen: bytes = b""  # with parsed: the parse's memo (ParsedFeed.seen)...
+    seen_since: datetime | None = None  # ...and when the last full parse was
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,7 +266,7 @@ class StoredEntry:
 
 _FEED_COLS = ("name, etag, last_modified, first_polled_at, last_polled_at, last_error, failures, "
               "last_success_at, failing_since, status, next_poll_at, per_day, response_ms, "
-              "body_hash, hint_s, gone_url, ops_alerted, polled_by")
+              "body_hash, hint_s, gone_url, ops_alerted, polled_by, seen, seen_since")
 # Mean response time, weighted to the last ten polls or so.
 _EWMA = ("CASE WHEN excluded.response_ms IS NULL THEN feeds.response_ms "
          "WHEN feeds.response_ms IS NULL THEN excluded.response_ms "
@@ -275,7 +282,8 @@ def _feed_state(r: Sequence[Any]) -> FeedState:
                      last_success_at=dt(r[7]), failing_since=dt(r[8]), status=r[9],
                      next_poll_at=dt(r[10]), per_day=r[11], response_ms=r[12], body_hash=r[13],
                      hint=timedelta(seconds=r[14]) if r[14] is not None else None,
-                     gone_url=r[15], ops_alerted=bool(r[16]), polled_by=r[17])
+                     gone_url=r[15], ops_alerted=bool(r[16]), polled_by=r[17],
+                     seen=base64.b64decode(r[18]) if r[18] else b"", seen_since=dt(r[19]))
 
 
 _ALERT_COLS = (
@@ -646,11 +654,13 @@ class SqlStore:
         hint = poll.hint.total_seconds() if poll.hint is not None else None
         if poll.error is None:
             content = ("body_hash = excluded.body_hash, per_day = excluded.per_day, "
-                       "hint_s = excluded.hint_s, " if poll.parsed else "")
+                       "hint_s = excluded.hint_s, seen = excluded.seen, "
+                       "seen_since = excluded.seen_since, " if poll.parsed else "")
             self._x(
                 "INSERT INTO feeds (name, etag, last_modified, first_polled_at, last_polled_at, "
                 "last_success_at, failures, status, next_poll_at, response_ms, body_hash, "
-                "per_day, hint_s, polled_by) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) "
+                "per_day, hint_s, polled_by, seen, seen_since) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 f"ON CONFLICT (name) DO UPDATE SET {_RELEASE}"
                 "etag = excluded.etag, last_modified = excluded.last_modified, "
                 "first_polled_at = COALESCE(feeds.first_polled_at, excluded.first_polled_at), "
@@ -660,7 +670,9 @@ class SqlStore:
                 f"response_ms = {_EWMA}",
                 (poll.feed, poll.etag, poll.last_modified, ts(poll.at), ts(poll.at), ts(poll.at),
                  poll.status, ts(poll.next_poll_at), poll.response_ms, poll.body_hash,
-                 poll.per_day, hint, poll.by))
+                 poll.per_day, hint, poll.by,
+                 base64.b64encode(poll.seen).decode("ascii") if poll.seen else None,
+                 ts(poll.seen_since)))
         else:
             self._x(
                 "INSERT INTO feeds (name, last_polled_at, last_error, failures, failing_since, "
