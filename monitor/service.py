@@ -48,8 +48,11 @@ SIGHUP and changed files reload the configuration all or nothing
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import hashlib
+import heapq
+import itertools
 import logging
 import multiprocessing
 import os
@@ -407,6 +410,8 @@ class Service:
         self._pumping = False
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
+        self._ingest_queue: list[Any] = []  # heap of (at, seq, call, future): _in_time_order
+        self._ingest_seq = itertools.count()
         self._parse_pool: Executor | None = None
         # Without a pool: one thread, not the loop's default executor (a thread per
         # body at once, all contending for the GIL with the ingest thread).
@@ -586,6 +591,27 @@ class Service:
         """Run a store call on the store's thread: the loop never waits on its lock."""
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
+    async def _in_time_order(self, at: datetime, fn: Callable[..., _T], *args: Any) -> _T:
+        """:meth:`_owned`, but among the calls queued for the ingest thread together,
+        the one whose entries happened first (``at``) runs first: polls that finish
+        at once (a cycle's first polls, ``run --once``) are grouped in the order
+        their news happened, as one poll's entries are (``decide``)."""
+        job: tuple[datetime, int, Callable[[], _T], concurrent.futures.Future[_T]] = (
+            at, next(self._ingest_seq), functools.partial(fn, *args),
+            concurrent.futures.Future())
+        heapq.heappush(self._ingest_queue, job)
+        self._index_thread.submit(self._ingest_next)
+        return await asyncio.wrap_future(job[3])
+
+    def _ingest_next(self) -> None:
+        """Run the earliest queued ingest (one per submit, on the ingest thread)."""
+        _, _, call, done = heapq.heappop(self._ingest_queue)
+        if done.set_running_or_notify_cancel():
+            try:
+                done.set_result(call())
+            except BaseException as exc:  # handed to the awaiting poll, as run_in_executor does
+                done.set_exception(exc)
+
     async def _owned(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` on the ingest thread, the one owner of the story index."""
         return await asyncio.get_running_loop().run_in_executor(self._index_thread, fn, *args)
@@ -697,8 +723,10 @@ class Service:
                             parsed=True, body_hash=digest, per_day=per_day, hint=parsed.hint,
                             etag=etag, last_modified=modified, seen=parsed.seen,
                             seen_since=state.seen_since if seen and state else now)
-        queued = await self._owned(self._assign, feed, state, list(parsed.entries), record,
-                                   parsed.unchanged)
+        # parsed.entries are the new and edited items (see ParsedFeed.seen), as a rule
+        at = min((event_time(e, now) for e in parsed.entries), default=now)
+        queued = await self._in_time_order(at, self._assign, feed, state, list(parsed.entries),
+                                           record, parsed.unchanged)
         if queued:
             self.outbox.wake()
         await self._recovered(feed, state, now)

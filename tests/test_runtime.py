@@ -236,3 +236,24 @@ async def test_backlog_lets_a_fetch_through_only_below_its_limit() -> None:
     backlog.release()
     await waiting
     assert backlog.held == 1
+
+
+async def test_ingests_queued_together_run_in_the_order_their_news_happened(
+        tmp_path: Path, feed_server: FeedServer) -> None:
+    import threading
+
+    feed_server.set("/a.xml", story_feed().render())
+    async with Service(cfg.load(write_config(tmp_path, feed_server, ["/a.xml"])),
+                       now=Clock(T0)) as s:
+        gate = threading.Event()
+        busy = asyncio.ensure_future(s._owned(gate.wait, 10))  # the ingest thread is busy
+        ran: list[str] = []
+        later = asyncio.ensure_future(s._in_time_order(T0 + timedelta(hours=1), ran.append, "B"))
+        sooner = asyncio.ensure_future(s._in_time_order(T0, ran.append, "A"))
+        await asyncio.sleep(0.05)  # both queued behind the busy one
+        gate.set()
+        await asyncio.gather(busy, later, sooner)
+        assert ran == ["A", "B"]
+        with pytest.raises(ZeroDivisionError):  # a failing ingest fails its own poll only
+            await s._in_time_order(T0, lambda: 1 // 0)
+        assert await s._in_time_order(T0, lambda: "still running") == "still running"
