@@ -3,9 +3,11 @@
 Tables::
 
     feeds              one row per feed: HTTP validators, when it is due, its health
-                       (last attempt/success/error, failures, status, rate, response time)
+                       (last attempt/success/error, failures, status, rate, response time),
+                       its last parse's memo of the items it made (ParsedFeed.seen)
     entries            every entry of the last `retention` (feed, key) with its content,
-                       for backtests and the story it belongs to
+                       for backtests, the story it belongs to and whether a watchlist
+                       matched it
     seen_keys          what is left of an entry after `retention`: a hash of (feed, key),
                        kept while the item is still in its feed, so it never alerts again
     stories            story clusters (#4): one row per news event
