@@ -19,14 +19,13 @@ queries are SQLite's; here:
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from monitor import redact
 from monitor.errors import StoreError
-from monitor.store.sql import SqlStore
+from monitor.store.sql import SqlStore, _retrying
 
 #: Advisory lock keys (any two bigints distinct from other applications' on the
 #: same database): ASCII "nm" and a number.
@@ -130,27 +129,24 @@ class PostgresStore(SqlStore):
             finally:
                 self._pool.putconn(conn)
 
+    @_retrying
     def _lock_assigning(self) -> Any:
-        """A pooled connection holding the assignment lock. A dead one (the server
-        restarted) goes back to the pool, which drops it, and another is tried,
-        for up to ``retry_for`` seconds, as every other call is retried."""
-        deadline = time.monotonic() + self.retry_for
-        pause = 0.05
-        while True:
-            try:
-                conn = self._pool.getconn(timeout=self.connect_timeout)
-                try:
-                    self._run(conn, "SELECT pg_advisory_lock(?)", (ASSIGN_LOCK,)).fetchall()
-                except BaseException:
-                    self._pool.putconn(conn)
-                    raise
-                return conn
-            except self._psycopg.Error as exc:
-                error = self._error(exc, "assignment lock")
-                if not error.transient or time.monotonic() + pause > deadline:
-                    raise error from exc
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
+        """A pooled connection holding the assignment lock, kept out of the pool
+        until :meth:`assigning` is done. A dead one (the server restarted) goes
+        back, and the pool drops it; the call is retried on another, as every
+        other call is (``_retrying``)."""
+        try:
+            conn = self._pool.getconn(timeout=self.connect_timeout)
+        except self._psycopg.Error as exc:
+            raise self._error(exc, "connect") from exc
+        try:
+            self._run(conn, "SELECT pg_advisory_lock(?)", (ASSIGN_LOCK,)).fetchall()
+        except BaseException as exc:
+            self._pool.putconn(conn)
+            if isinstance(exc, self._psycopg.Error):
+                raise self._error(exc, "assignment lock") from exc
+            raise
+        return conn
 
     def _serials_follow(self) -> None:
         for table, col in (("entries", "id"), ("alerts", "seq")):
