@@ -135,14 +135,15 @@ def to_entries(raws: Iterable[RawEntry], feed: str,
     entry, which the caller has. Most of a changed body is items unchanged since
     the last poll, and plain text, links and keys are most of a parse's cost."""
     known = {seen[i:i + 8]: seen[i + 8:i + _SEEN] for i in range(0, len(seen), _SEEN)}
-    marks: list[tuple[bytes, datetime | None]] = []  # per item yielded
+    # per item yielded: its fingerprint, and for a recognised one its key id and date
+    marks: list[tuple[bytes, bytes | None, datetime | None]] = []
 
     def items() -> Iterator[Entry | sanitize.Recognised]:
         for raw in raws:
             mark = fingerprint(raw)
             ident = known.get(mark)
             if ident is not None:
-                marks.append((mark, sanitize.plausible(raw.published, now)))
+                marks.append((mark, ident, sanitize.plausible(raw.published, now)))
                 yield sanitize.Recognised(ident)
                 continue
             title = _text(raw.title, raw.title_markup, sanitize.TITLE_MAX)
@@ -153,7 +154,7 @@ def to_entries(raws: Iterable[RawEntry], feed: str,
             canonical = canonicalize(link) if link else ""
             guid = sanitize.strip_control(raw.guid).strip() or None
             key = guid or canonical or "title:" + hashlib.sha1(title.encode()).hexdigest()[:16]
-            marks.append((mark, None))
+            marks.append((mark, None, None))
             yield Entry(feed=feed, key=key, guid=guid, link=link, canonical_url=canonical,
                         title=title or link, summary=summary, published=raw.published)
 
@@ -165,8 +166,7 @@ def to_entries(raws: Iterable[RawEntry], feed: str,
     memo: list[bytes] = []
     dates: list[float] = []
     for i in cleaned.kept:
-        mark, when = marks[i]
-        ident = known.get(mark)
+        mark, ident, when = marks[i]
         if ident is None:  # made now: its key id and date are the entry's
             entry = next(made)
             ident, when = sanitize.key_id(entry.key), entry.published
