@@ -137,14 +137,19 @@ def test_entries_after_a_row_are_everyone_s(store: SqlStore) -> None:
     assert store.entries_after(newer) == (newer, [])
 
 
+def stored(key: str, story: str, watched: bool = True) -> StoredEntry:
+    """A minimal entry of feed "f", seen at NOW, titled by its key."""
+    return StoredEntry(entry=Entry(feed="f", key=key, guid=None, link="", canonical_url="",
+                                   title=key, summary="", published=NOW),
+                       story_id=story, seen_at=NOW, watched=watched)
+
+
 def test_entries_after_comes_in_pages_and_misses_none(store: SqlStore) -> None:
     from monitor.store.sql import _PAGE
 
     last, _ = store.entries_after(-1)
     n = 2 * _PAGE + 7
-    rows = [StoredEntry(entry=Entry(feed="f", key=f"k{i}", guid=None, link="", canonical_url="",
-                                    title=f"T{i}", summary="", published=NOW),
-                        story_id=f"s{i}", seen_at=NOW) for i in range(n)]
+    rows = [stored(f"k{i}", f"s{i}") for i in range(n)]
     store.ingest(PollRecord(feed="f", at=NOW), rows, [])
     newer, got = store.entries_after(last)
     assert [g.entry.key for g in got] == [f"k{i}" for i in range(n)]
@@ -152,11 +157,6 @@ def test_entries_after_comes_in_pages_and_misses_none(store: SqlStore) -> None:
 
 
 def test_watched_since_reads_the_watched_stories_only(store: SqlStore) -> None:
-    def stored(key: str, story: str, watched: bool) -> StoredEntry:
-        return StoredEntry(entry=Entry(feed="f", key=key, guid=None, link="", canonical_url="",
-                                       title=key, summary="", published=NOW),
-                           story_id=story, seen_at=NOW, watched=watched)
-
     # s1: an outlet the watchlist missed, then a match; s2: nobody watches it.
     store.ingest(PollRecord(feed="f", at=NOW),
                  [stored("a", "s1", False), stored("b", "s2", False), stored("c", "s1", True)],
