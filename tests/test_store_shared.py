@@ -167,6 +167,56 @@ def test_watched_since_reads_the_watched_stories_only(store: SqlStore) -> None:
     assert store.watched_since(NOW + timedelta(seconds=1)) == []
 
 
+def test_a_group_commit_records_every_poll_in_order(store: SqlStore) -> None:
+    """One transaction of polls of each kind (sent as a batch per kind): each feed's
+    row is what its polls say, the last poll of a feed polled twice standing."""
+    later = NOW + timedelta(minutes=5)
+    store.record_polls([
+        PollRecord(feed="a", at=NOW, status=200, parsed=True, body_hash="h1", seen=b"\x01\x02",
+                   seen_since=NOW, by="one"),
+        PollRecord(feed="b", at=NOW, status=304, etag='"e"', by="one"),
+        PollRecord(feed="c", at=NOW, status=503, error="HTTP 503", by="one"),
+        PollRecord(feed="b", at=later, status=304, etag='"e2"', by="one"),
+        PollRecord(feed="a", at=later, status=200, parsed=True, body_hash="h2", seen=b"\x03",
+                   seen_since=NOW, by="one"),
+        PollRecord(feed="c", at=later, status=503, error="HTTP 503 again", by="one"),
+    ])
+    a, b, c = (store.feed_state(n) for n in "abc")
+    assert a is not None and (a.body_hash, a.seen, a.last_polled_at) == ("h2", b"\x03", later)
+    assert b is not None and (b.etag, b.status, b.body_hash) == ('"e2"', 304, None)
+    assert c is not None and (c.failures, c.last_error) == (2, "HTTP 503 again")
+
+
+def test_a_transaction_the_database_refuses_leaves_nothing(store: SqlStore) -> None:
+    """A statement refused inside a transaction (on PostgreSQL its answer is read only
+    at the commit) undoes the statements sent before it, and the store goes on."""
+    from monitor.errors import StoreError
+
+    with pytest.raises(StoreError), store._tx():
+        store._send("INSERT INTO meta (key, value) VALUES (?, ?)", ("first", "1"))
+        store._send("INSERT INTO meta (key, value) VALUES (?, ?)", ("twice", "1"))
+        store._send("INSERT INTO meta (key, value) VALUES (?, ?)", ("twice", "2"))
+    assert store.get_meta("first") is None and store.get_meta("twice") is None
+    store.set_meta("first", "after")
+    assert store.get_meta("first") == "after"
+
+
+def test_known_tells_entries_from_compact_keys_across_chunks(store: SqlStore) -> None:
+    """More keys than one query takes, some stored entries, some only compact keys
+    (their entries pruned), some never seen."""
+    old = NOW - timedelta(days=40)
+    store.ingest(PollRecord(feed="f", at=old),
+                 [StoredEntry(entry=stored(f"p{i}", "sp").entry, story_id="sp", seen_at=old)
+                  for i in range(300)], [])
+    store.prune(NOW - timedelta(days=30), NOW)
+    store.ingest(PollRecord(feed="f", at=NOW), [stored(f"e{i}", f"s{i}") for i in range(300)], [])
+    keys = [k for i in range(300) for k in (f"p{i}", f"e{i}", f"n{i}")]
+    got = store.known("f", keys)
+    assert got == {**{f"p{i}": ("", "") for i in range(300)},
+                   **{f"e{i}": (f"s{i}", f"e{i}") for i in range(300)}}
+    assert store.known("g", keys) == {}
+
+
 def test_entries_from_before_schema_6_count_as_watched(tmp_path: Path) -> None:
     path = tmp_path / "monitor.db"
     shutil.copy(DATA / "state-schema4.db", path)

@@ -19,7 +19,7 @@ queries are SQLite's; here:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -96,6 +96,50 @@ class PostgresStore(SqlStore):
 
     def _run(self, conn: Any, sql: str, params: tuple[Any, ...]) -> Any:
         return conn.execute(numbered(sql), params)
+
+    @contextmanager
+    def _pipelined(self, conn: Any) -> Iterator[None]:
+        """A transaction as one pipeline: statements go out without waiting for
+        their answers, until the block reads one (a query's rows, a count), and
+        the COMMIT's answer is the last. An ingest that waited on ten round
+        trips, under the assignment lock, waits on one or two."""
+        try:
+            with conn.pipeline() as pipeline:
+                self._local.pipeline = pipeline
+                try:
+                    yield
+                finally:
+                    self._local.pipeline = None
+        except self._psycopg.Error as exc:  # an answer read at the end: COMMIT's, or an error
+            if conn.info.transaction_status == self._psycopg.pq.TransactionStatus.INERROR:
+                try:
+                    conn.execute("ROLLBACK")
+                except self._psycopg.Error:
+                    pass  # the connection is gone: the pool drops it
+            raise self._error(exc, "commit") from exc
+
+    def _x(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        cur = self._execute(sql, params)
+        pipeline = getattr(self._local, "pipeline", None)
+        if pipeline is not None:  # the count is in the answer: wait for it
+            try:
+                pipeline.sync()
+            except self._psycopg.Error as exc:
+                raise self._error(exc, sql.split(None, 1)[0].lower()) from exc
+        return int(cur.rowcount or 0)
+
+    def _lax_commit(self) -> None:
+        self._execute("SET LOCAL synchronous_commit = off")
+
+    def _execute_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """psycopg sends an executemany as one pipeline: every row's statement in
+        one go and one wait for the answers, not a round trip per row."""
+        with self._bound() as conn:
+            try:
+                with conn.cursor() as cur:
+                    cur.executemany(numbered(sql), rows)
+            except Exception as exc:
+                raise self._error(exc, sql.split(None, 1)[0].lower()) from exc
 
     def _begin_sql(self) -> str:
         return "BEGIN"

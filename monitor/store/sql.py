@@ -37,12 +37,13 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -296,6 +297,48 @@ _ALERT_COLS = (
 )
 _ENTRY_COLS = ("feed, key, guid, link, canonical_url, title, summary, published, seen_at, "
                "story_id, join_how, join_score, join_bar, join_evidence, join_weak, watched")
+
+
+def _poll_row(poll: PollRecord) -> tuple[str, tuple[Any, ...]]:
+    """The statement that records one poll in its feed's row, and its parameters:
+    polls of one kind share the SQL, so a group commit sends them as one batch."""
+    writable(poll.feed, poll.etag, poll.last_modified, poll.error)
+    hint = poll.hint.total_seconds() if poll.hint is not None else None
+    if poll.error is None:
+        content = ("body_hash = excluded.body_hash, per_day = excluded.per_day, "
+                   "hint_s = excluded.hint_s, seen = excluded.seen, "
+                   "seen_since = excluded.seen_since, " if poll.parsed else "")
+        return (
+            "INSERT INTO feeds (name, etag, last_modified, first_polled_at, last_polled_at, "
+            "last_success_at, failures, status, next_poll_at, response_ms, body_hash, "
+            "per_day, hint_s, polled_by, seen, seen_since) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"ON CONFLICT (name) DO UPDATE SET {_RELEASE}"
+            "etag = excluded.etag, last_modified = excluded.last_modified, "
+            "first_polled_at = COALESCE(feeds.first_polled_at, excluded.first_polled_at), "
+            "last_polled_at = excluded.last_polled_at, last_error = NULL, failures = 0, "
+            "last_success_at = excluded.last_success_at, failing_since = NULL, "
+            f"status = excluded.status, next_poll_at = excluded.next_poll_at, {content}"
+            f"response_ms = {_EWMA}",
+            (poll.feed, poll.etag, poll.last_modified, ts(poll.at), ts(poll.at), ts(poll.at),
+             poll.status, ts(poll.next_poll_at), poll.response_ms, poll.body_hash,
+             poll.per_day, hint, poll.by,
+             base64.b64encode(poll.seen).decode("ascii") if poll.seen else None,
+             ts(poll.seen_since)))
+    return (
+        "INSERT INTO feeds (name, last_polled_at, last_error, failures, failing_since, "
+        "status, next_poll_at, response_ms, gone_url, polled_by) "
+        "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?) "
+        f"ON CONFLICT (name) DO UPDATE SET {_RELEASE}"
+        "last_polled_at = excluded.last_polled_at, last_error = excluded.last_error, "
+        "failures = feeds.failures + 1, "
+        "failing_since = COALESCE(feeds.failing_since, excluded.failing_since), "
+        "status = excluded.status, next_poll_at = excluded.next_poll_at, "
+        f"gone_url = excluded.gone_url, response_ms = {_EWMA}",
+        (poll.feed, ts(poll.at), poll.error, ts(poll.at), poll.status,
+         ts(poll.next_poll_at), poll.response_ms, poll.gone_url, poll.by))
+
+
 _PAGE = 1000  # rows per query of entries_after
 
 
@@ -373,6 +416,20 @@ class SqlStore:
     def _close(self) -> None:
         raise NotImplementedError
 
+    def _pipelined(self, conn: Any) -> AbstractContextManager[None]:
+        """Around a transaction: a backend that can send its statements without
+        waiting for each answer (until one is read) does so here."""
+        return nullcontext()
+
+    def _lax_commit(self) -> None:
+        """In the transaction just begun: let its commit return before the disk has
+        it. For the records a poll can make again (a poll, its entries): a
+        database crash loses at most the last moment's, and the feed is read
+        again. Anything sent on was made durable first, because the outbox's
+        attempt mark (mark_attempt) commits durably before a send, and a durable
+        commit writes out every commit before it. SQLite's WAL with
+        synchronous=NORMAL is lax this way already."""
+
     def _execute_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """One statement for many rows; a backend with a batch call overrides this."""
         for params in rows:
@@ -395,12 +452,16 @@ class SqlStore:
                 self._local.conn = None
 
     @contextmanager
-    def _tx(self) -> Iterator[None]:
+    def _tx(self, *, durable: bool = True) -> Iterator[None]:
+        """One transaction on the calling thread's connection. ``durable=False``: the
+        commit need not wait for the disk (:meth:`_lax_commit`)."""
         if getattr(self._local, "tx", False):  # part of the caller's transaction
             yield
             return
-        with self._bound():
+        with self._bound() as conn, self._pipelined(conn):
             self._execute(self._begin_sql())
+            if not durable:
+                self._lax_commit()
             self._local.tx = True
             try:
                 yield
@@ -432,7 +493,13 @@ class SqlStore:
                 raise self._error(exc, "fetch") from exc
 
     def _x(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Execute; the number of rows it changed."""
         return int(self._execute(sql, params).rowcount or 0)
+
+    def _send(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Execute, where nothing waits for the answer: in a pipelined transaction
+        (:meth:`_pipelined`) it costs no round trip of its own."""
+        self._execute(sql, params)
 
     def _xmany(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         if rows:
@@ -652,75 +719,43 @@ class SqlStore:
             self._x("UPDATE feeds SET ops_alerted = ? WHERE name = ?", (int(alerted), name))
 
     def _record_poll(self, poll: PollRecord) -> None:
-        writable(poll.feed, poll.etag, poll.last_modified, poll.error)
-        hint = poll.hint.total_seconds() if poll.hint is not None else None
-        if poll.error is None:
-            content = ("body_hash = excluded.body_hash, per_day = excluded.per_day, "
-                       "hint_s = excluded.hint_s, seen = excluded.seen, "
-                       "seen_since = excluded.seen_since, " if poll.parsed else "")
-            self._x(
-                "INSERT INTO feeds (name, etag, last_modified, first_polled_at, last_polled_at, "
-                "last_success_at, failures, status, next_poll_at, response_ms, body_hash, "
-                "per_day, hint_s, polled_by, seen, seen_since) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                f"ON CONFLICT (name) DO UPDATE SET {_RELEASE}"
-                "etag = excluded.etag, last_modified = excluded.last_modified, "
-                "first_polled_at = COALESCE(feeds.first_polled_at, excluded.first_polled_at), "
-                "last_polled_at = excluded.last_polled_at, last_error = NULL, failures = 0, "
-                "last_success_at = excluded.last_success_at, failing_since = NULL, "
-                f"status = excluded.status, next_poll_at = excluded.next_poll_at, {content}"
-                f"response_ms = {_EWMA}",
-                (poll.feed, poll.etag, poll.last_modified, ts(poll.at), ts(poll.at), ts(poll.at),
-                 poll.status, ts(poll.next_poll_at), poll.response_ms, poll.body_hash,
-                 poll.per_day, hint, poll.by,
-                 base64.b64encode(poll.seen).decode("ascii") if poll.seen else None,
-                 ts(poll.seen_since)))
-        else:
-            self._x(
-                "INSERT INTO feeds (name, last_polled_at, last_error, failures, failing_since, "
-                "status, next_poll_at, response_ms, gone_url, polled_by) "
-                "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?) "
-                f"ON CONFLICT (name) DO UPDATE SET {_RELEASE}"
-                "last_polled_at = excluded.last_polled_at, last_error = excluded.last_error, "
-                "failures = feeds.failures + 1, "
-                "failing_since = COALESCE(feeds.failing_since, excluded.failing_since), "
-                "status = excluded.status, next_poll_at = excluded.next_poll_at, "
-                f"gone_url = excluded.gone_url, response_ms = {_EWMA}",
-                (poll.feed, ts(poll.at), poll.error, ts(poll.at), poll.status,
-                 ts(poll.next_poll_at), poll.response_ms, poll.gone_url, poll.by))
+        self._send(*_poll_row(poll))
 
     def record_poll(self, poll: PollRecord) -> None:
-        with self._tx():
+        with self._tx(durable=False):
             self._record_poll(poll)
 
     def record_polls(self, polls: Sequence[PollRecord]) -> None:
         """Several polls' records in one transaction (the service's group commit)."""
-        with self._tx():
-            for poll in polls:
-                self._record_poll(poll)
+        with self._tx(durable=False):
+            # Runs of one statement go as one batch (in order: a feed polled twice in a
+            # batch keeps its last record).
+            for sql, run in itertools.groupby(map(_poll_row, polls), key=lambda r: r[0]):
+                self._xmany(sql, [params for _, params in run])
 
     # -- entries -----------------------------------------------------------------------
 
     def known(self, feed: str, keys: Iterable[str]) -> dict[str, tuple[str, str]]:
         """For the keys already seen in ``feed``: key -> (story_id, stored title).
-        A key whose entry retention deleted maps to ("", "")."""
+        A key whose entry retention deleted maps to ("", ""). Entries and compact
+        keys are looked up in one query (a poll's one round trip for this)."""
         keys = list(keys)
         out: dict[str, tuple[str, str]] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
+        compact: list[str] = []
+        for i in range(0, len(keys), 250):
+            chunk = keys[i:i + 250]
+            hashes = {key_hash(k): k for k in chunk}
             marks = ", ".join("?" * len(chunk))
             for key, story, title in self._q(
-                    f"SELECT key, story_id, title FROM entries WHERE feed = ? AND key IN ({marks})",
-                    (feed, *chunk)):
-                out[key] = (story, title)
-        rest = {key_hash(k): k for k in keys if k not in out}
-        hashes = list(rest)
-        for i in range(0, len(hashes), 500):
-            chunk = hashes[i:i + 500]
-            marks = ", ".join("?" * len(chunk))
-            for (h,) in self._q(f"SELECT key_hash FROM seen_keys WHERE feed = ? AND key_hash IN "
-                                f"({marks})", (feed, *chunk)):
-                out[rest[h]] = ("", "")
+                    f"SELECT key, story_id, title FROM entries WHERE feed = ? AND key IN ({marks}) "
+                    "UNION ALL SELECT key_hash, NULL, NULL FROM seen_keys WHERE feed = ? "
+                    f"AND key_hash IN ({marks})", (feed, *chunk, feed, *hashes)):
+                if story is None:  # a compact key (entries.story_id is never NULL)
+                    compact.append(hashes[key])
+                else:
+                    out[key] = (story, title)
+        for key in compact:
+            out.setdefault(key, ("", ""))
         return out
 
     def story_by_url(self, urls: Iterable[str]) -> dict[str, str]:
@@ -742,8 +777,8 @@ class SqlStore:
         for i in range(0, len(hashes), 500):
             chunk = hashes[i:i + 500]
             marks = ", ".join("?" * len(chunk))
-            self._x(f"UPDATE seen_keys SET last_seen = ? WHERE feed = ? AND key_hash IN ({marks})",
-                    (ts(at), feed, *chunk))
+            self._send("UPDATE seen_keys SET last_seen = ? WHERE feed = ? AND key_hash "
+                       f"IN ({marks})", (ts(at), feed, *chunk))
 
     def ingest(
         self,
@@ -763,7 +798,7 @@ class SqlStore:
         whose alerts were already sent flag those alerts for an update
         (Slack chat.update, "also reported by").
         """
-        with self._tx():
+        with self._tx(durable=False):
             self._record_poll(poll)
             if present:
                 self._touch_seen(poll.feed, present, poll.at)
@@ -794,8 +829,8 @@ class SqlStore:
             self._xmany("UPDATE alerts SET update_due = 1 WHERE story_id = ? AND status = ? "
                         "AND remote_id IS NOT NULL AND entry_feed <> ?", updates)
             for e in retitled:
-                self._x("UPDATE entries SET title = ?, summary = ? WHERE feed = ? AND key = ?",
-                        (e.title, e.summary, e.feed, e.key))
+                self._send("UPDATE entries SET title = ?, summary = ? WHERE feed = ? AND key = ?",
+                           (e.title, e.summary, e.feed, e.key))
             queued = self._queue_alerts(alerts)
         return queued
 
