@@ -34,7 +34,7 @@ does what, each instance's scheduler only drives its own ticks: the tick
 one instance at a time (a ``lane:<destination>`` lease, renewed at every step:
 digests and quiet-hour flushes go with it), pruning takes the ``job:prune``
 lease for its hour, and story assignment runs under a cluster-wide lock after
-adding to the index what the others stored since (:meth:`Service._assign`).
+adding to the index what the others stored since (:meth:`Service._assignment`).
 A stopping instance gives its leases back; a killed one's run out.
 
 Beside the pipeline, :meth:`Service.run` keeps a heartbeat: a scheduler job
@@ -59,9 +59,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -129,6 +129,10 @@ BACKLOG = 64
 #: an entry, looked up or stored again. Past this, a full parse touches the
 #: compact keys of items still in the feed, as the store's pruning expects.
 SEEN_FOR = timedelta(hours=1)
+
+#: Ingests run under one hold of the assignment lock at most: a bound on how long
+#: another instance's ingests wait for it.
+INGEST_BATCH = 32
 
 
 class Backlog:
@@ -548,17 +552,22 @@ class Service:
 
     def _assign(self, feed: Feed, state: FeedState | None, entries: list[Entry],
                 poll: PollRecord, unchanged: int = 0) -> int:
-        """:meth:`_ingest` as one instance of several (on the ingest thread).
-
-        Under the store's assignment lock (cluster-wide on PostgreSQL), first the
-        entries other instances stored since the last look join the index, so
-        the same news lands in the same story whichever instance polls it; then
-        this poll's entries are assigned and stored. Nobody else stores entries
-        meanwhile, so the last row afterwards is this poll's. Which entries are
-        new is the feed's own business (its lease is ours), found before the lock.
-        """
-        self._apply_splits()
+        """:meth:`_ingest` as one instance of several (on the ingest thread, within
+        the batch's :meth:`_assignment`). Which entries are new is the feed's own
+        business (its lease is ours)."""
         known = self.store.known(feed.name, (e.key for e in entries))
+        return self._ingest(feed, state, entries, replace(poll, by=self.instance), known,
+                            unchanged)
+
+    @contextmanager
+    def _assignment(self) -> Iterator[None]:
+        """Hold the store's assignment lock (cluster-wide on PostgreSQL) for a batch of
+        ingests. First the entries other instances stored since the last look
+        join the index, so the same news lands in the same story whichever
+        instance polls it; nobody else stores entries meanwhile, so the last row
+        afterwards is this batch's. The hold and the look are paid once for the
+        batch, not once per poll."""
+        self._apply_splits()
         with self.store.assigning():
             self._synced, fresh = self.store.entries_after(self._synced)
             # Held as _ingest holds its own: members of watched stories only.
@@ -571,10 +580,8 @@ class Service:
                     held += 1
             if fresh:
                 logger.debug("index.synced entries=%d held=%d", len(fresh), held)
-            queued = self._ingest(feed, state, entries, replace(poll, by=self.instance),
-                                  known, unchanged)
+            yield
             self._synced = self.store.entries_after(-1)[0]
-        return queued
 
     def _feed_health(self) -> list[tuple[str, FeedState | None]]:
         """Each configured feed's stored state, in one query (for /metrics)."""
@@ -604,13 +611,32 @@ class Service:
         return await asyncio.wrap_future(job[3])
 
     def _ingest_next(self) -> None:
-        """Run the earliest queued ingest (one per submit, on the ingest thread)."""
-        _, _, call, done = heapq.heappop(self._ingest_queue)
-        if done.set_running_or_notify_cancel():
-            try:
-                done.set_result(call())
-            except BaseException as exc:  # handed to the awaiting poll, as run_in_executor does
-                done.set_exception(exc)
+        """Run the ingests queued now, earliest news first, in one :meth:`_assignment`
+        (on the ingest thread). One call per queued ingest: a call finding the
+        queue emptied by an earlier one's batch has nothing to do. A failing
+        ingest fails its own poll; a failing hold, every poll of its batch."""
+        jobs: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
+        while self._ingest_queue and len(jobs) < INGEST_BATCH:
+            _, _, call, done = heapq.heappop(self._ingest_queue)
+            if done.set_running_or_notify_cancel():
+                jobs.append((call, done))
+        if not jobs:
+            return
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with self._assignment():
+                for call, _ in jobs:
+                    try:
+                        outcomes.append((call(), None))
+                    except BaseException as exc:  # handed to the awaiting poll
+                        outcomes.append((None, exc))
+        except BaseException as exc:
+            outcomes = [(None, exc)] * len(jobs)
+        for (_, done), (result, error) in zip(jobs, outcomes, strict=True):
+            if error is None:
+                done.set_result(result)
+            else:
+                done.set_exception(error)
 
     async def _owned(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` on the ingest thread, the one owner of the story index."""

@@ -5,7 +5,9 @@ against the local feed and Slack servers, with a controllable clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -247,6 +249,17 @@ async def test_ingests_queued_together_run_in_the_order_their_news_happened(
                        now=Clock(T0)) as s:
         gate = threading.Event()
         busy = asyncio.ensure_future(s._owned(gate.wait, 10))  # the ingest thread is busy
+        holds = 0
+        real = s.store.assigning
+
+        @contextlib.contextmanager
+        def counted() -> Iterator[None]:
+            nonlocal holds
+            holds += 1
+            with real():
+                yield
+
+        s.store.assigning = counted  # type: ignore[method-assign]
         ran: list[str] = []
         later = asyncio.ensure_future(s._in_time_order(T0 + timedelta(hours=1), ran.append, "B"))
         sooner = asyncio.ensure_future(s._in_time_order(T0, ran.append, "A"))
@@ -254,6 +267,7 @@ async def test_ingests_queued_together_run_in_the_order_their_news_happened(
         gate.set()
         await asyncio.gather(busy, later, sooner)
         assert ran == ["A", "B"]
+        assert holds == 1  # one hold of the assignment lock for both
         with pytest.raises(ZeroDivisionError):  # a failing ingest fails its own poll only
             await s._in_time_order(T0, lambda: 1 // 0)
         assert await s._in_time_order(T0, lambda: "still running") == "still running"
