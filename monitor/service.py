@@ -163,7 +163,9 @@ class Backlog:
 def body_hash(body: bytes) -> str:
     """What an unchanged body is recognised by (most servers send no validators,
     or a new ETag for the same bytes)."""
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+    # SHA-256 cut to 128 bits: on CPUs with SHA instructions (most servers) it beats
+    # BLAKE2 on bodies of tens of KB, and it runs on the loop for every 200 answer.
+    return hashlib.sha256(body).hexdigest()[:32]
 
 
 def _jitter(name: str, failures: int, now: datetime) -> float:
