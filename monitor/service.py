@@ -357,6 +357,14 @@ def ticking(now: float, last_tick: float | None, within: float) -> bool:
     return last_tick is not None and now - last_tick <= within
 
 
+def renewing(last: datetime | None, now: datetime, lease: timedelta) -> bool:
+    """Whether the claims under way are extended now (pure): at most every quarter
+    lease, so none has less than three quarters of its lease left. Renewing at
+    every claim rewrote every row held several times a second while a long due
+    list drained."""
+    return last is None or now - last >= lease / 4
+
+
 def status_text(*, feeds: int, due: int, watchlists: int, queued: int, last_error: str | None,
                 reload_error: str | None) -> str:
     """The one line ``systemctl status`` shows (pure)."""
@@ -413,6 +421,7 @@ class Service:
         self._inflight: set[asyncio.Task[None]] = set()
         self._polling: set[str] = set()  # feeds with a poll under way (poll_due skips them)
         self._more_due = False  # the last claim was cut short: more feeds may be due
+        self._renewed: datetime | None = None  # when the claims under way were last extended
         self._pumping = False
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
@@ -994,9 +1003,11 @@ class Service:
         room = self._claim_room()
         now = self.now()
         try:
-            if self._polling:  # an instance at work keeps its claims, however long the queue
+            # An instance at work keeps its claims, however long the queue.
+            if self._polling and renewing(self._renewed, now, self.config.poll.lease):
                 await self._db(self.store.renew_feeds, self.instance,
                                now + self.config.poll.lease)
+                self._renewed = now
             due = await self._db(self.store.claim_feeds, now, self.instance,
                                  self.config.poll.lease, room) if room else []
         except StoreError as exc:  # the database is away: the next tick tries again

@@ -17,7 +17,7 @@ from servers import FeedServer, SlackServer
 from test_delivery import Clock
 
 from monitor import config as cfg
-from monitor.service import POOL_FROM_FEEDS, Backlog, Service, parse_workers
+from monitor.service import POOL_FROM_FEEDS, Backlog, Service, parse_workers, renewing
 
 T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -224,6 +224,18 @@ async def test_dead_feed_alert_once_and_on_recovery(
         assert len(texts) == 2 and "working again" in texts[1], texts
         st = s.store.feed_state("a")
         assert st is not None and not st.ops_alerted and st.failures == 0
+
+
+@pytest.mark.parametrize(("last", "now", "expected"), [
+    pytest.param(None, T0, True, id="never-renewed"),
+    pytest.param(T0, T0, False, id="just-renewed"),
+    pytest.param(T0, T0 + timedelta(seconds=14), False, id="within-a-quarter-lease"),
+    pytest.param(T0, T0 + timedelta(seconds=15), True, id="a-quarter-lease-on"),
+    pytest.param(T0, T0 + timedelta(hours=1), True, id="long-after"),
+])
+def test_claims_are_renewed_every_quarter_lease(last: datetime | None, now: datetime,
+                                                 expected: bool) -> None:
+    assert renewing(last, now, timedelta(seconds=60)) is expected
 
 
 async def test_backlog_lets_a_fetch_through_only_below_its_limit() -> None:
