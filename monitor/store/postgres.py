@@ -11,6 +11,10 @@ queries are SQLite's; here:
 * Parameters travel separately from the SQL (the extended protocol):
   :func:`numbered` turns our ``?`` placeholders into ``$1, $2...`` outside
   quoted text, and a raw cursor sends them as they are.
+* A transaction is one pipeline (:meth:`PostgresStore._pipelined`): what it
+  sends costs no wait until it reads an answer, and batches go out with
+  executemany. Poll records and ingests commit without waiting for the disk
+  (SqlStore._lax_commit says why that loses nothing sent).
 * Driver errors become StoreError in :meth:`PostgresStore._error` only.
 * Advisory locks: one around migrations (within their transaction), one held
   by the instance assigning entries to stories (:meth:`PostgresStore.assigning`).
