@@ -422,6 +422,7 @@ class Service:
         self._polling: set[str] = set()  # feeds with a poll under way (poll_due skips them)
         self._more_due = False  # the last claim was cut short: more feeds may be due
         self._renewed: datetime | None = None  # when the claims under way were last extended
+        self._stopping = False  # set by _stop: poll_due claims and starts nothing more
         self._pumping = False
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
@@ -1000,6 +1001,8 @@ class Service:
         are claimed for ``poll.lease``: instances sharing the store each get
         their own, and a dead one's are due again when its lease runs out.
         """
+        if self._stopping:
+            return 0
         room = self._claim_room()
         now = self.now()
         try:
@@ -1012,6 +1015,12 @@ class Service:
                                  self.config.poll.lease, room) if room else []
         except StoreError as exc:  # the database is away: the next tick tries again
             logger.warning("schedule.claim_failed error=%s", redact.text(str(exc)))
+            return 0
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            return 0  # the scheduler's shutdown cut a claim short: no error, the exit releases it
+        if self._stopping:  # claimed while stopping: polled by the next to claim (released at exit)
             return 0
         self._more_due = len(due) >= room
         feeds = {f.name: f for f in self.config.feeds}
@@ -1115,6 +1124,7 @@ class Service:
         cut them off. Pausing, not shutting down, the scheduler: its shutdown cancels
         the jobs running, which is what the bound is for."""
         bound = self.config.stop_timeout.total_seconds()
+        self._stopping = True  # a claim under way starts no polls
         self.notifier.stopping()
         logger.info("service.stopping timeout=%gs polls_in_flight=%d", bound, len(self._inflight))
         if self._scheduler is not None:
