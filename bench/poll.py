@@ -104,10 +104,6 @@ class Farm:
                             for j in range(50)]
         return self.base[i]
 
-    def answer(self, method: str, target: str, headers: dict[bytes, bytes],
-               body: bytes) -> tuple[int, str, bytes]:
-        return _answer(self, method, target, headers, body)
-
     def body(self, i: int) -> bytes:
         kind = i % 10
         r = self.round if kind >= 7 else 1
@@ -162,7 +158,7 @@ class _Http(asyncio.Protocol):
             method, target, version = lines[0].decode("latin-1").split(" ", 2)
             close = (headers.get(b"connection", b"").lower() == b"close"
                      or version == "HTTP/1.0")
-            status, extra, payload = self.farm.answer(method, target, headers, body)
+            status, extra, payload = _answer(self.farm, method, target, headers, body)
             head = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Other'}\r\n{extra}"
                     f"Content-Length: {len(payload)}\r\n"
                     f"{'Connection: close' if close else 'Keep-Alive: timeout=60'}\r\n\r\n")
