@@ -285,6 +285,22 @@ def decide(
     return Decision(new=tuple(new), alertable=frozenset(alertable), retitled=tuple(retitled))
 
 
+@dataclass(frozen=True, slots=True)
+class Lookups:
+    """What the store said about a poll's entries before its ingest (Service._lookups)."""
+
+    known: dict[str, tuple[str, str]]  # SqlStore.known
+    decision: Decision
+    by_url: dict[str, str]  # SqlStore.story_by_url of the new entries' links
+
+
+def link(stories: dict[str, str], url: str, story: str) -> None:
+    """Note in ``stories`` (canonical_url -> story) that an entry of ``story`` has
+    ``url``: of several, the smallest id wins, as SqlStore.story_by_url's does."""
+    if url and (url not in stories or story < stories[url]):
+        stories[url] = story
+
+
 def index_room(added: Sequence[tuple[datetime, int]], now: datetime, window: timedelta,
                budget: int) -> int:
     """How many more entries a feed may add to the story index now (pure):
@@ -412,6 +428,7 @@ class Service:
         self.index_budget = index_budget
         self.instance = instance_name(self.env)
         self._synced = 0  # the last entries row the story index has seen (any instance's)
+        self._linked: dict[str, str] = {}  # canonical_url -> story, stored within a hold
         self._indexed: dict[str, list[tuple[datetime, int]]] = {}  # feed -> (poll, added)
         self._stack = AsyncExitStack()
         self.store: SqlStore
@@ -426,7 +443,7 @@ class Service:
         self._pumping = False
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
-        self._ingest_queue: list[Any] = []  # heap of (at, seq, call, future): _in_time_order
+        self._ingest_queue: list[Any] = []  # heap of (at, seq, call, before, future)
         self._ingest_seq = itertools.count()
         self._parse_pool: Executor | None = None
         # Without a pool: one thread, not the loop's default executor (a thread per
@@ -562,14 +579,32 @@ class Service:
             self._synced = self.store.entries_after(-1)[0]
             return self._fill_index(index, window)
 
-    def _assign(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                poll: PollRecord, unchanged: int = 0) -> int:
-        """:meth:`_ingest` as one instance of several (on the ingest thread, within
-        the batch's :meth:`_assignment`). Which entries are new is the feed's own
-        business (its lease is ours)."""
+    def _lookups(self, feed: Feed, state: FeedState | None, entries: list[Entry],
+                 now: datetime) -> Lookups:
+        """The store reads a poll's ingest needs, made before the assignment lock is
+        taken (on the ingest thread): the lock serialises every instance's ingests,
+        and a round trip held under it is one every other instance waits for.
+        Which entries are new is the feed's own business (its lease is ours); which
+        story a link belongs to another instance may change meanwhile, and
+        :meth:`_assignment` makes up for that (``_linked``)."""
+        c = self.config
         known = self.store.known(feed.name, (e.key for e in entries))
-        return self._ingest(feed, state, entries, replace(poll, by=self.instance), known,
-                            unchanged)
+        first = state is None or state.first_polled_at is None
+        d = decide(entries, known, first_poll=first, now=now, backfill=c.backfill,
+                   retention=c.retention)
+        return Lookups(known=known, decision=d,
+                       by_url=self.store.story_by_url(e.canonical_url for e in d.new))
+
+    def _assign(self, feed: Feed, state: FeedState | None, entries: list[Entry],
+                poll: PollRecord, unchanged: int, looked: Lookups) -> int:
+        """:meth:`_ingest` as one instance of several (on the ingest thread, within
+        the batch's :meth:`_assignment`), with what :meth:`_lookups` read before it."""
+        by_url = dict(looked.by_url)
+        # links stored since the lookup, here or by another instance
+        for url in {e.canonical_url for e in looked.decision.new} & self._linked.keys():
+            link(by_url, url, self._linked[url])
+        return self._ingest(feed, state, entries, replace(poll, by=self.instance), unchanged,
+                            replace(looked, by_url=by_url))
 
     @contextmanager
     def _assignment(self) -> Iterator[None]:
@@ -578,10 +613,14 @@ class Service:
         join the index, so the same news lands in the same story whichever
         instance polls it; nobody else stores entries meanwhile, so the last row
         afterwards is this batch's. The hold and the look are paid once for the
-        batch, not once per poll."""
+        batch, not once per poll. ``_linked`` holds the links stored since the
+        batch's :meth:`_lookups` (those entries, then the batch's own)."""
         self._apply_splits()
         with self.store.assigning():
             self._synced, fresh = self.store.entries_after(self._synced)
+            self._linked = {}
+            for se in fresh:
+                link(self._linked, se.entry.canonical_url, se.story_id)
             # Held as _ingest holds its own: members of watched stories only.
             topics_of = [(se, self._topics(se.entry)) for se in fresh]
             self.index.prepare(se.entry for se, topics in topics_of if topics)
@@ -592,7 +631,10 @@ class Service:
                     held += 1
             if fresh:
                 logger.debug("index.synced entries=%d held=%d", len(fresh), held)
-            yield
+            try:
+                yield
+            finally:
+                self._linked = {}
             self._synced = self.store.entries_after(-1)[0]
 
     def _feed_health(self) -> list[tuple[str, FeedState | None]]:
@@ -610,28 +652,40 @@ class Service:
         """Run a store call on the store's thread: the loop never waits on its lock."""
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
-    async def _in_time_order(self, at: datetime, fn: Callable[..., _T], *args: Any) -> _T:
+    async def _in_time_order(self, at: datetime, fn: Callable[..., _T], *args: Any,
+                             before: Callable[[], Any] | None = None) -> _T:
         """:meth:`_owned`, but among the calls queued for the ingest thread together,
         the one whose entries happened first (``at``) runs first: polls that finish
         at once (a cycle's first polls, ``run --once``) are grouped in the order
-        their news happened, as one poll's entries are (``decide``)."""
-        job: tuple[datetime, int, Callable[[], _T], concurrent.futures.Future[_T]] = (
-            at, next(self._ingest_seq), functools.partial(fn, *args),
+        their news happened, as one poll's entries are (``decide``). ``before``
+        runs on the same thread outside the batch's hold of the assignment lock,
+        and what it returns is ``fn``'s last argument."""
+        job: tuple[datetime, int, Callable[..., _T], Callable[[], Any] | None,
+                   concurrent.futures.Future[_T]] = (
+            at, next(self._ingest_seq), functools.partial(fn, *args), before,
             concurrent.futures.Future())
         heapq.heappush(self._ingest_queue, job)
         self._index_thread.submit(self._ingest_next)
-        return await asyncio.wrap_future(job[3])
+        return await asyncio.wrap_future(job[4])
 
     def _ingest_next(self) -> None:
         """Run the ingests queued now, earliest news first, in one :meth:`_assignment`
-        (on the ingest thread). One call per queued ingest: a call finding the
-        queue emptied by an earlier one's batch has nothing to do. A failing
-        ingest fails its own poll; a failing hold, every poll of its batch."""
+        (on the ingest thread), their ``before`` calls first, outside it. One call
+        per queued ingest: a call finding the queue emptied by an earlier one's
+        batch has nothing to do. A failing ingest fails its own poll; a failing
+        hold, every poll of its batch."""
         jobs: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
         while self._ingest_queue and len(jobs) < INGEST_BATCH:
-            _, _, call, done = heapq.heappop(self._ingest_queue)
-            if done.set_running_or_notify_cancel():
-                jobs.append((call, done))
+            _, _, call, before, done = heapq.heappop(self._ingest_queue)
+            if not done.set_running_or_notify_cancel():
+                continue
+            if before is not None:
+                try:
+                    call = functools.partial(call, before())
+                except BaseException as exc:  # handed to the awaiting poll
+                    done.set_exception(exc)
+                    continue
+            jobs.append((call, done))
         if not jobs:
             return
         outcomes: list[tuple[Any, BaseException | None]] = []
@@ -763,8 +817,10 @@ class Service:
                             seen_since=state.seen_since if seen and state else now)
         # parsed.entries are the new and edited items (see ParsedFeed.seen), as a rule
         at = min((event_time(e, now) for e in parsed.entries), default=now)
-        queued = await self._in_time_order(at, self._assign, feed, state, list(parsed.entries),
-                                           record, parsed.unchanged)
+        entries = list(parsed.entries)
+        queued = await self._in_time_order(
+            at, self._assign, feed, state, entries, record, parsed.unchanged,
+            before=functools.partial(self._lookups, feed, state, entries, now))
         if queued:
             self.outbox.wake()
         await self._recovered(feed, state, now)
@@ -855,16 +911,14 @@ class Service:
         self.metrics.delivered(outcome.value, alert, self.now())
 
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                poll: PollRecord, known: dict[str, tuple[str, str]], unchanged: int = 0) -> int:
-        """Decide, group, match and record one poll's entries (on the ingest thread):
-        ``entries`` are those the parse made, ``known`` those of them the store has
-        (``SqlStore.known``), ``unchanged`` the items the parse recognised."""
+                poll: PollRecord, unchanged: int, looked: Lookups) -> int:
+        """Group, match and record one poll's entries (on the ingest thread):
+        ``entries`` are those the parse made, ``unchanged`` the items the parse
+        recognised, ``looked`` what the store knows of them."""
         c = self.config
         now = poll.at
         first = state is None or state.first_polled_at is None
-        d = decide(entries, known, first_poll=first, now=now, backfill=c.backfill,
-                   retention=c.retention)
-        by_url = self.store.story_by_url(e.canonical_url for e in d.new)
+        known, d, by_url = looked.known, looked.decision, dict(looked.by_url)
         window = c.dedupe.window
         added = [p for p in self._indexed.get(feed.name, []) if p[0] > now - window]
         room = index_room(added, now, window, self.index_budget)
@@ -910,6 +964,8 @@ class Service:
         queued = self.store.ingest(
             poll, stored, alerts, d.retitled,
             present=[e.key for e in entries if e.key in known and not known[e.key][0]])
+        for se in stored:  # for the batch's next ingests (_assign)
+            link(self._linked, se.entry.canonical_url, se.story_id)
         # Here, not with the hourly prune: the index is this thread's, and a feed
         # rotating many entries per poll must not outgrow the window in between.
         self.index.expire(now)
