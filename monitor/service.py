@@ -83,7 +83,7 @@ from monitor.parse import ParsedFeed, parse_document
 from monitor.render import Renderer, format_duration
 from monitor.schedule import Outcome as PollOutcome
 from monitor.schedule import Polled, PollLimits, hold_for, next_poll, publish_rate
-from monitor.store import PollRecord, SqlStore, StoredEntry, alert_id, open_store
+from monitor.store import Found, Lookup, PollRecord, SqlStore, StoredEntry, alert_id, open_store
 from monitor.types import (
     Alert,
     AlertStatus,
@@ -285,15 +285,6 @@ def decide(
     return Decision(new=tuple(new), alertable=frozenset(alertable), retitled=tuple(retitled))
 
 
-@dataclass(frozen=True, slots=True)
-class Lookups:
-    """What the store said about a poll's entries before its ingest (Service._lookups)."""
-
-    known: dict[str, tuple[str, str]]  # SqlStore.known
-    decision: Decision
-    by_url: dict[str, str]  # SqlStore.story_by_url of the new entries' links
-
-
 def link(stories: dict[str, str], url: str, story: str) -> None:
     """Note in ``stories`` (canonical_url -> story) that an entry of ``story`` has
     ``url``: of several, the smallest id wins, as SqlStore.story_by_url's does."""
@@ -443,7 +434,7 @@ class Service:
         self._pumping = False
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
-        self._ingest_queue: list[Any] = []  # heap of (at, seq, call, before, future)
+        self._ingest_queue: list[Any] = []  # heap of (at, seq, call, lookup, future)
         self._ingest_seq = itertools.count()
         self._parse_pool: Executor | None = None
         # Without a pool: one thread, not the loop's default executor (a thread per
@@ -579,32 +570,18 @@ class Service:
             self._synced = self.store.entries_after(-1)[0]
             return self._fill_index(index, window)
 
-    def _lookups(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                 now: datetime) -> Lookups:
-        """The store reads a poll's ingest needs, made before the assignment lock is
-        taken (on the ingest thread): the lock serialises every instance's ingests,
-        and a round trip held under it is one every other instance waits for.
-        Which entries are new is the feed's own business (its lease is ours); which
-        story a link belongs to another instance may change meanwhile, and
-        :meth:`_assignment` makes up for that (``_linked``)."""
-        c = self.config
-        known = self.store.known(feed.name, (e.key for e in entries))
-        first = state is None or state.first_polled_at is None
-        d = decide(entries, known, first_poll=first, now=now, backfill=c.backfill,
-                   retention=c.retention)
-        return Lookups(known=known, decision=d,
-                       by_url=self.store.story_by_url(e.canonical_url for e in d.new))
-
     def _assign(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                poll: PollRecord, unchanged: int, looked: Lookups) -> int:
+                poll: PollRecord, unchanged: int, found: Found) -> int:
         """:meth:`_ingest` as one instance of several (on the ingest thread, within
-        the batch's :meth:`_assignment`), with what :meth:`_lookups` read before it."""
-        by_url = dict(looked.by_url)
-        # links stored since the lookup, here or by another instance
-        for url in {e.canonical_url for e in looked.decision.new} & self._linked.keys():
+        the batch's :meth:`_assignment`), with what the store said of the entries
+        before the hold (:meth:`_ingest_next`). Which of them are new is the
+        feed's own business (its lease is ours); which story a link belongs to
+        may have changed since, through the entries in ``_linked``."""
+        by_url = found.by_url
+        for url in {e.canonical_url for e in entries} & self._linked.keys():
             link(by_url, url, self._linked[url])
-        return self._ingest(feed, state, entries, replace(poll, by=self.instance), unchanged,
-                            replace(looked, by_url=by_url))
+        return self._ingest(feed, state, entries, replace(poll, by=self.instance),
+                            found.known, unchanged, by_url)
 
     @contextmanager
     def _assignment(self) -> Iterator[None]:
@@ -614,7 +591,7 @@ class Service:
         instance polls it; nobody else stores entries meanwhile, so the last row
         afterwards is this batch's. The hold and the look are paid once for the
         batch, not once per poll. ``_linked`` holds the links stored since the
-        batch's :meth:`_lookups` (those entries, then the batch's own)."""
+        batch's reads were made (those entries, then the batch's own)."""
         self._apply_splits()
         with self.store.assigning():
             self._synced, fresh = self.store.entries_after(self._synced)
@@ -653,16 +630,15 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
     async def _in_time_order(self, at: datetime, fn: Callable[..., _T], *args: Any,
-                             before: Callable[[], Any] | None = None) -> _T:
+                             lookup: Lookup | None = None) -> _T:
         """:meth:`_owned`, but among the calls queued for the ingest thread together,
         the one whose entries happened first (``at``) runs first: polls that finish
         at once (a cycle's first polls, ``run --once``) are grouped in the order
-        their news happened, as one poll's entries are (``decide``). ``before``
-        runs on the same thread outside the batch's hold of the assignment lock,
-        and what it returns is ``fn``'s last argument."""
-        job: tuple[datetime, int, Callable[..., _T], Callable[[], Any] | None,
+        their news happened, as one poll's entries are (``decide``). With a
+        ``lookup``, what the store finds for it is ``fn``'s last argument."""
+        job: tuple[datetime, int, Callable[..., _T], Lookup | None,
                    concurrent.futures.Future[_T]] = (
-            at, next(self._ingest_seq), functools.partial(fn, *args), before,
+            at, next(self._ingest_seq), functools.partial(fn, *args), lookup,
             concurrent.futures.Future())
         heapq.heappush(self._ingest_queue, job)
         self._index_thread.submit(self._ingest_next)
@@ -670,35 +646,33 @@ class Service:
 
     def _ingest_next(self) -> None:
         """Run the ingests queued now, earliest news first, in one :meth:`_assignment`
-        (on the ingest thread), their ``before`` calls first, outside it. One call
-        per queued ingest: a call finding the queue emptied by an earlier one's
-        batch has nothing to do. A failing ingest fails its own poll; a failing
-        hold, every poll of its batch."""
-        jobs: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
+        (on the ingest thread). Their store reads go first, together and outside
+        the hold: the lock serialises every instance's ingests, and a round trip
+        made under it is one all the others wait for. One call per queued
+        ingest: a call finding the queue emptied by an earlier one's batch has
+        nothing to do. A failing ingest fails its own poll; failing reads or a
+        failing hold, every poll of the batch."""
+        jobs: list[tuple[Callable[..., Any], Lookup | None, concurrent.futures.Future[Any]]] = []
         while self._ingest_queue and len(jobs) < INGEST_BATCH:
-            _, _, call, before, done = heapq.heappop(self._ingest_queue)
-            if not done.set_running_or_notify_cancel():
-                continue
-            if before is not None:
-                try:
-                    call = functools.partial(call, before())
-                except BaseException as exc:  # handed to the awaiting poll
-                    done.set_exception(exc)
-                    continue
-            jobs.append((call, done))
+            _, _, call, lookup, done = heapq.heappop(self._ingest_queue)
+            if done.set_running_or_notify_cancel():
+                jobs.append((call, lookup, done))
         if not jobs:
             return
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
+            found = iter(self.store.look_up([lk for _, lk, _ in jobs if lk is not None]))
+            calls = [call if lk is None else functools.partial(call, next(found))
+                     for call, lk, _ in jobs]
             with self._assignment():
-                for call, _ in jobs:
+                for call in calls:
                     try:
                         outcomes.append((call(), None))
                     except BaseException as exc:  # handed to the awaiting poll
                         outcomes.append((None, exc))
         except BaseException as exc:
             outcomes = [(None, exc)] * len(jobs)
-        for (_, done), (result, error) in zip(jobs, outcomes, strict=True):
+        for (_, _, done), (result, error) in zip(jobs, outcomes, strict=True):
             if error is None:
                 done.set_result(result)
             else:
@@ -820,7 +794,8 @@ class Service:
         entries = list(parsed.entries)
         queued = await self._in_time_order(
             at, self._assign, feed, state, entries, record, parsed.unchanged,
-            before=functools.partial(self._lookups, feed, state, entries, now))
+            lookup=Lookup(feed.name, tuple(e.key for e in entries),
+                          tuple(e.canonical_url for e in entries)))
         if queued:
             self.outbox.wake()
         await self._recovered(feed, state, now)
@@ -911,14 +886,17 @@ class Service:
         self.metrics.delivered(outcome.value, alert, self.now())
 
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                poll: PollRecord, unchanged: int, looked: Lookups) -> int:
-        """Group, match and record one poll's entries (on the ingest thread):
-        ``entries`` are those the parse made, ``unchanged`` the items the parse
-        recognised, ``looked`` what the store knows of them."""
+                poll: PollRecord, known: dict[str, tuple[str, str]], unchanged: int,
+                by_url: dict[str, str]) -> int:
+        """Decide, group, match and record one poll's entries (on the ingest thread):
+        ``entries`` are those the parse made, ``known`` those of them the store has
+        (``SqlStore.known``), ``unchanged`` the items the parse recognised, and
+        ``by_url`` the stories of their links (``SqlStore.story_by_url``)."""
         c = self.config
         now = poll.at
         first = state is None or state.first_polled_at is None
-        known, d, by_url = looked.known, looked.decision, dict(looked.by_url)
+        d = decide(entries, known, first_poll=first, now=now, backfill=c.backfill,
+                   retention=c.retention)
         window = c.dedupe.window
         added = [p for p in self._indexed.get(feed.name, []) if p[0] > now - window]
         room = index_room(added, now, window, self.index_budget)

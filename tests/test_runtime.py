@@ -285,12 +285,12 @@ async def test_ingests_queued_together_run_in_the_order_their_news_happened(
         assert await s._in_time_order(T0, lambda: "still running") == "still running"
 
 
-async def test_a_link_stored_between_the_lookups_and_the_hold_joins_its_story(
+async def test_a_link_stored_between_the_reads_and_the_hold_joins_its_story(
         tmp_path: Path, feed_server: FeedServer) -> None:
     """The store reads of an ingest run before the assignment lock is taken. An entry
     with the same link stored meanwhile (by another instance) is in the story the
     ingest joins, as if the reads had been made under the lock."""
-    from monitor.store import PollRecord, StoredEntry
+    from monitor.store import Found, Lookup, PollRecord, StoredEntry
     from monitor.types import Entry
     from monitor.urls import canonical_url
 
@@ -300,18 +300,19 @@ async def test_a_link_stored_between_the_lookups_and_the_hold_joins_its_story(
     feed_server.set("/b.xml", rss.render())
     async with Service(cfg.load(write_config(tmp_path, feed_server, ["/b.xml"])),
                        now=Clock(T0)) as s:
-        real = s._lookups
+        real = s.store.look_up
         url = canonical_url(link)
 
-        def then_another_instance_stores(*args: object) -> object:
-            looked = real(*args)  # type: ignore[arg-type]
+        def then_another_instance_stores(lookups: list[Lookup]) -> list[Found]:
+            found = real(lookups)
+            s.store.look_up = real  # type: ignore[method-assign]
             other = Entry(feed="elsewhere", key="x1", guid=None, link=link, canonical_url=url,
                           title="Storm breaks a dam", summary="", published=T0)
             s.store.ingest(PollRecord(feed="elsewhere", at=T0),
                            [StoredEntry(entry=other, story_id="s-elsewhere", seen_at=T0)], [])
-            return looked
+            return found
 
-        s._lookups = then_another_instance_stores  # type: ignore[assignment,method-assign]
+        s.store.look_up = then_another_instance_stores  # type: ignore[method-assign]
         await s.poll_all()
         [(story, _)] = s.store.known("b", [url]).values()
         assert story == "s-elsewhere"

@@ -217,6 +217,36 @@ def test_known_tells_entries_from_compact_keys_across_chunks(store: SqlStore) ->
     assert store.known("g", keys) == {}
 
 
+def test_look_up_answers_several_polls_at_once(store: SqlStore) -> None:
+    """A batch's reads in one go: each poll's known keys and linked stories, as
+    known() and story_by_url() say them, across chunks and with nothing to ask."""
+    from monitor.store import Lookup
+
+    def linked(key: str, story: str, url: str, feed: str = "f") -> StoredEntry:
+        return StoredEntry(entry=Entry(feed=feed, key=key, guid=None, link=url,
+                                       canonical_url=url, title=key, summary="",
+                                       published=NOW), story_id=story, seen_at=NOW)
+
+    store.ingest(PollRecord(feed="f", at=NOW),
+                 [linked(f"k{i}", f"s{i}", f"https://a.example/{i}") for i in range(300)], [])
+    store.ingest(PollRecord(feed="g", at=NOW),
+                 [linked("x", "s-low", "https://a.example/7", feed="g")], [])  # a second story
+    urls = tuple(f"https://a.example/{i}" for i in range(0, 600, 2))
+    f, g, none, only_links = store.look_up([
+        Lookup("f", tuple(f"k{i}" for i in range(0, 600, 3)), urls),
+        Lookup("g", ("x", "k1")),
+        Lookup("h"),
+        Lookup("", (), ("https://a.example/7", "", "https://b.example/")),
+    ])
+    assert f.known == {f"k{i}": (f"s{i}", f"k{i}") for i in range(0, 300, 3)}
+    assert f.by_url == {f"https://a.example/{i}": f"s{i}" for i in range(0, 300, 2)}
+    assert f.known == store.known("f", [f"k{i}" for i in range(0, 600, 3)])
+    assert g.known == {"x": ("s-low", "x")} and g.by_url == {}
+    assert none.known == {} and none.by_url == {}
+    assert only_links.known == {} and only_links.by_url == {"https://a.example/7": "s-low"}
+    assert store.story_by_url(urls) == f.by_url
+
+
 def test_entries_from_before_schema_6_count_as_watched(tmp_path: Path) -> None:
     path = tmp_path / "monitor.db"
     shutil.copy(DATA / "state-schema4.db", path)

@@ -230,6 +230,25 @@ def _schema(serial: str) -> list[str]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What :meth:`SqlStore.look_up` is asked about one poll: which of ``keys`` the
+    feed has seen, and the stories of ``urls``."""
+
+    feed: str
+    keys: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """:meth:`SqlStore.look_up`'s answer for one poll: as :meth:`SqlStore.known`
+    and :meth:`SqlStore.story_by_url` would say."""
+
+    known: dict[str, tuple[str, str]]
+    by_url: dict[str, str]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PollRecord:
     """The outcome of one poll of one feed, to be remembered.
@@ -492,6 +511,11 @@ class SqlStore:
             except Exception as exc:
                 raise self._error(exc, "fetch") from exc
 
+    def _q_many(self, queries: Sequence[tuple[str, tuple[Any, ...]]]) -> list[list[Any]]:
+        """Several queries' rows; PostgreSQL sends them all before reading an answer."""
+        with self._bound():
+            return [self._q(sql, params) for sql, params in queries]
+
     def _x(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Execute; the number of rows it changed."""
         return int(self._execute(sql, params).rowcount or 0)
@@ -737,39 +761,56 @@ class SqlStore:
 
     def known(self, feed: str, keys: Iterable[str]) -> dict[str, tuple[str, str]]:
         """For the keys already seen in ``feed``: key -> (story_id, stored title).
-        A key whose entry retention deleted maps to ("", ""). Entries and compact
-        keys are looked up in one query (a poll's one round trip for this)."""
-        keys = list(keys)
-        out: dict[str, tuple[str, str]] = {}
-        compact: list[str] = []
-        for i in range(0, len(keys), 250):
-            chunk = keys[i:i + 250]
-            hashes = {key_hash(k): k for k in chunk}
-            marks = ", ".join("?" * len(chunk))
-            for key, story, title in self._q(
-                    f"SELECT key, story_id, title FROM entries WHERE feed = ? AND key IN ({marks}) "
-                    "UNION ALL SELECT key_hash, NULL, NULL FROM seen_keys WHERE feed = ? "
-                    f"AND key_hash IN ({marks})", (feed, *chunk, feed, *hashes)):
-                if story is None:  # a compact key (entries.story_id is never NULL)
-                    compact.append(hashes[key])
-                else:
-                    out[key] = (story, title)
-        for key in compact:
-            out.setdefault(key, ("", ""))
-        return out
+        A key whose entry retention deleted maps to ("", "")."""
+        return self.look_up([Lookup(feed, tuple(keys))])[0].known
 
     def story_by_url(self, urls: Iterable[str]) -> dict[str, str]:
-        """canonical_url -> story_id for links already seen in any feed."""
-        urls = [u for u in set(urls) if u]
-        out: dict[str, str] = {}
-        for i in range(0, len(urls), 500):
-            chunk = urls[i:i + 500]
-            marks = ", ".join("?" * len(chunk))
-            for url, story in self._q(
-                    f"SELECT canonical_url, MIN(story_id) FROM entries "
-                    f"WHERE canonical_url IN ({marks}) GROUP BY canonical_url", tuple(chunk)):
-                out[url] = story
-        return out
+        """canonical_url -> story_id for links already seen in any feed (of several
+        stories, the smallest id)."""
+        return self.look_up([Lookup("", (), tuple(urls))])[0].by_url
+
+    def look_up(self, lookups: Sequence[Lookup]) -> list[Found]:
+        """:meth:`known` and :meth:`story_by_url` for several polls, in one go: one
+        query per poll (entries, compact keys and links together), all of them
+        sent before the first answer is read (one round trip on PostgreSQL).
+        The ingest thread makes a batch's reads this way."""
+        queries: list[tuple[str, tuple[Any, ...]]] = []
+        owner: list[tuple[int, dict[str, str]]] = []  # per query: its lookup, its hashes
+        for n, lk in enumerate(lookups):
+            keys, urls = list(lk.keys), [u for u in dict.fromkeys(lk.urls) if u]
+            for i in range(0, max(len(keys), len(urls)), 250):
+                chunk, links = keys[i:i + 250], urls[i:i + 250]
+                hashes = {key_hash(k): k for k in chunk}
+                parts: list[str] = []
+                params: list[Any] = []
+                if chunk:
+                    marks = ", ".join("?" * len(chunk))
+                    parts += [f"SELECT 0, key, story_id, title FROM entries WHERE feed = ? "
+                              f"AND key IN ({marks})",
+                              f"SELECT 1, key_hash, NULL, NULL FROM seen_keys WHERE feed = ? "
+                              f"AND key_hash IN ({marks})"]
+                    params += [lk.feed, *chunk, lk.feed, *hashes]
+                if links:
+                    parts.append(f"SELECT 2, canonical_url, MIN(story_id), NULL FROM entries "
+                                 f"WHERE canonical_url IN ({', '.join('?' * len(links))}) "
+                                 "GROUP BY canonical_url")
+                    params += links
+                queries.append((" UNION ALL ".join(parts), tuple(params)))
+                owner.append((n, hashes))
+        found = [Found({}, {}) for _ in lookups]
+        compact: list[list[str]] = [[] for _ in lookups]
+        for (n, hashes), rows in zip(owner, self._q_many(queries), strict=True):
+            for kind, name, story, title in rows:
+                if kind == 0:
+                    found[n].known[name] = (story, title)
+                elif kind == 1:  # a compact key: the entry itself is gone
+                    compact[n].append(hashes[name])
+                else:
+                    found[n].by_url[name] = story
+        for f, keys in zip(found, compact, strict=True):
+            for key in keys:
+                f.known.setdefault(key, ("", ""))
+        return found
 
     def _touch_seen(self, feed: str, keys: Sequence[str], at: datetime) -> None:
         """Keys still in their feed: their compact identity lives on (in the caller's tx)."""
