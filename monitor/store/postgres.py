@@ -13,8 +13,9 @@ queries are SQLite's; here:
   quoted text, and a raw cursor sends them as they are.
 * A transaction is one pipeline (:meth:`PostgresStore._pipelined`): what it
   sends costs no wait until it reads an answer, and batches go out with
-  executemany. Poll records and ingests commit without waiting for the disk
-  (SqlStore._lax_commit says why that loses nothing sent).
+  executemany. The queries of one :meth:`SqlStore.look_up` go out in one
+  pipeline too (:meth:`PostgresStore._q_many`). Poll records and ingests commit without
+  waiting for the disk (SqlStore._lax_commit says why that loses nothing sent).
 * Driver errors become StoreError in :meth:`PostgresStore._error` only.
 * Advisory locks: one around migrations (within their transaction), one held
   by the instance assigning entries to stories (:meth:`PostgresStore.assigning`).
