@@ -106,6 +106,23 @@ def test_a_due_feed_goes_to_one_claimant_until_its_lease_ends(store: SqlStore) -
     assert store.feed_state("b").polled_by == "two"  # type: ignore[union-attr]
 
 
+def test_a_claim_takes_the_most_overdue_free_feeds_up_to_its_limit(store: SqlStore) -> None:
+    """Never polled first, then by due time; held and not-yet-due feeds are passed
+    over and do not use up the limit."""
+    store.sync_feeds([(n, f"https://{n}.example/f") for n in "abcdefg"])
+    due = {"a": -1, "b": -30, "c": -10, "d": 10, "e": 20, "f": -20}  # minutes from NOW
+    for name, minutes in due.items():
+        store.record_poll(PollRecord(feed=name, at=NOW - timedelta(hours=1), status=200,
+                                     next_poll_at=NOW + timedelta(minutes=minutes)))
+    hour = timedelta(hours=1)
+    assert [st.name for st in store.claim_feeds(NOW, "one", hour, limit=2)] == ["g", "b"]
+    assert [st.name for st in store.claim_feeds(NOW, "two", hour, limit=2)] == ["f", "c"]
+    assert [st.name for st in store.claim_feeds(NOW, "two", hour, limit=5)] == ["a"]
+    assert store.claim_feeds(NOW, "three", hour) == []
+    assert [st.name for st in store.claim_feeds(NOW + timedelta(minutes=15), "three", LEASE,
+                                                limit=5)] == ["d"]
+
+
 def test_release_hands_claims_over_at_once(store: SqlStore) -> None:
     store.sync_feeds([("a", "https://a.example/f")])
     assert store.claim_feeds(NOW, "one", LEASE) and store.claim("lane:slack", "one", NOW,
