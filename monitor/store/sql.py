@@ -156,6 +156,11 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
 }
 
 
+def verb(sql: str) -> str:
+    """What a failed statement was doing, for its error: ``insert``, ``select``..."""
+    return sql.split(None, 1)[0].lower()
+
+
 def key_hash(key: str) -> str:
     """The compact form of an entry key that outlives the entry (128 bits)."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
@@ -524,7 +529,7 @@ class SqlStore:
             except StoreError:
                 raise
             except Exception as exc:
-                raise self._error(exc, sql.split(None, 1)[0].lower()) from exc
+                raise self._error(exc, verb(sql)) from exc
 
     def _q(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._bound():
