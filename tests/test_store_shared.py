@@ -131,6 +131,23 @@ def test_a_claim_takes_the_most_overdue_free_feeds_up_to_its_limit(store: SqlSto
                                                 limit=5)] == ["d"]
 
 
+def test_a_claim_keeps_its_limit_when_statistics_say_nothing_is_due(tmp_path: Path) -> None:
+    """Statistics from when every feed was due later (a cycle's polls recorded),
+    then every feed due at once: a plan trusting them had run the claim's pick
+    again for each due feed, and claimed hundreds past its limit."""
+    with fresh_store("postgres", tmp_path) as s:
+        names = [f"f{i:04d}" for i in range(2000)]
+        s.sync_feeds((n, f"https://x.example/{n}") for n in names)
+        s.record_polls([PollRecord(feed=n, at=NOW, status=200,
+                                   next_poll_at=NOW + timedelta(hours=1)) for n in names])
+        s._x("ANALYZE feeds")
+        s._x("UPDATE feeds SET next_poll_at = NULL")
+        got = [st.name for st in s.claim_feeds(NOW, "one", LEASE, limit=50)]
+        assert len(got) == 50 and len(set(got)) == 50
+        again = [st.name for st in s.claim_feeds(NOW, "two", LEASE, limit=50)]
+        assert len(again) == 50 and not set(again) & set(got)
+
+
 def test_release_hands_claims_over_at_once(store: SqlStore) -> None:
     store.sync_feeds([("a", "https://a.example/f")])
     assert store.claim_feeds(NOW, "one", LEASE) and store.claim("lane:slack", "one", NOW,

@@ -71,6 +71,7 @@ class PostgresStore(SqlStore):
     dialect = "postgres"
     serial = "BIGSERIAL PRIMARY KEY"
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    materialized = " MATERIALIZED"
     #: Connections: the service's store thread, its ingest thread (and the one
     #: holding the assignment lock), the delivery worker, the status page.
     pool_size = 8

@@ -431,6 +431,10 @@ class SqlStore:
     #: Appended to the SELECT that picks rows to claim: PostgreSQL's row locks let
     #: instances claim side by side; SQLite's one writer serialises claims anyway.
     skip_locked: ClassVar[str] = ""
+    #: After ``WITH name AS``: run the CTE once (PostgreSQL may otherwise fold it into
+    #: the query). SQLite runs an uncorrelated one once anyway, and before 3.35
+    #: does not know the word.
+    materialized: ClassVar[str] = ""
     #: Seconds a transient failure is retried before the caller sees it.
     retry_for: float = 5.0
 
@@ -679,20 +683,23 @@ class SqlStore:
         each due feed goes to one of them. A claim ends when the poll is recorded
         or when the lease runs out (the instance died), whichever comes first.
 
-        The inner query takes the first ``limit`` free feeds in due order and
-        the update keeps those due: the same feeds as asking for due ones, but
-        with no range for the planner to misjudge. Asked "due by now", it took
-        its statistics' word that few are (when a whole cycle comes due at once)
-        and sorted every due row for each claim; this way it walks ``feeds_due``
-        and stops after ``limit``.
+        ``picked`` is the first ``limit`` free feeds in due order, and the update
+        keeps those due: the same feeds as picking due ones, but with no range
+        for the planner to misjudge. Asked "due by now", it took its statistics'
+        word that few are (when a whole cycle comes due at once) and sorted every
+        due row for each claim; this way it walks ``feeds_due`` and stops after
+        ``limit``. ``picked`` is materialised, so it runs once whatever the plan:
+        as a plain subquery, a plan that expected one due feed ran it again for
+        each (3,000 times, seconds a claim).
         """
         rows = self._q(
-            f"UPDATE feeds SET lease_owner = ?, lease_until = ? WHERE {_DUE} <= ? AND name IN ("
-            "SELECT name FROM feeds WHERE gone_url IS NULL AND "
-            "(lease_until IS NULL OR lease_until <= ?) "
-            f"ORDER BY {_DUE} LIMIT ?{self.skip_locked}) "
+            f"WITH picked AS{self.materialized} (SELECT name FROM feeds WHERE gone_url IS NULL "
+            f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY {_DUE} "
+            f"LIMIT ?{self.skip_locked}) "
+            "UPDATE feeds SET lease_owner = ?, lease_until = ? "
+            f"WHERE {_DUE} <= ? AND name IN (SELECT name FROM picked) "
             f"RETURNING {_FEED_COLS}",
-            (owner, ts(now + lease), ts(now), ts(now), int(limit)))
+            (ts(now), int(limit), owner, ts(now + lease), ts(now)))
         states = [_feed_state(r) for r in rows]
         states.sort(key=lambda st: (st.next_poll_at is not None,
                                     st.next_poll_at or datetime.min.replace(tzinfo=UTC)))
