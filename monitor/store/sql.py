@@ -690,14 +690,16 @@ class SqlStore:
         due row for each claim; this way it walks ``feeds_due`` and stops after
         ``limit``. ``picked`` is materialised, so it runs once whatever the plan:
         as a plain subquery, a plan that expected one due feed ran it again for
-        each (3,000 times, seconds a claim).
+        each (3,000 times, seconds a claim). And it says which of its feeds are
+        due, so that the update finds its rows by name: a test of the feeds' own
+        due time had made the plan walk every due feed against every picked one.
         """
         rows = self._q(
-            f"WITH picked AS{self.materialized} (SELECT name FROM feeds WHERE gone_url IS NULL "
-            f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY {_DUE} "
-            f"LIMIT ?{self.skip_locked}) "
+            f"WITH picked AS{self.materialized} (SELECT name, {_DUE} AS due FROM feeds "
+            f"WHERE gone_url IS NULL AND (lease_until IS NULL OR lease_until <= ?) "
+            f"ORDER BY {_DUE} LIMIT ?{self.skip_locked}) "
             "UPDATE feeds SET lease_owner = ?, lease_until = ? "
-            f"WHERE {_DUE} <= ? AND name IN (SELECT name FROM picked) "
+            "WHERE name IN (SELECT name FROM picked WHERE due <= ?) "
             f"RETURNING {_FEED_COLS}",
             (ts(now), int(limit), owner, ts(now + lease), ts(now)))
         states = [_feed_state(r) for r in rows]
