@@ -62,8 +62,8 @@ def numbered(sql: str) -> str:
 def _serial_plans(conn: Any) -> None:
     """Every query here reads or writes a few rows by index: parallel workers
     never pay for themselves. Without statistics (a new table; a server with
-    autovacuum off) the planner guessed 166,000 rows for 50 links and forked
-    two workers for each lookup, 20-35 ms instead of under 1 ms."""
+    autovacuum off) the planner can misjudge a lookup by orders of magnitude
+    and fork workers for it, each costing far more than the lookup."""
     conn.execute("SET max_parallel_workers_per_gather = 0")
 
 

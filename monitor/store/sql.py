@@ -145,8 +145,8 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "CREATE INDEX entries_watched ON entries (seen_at, story_id) WHERE watched = 1",
     ),
     # 7: a feed row is written twice a poll (its claim, its record). The claim walks
-    # the due order by index and stops at its LIMIT (it had sorted the table), and
-    # no index covers the lease, so a claim can update its row in place.
+    # the due order by index and stops at its LIMIT, and no index covers the
+    # lease, so a claim can update its row in place.
     7: (
         "DROP INDEX feeds_lease",
         "DROP INDEX feeds_due",
@@ -684,15 +684,11 @@ class SqlStore:
         or when the lease runs out (the instance died), whichever comes first.
 
         ``picked`` is the first ``limit`` free feeds in due order, and the update
-        keeps those due: the same feeds as picking due ones, but with no range
-        for the planner to misjudge. Asked "due by now", it took its statistics'
-        word that few are (when a whole cycle comes due at once) and sorted every
-        due row for each claim; this way it walks ``feeds_due`` and stops after
-        ``limit``. ``picked`` is materialised, so it runs once whatever the plan:
-        as a plain subquery, a plan that expected one due feed ran it again for
-        each (3,000 times, seconds a claim). And it says which of its feeds are
-        due, so that the update finds its rows by name: a test of the feeds' own
-        due time had made the plan walk every due feed against every picked one.
+        keeps those due: the same feeds as picking due ones, but no plan hangs
+        on how many the statistics think are due (a whole cycle can come due at
+        once). It walks ``feeds_due`` and stops after ``limit``; materialised, it
+        runs once, so a plan cannot repeat it per row and claim past ``limit``;
+        and it carries each feed's due time, so the update finds rows by name.
         """
         rows = self._q(
             f"WITH picked AS{self.materialized} (SELECT name, {_DUE} AS due FROM feeds "
