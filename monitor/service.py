@@ -83,7 +83,16 @@ from monitor.parse import ParsedFeed, parse_document
 from monitor.render import Renderer, format_duration
 from monitor.schedule import Outcome as PollOutcome
 from monitor.schedule import Polled, PollLimits, hold_for, next_poll, publish_rate
-from monitor.store import Found, Lookup, PollRecord, SqlStore, StoredEntry, alert_id, open_store
+from monitor.store import (
+    Found,
+    Ingest,
+    Lookup,
+    PollRecord,
+    SqlStore,
+    StoredEntry,
+    alert_id,
+    open_store,
+)
 from monitor.types import (
     Alert,
     AlertStatus,
@@ -133,6 +142,18 @@ SEEN_FOR = timedelta(hours=1)
 #: Ingests run under one hold of the assignment lock at most: a bound on how long
 #: another instance's ingests wait for it.
 INGEST_BATCH = 32
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One poll's records, decided within a hold of the assignment lock and written
+    with the others of its batch (:meth:`Service._write`); after the hold,
+    ``then`` finishes the poll with the alerts queued, and returns the poll's
+    result."""
+
+    records: Ingest
+    then: Callable[[list[Alert]], int]
+    written: list[Alert] | BaseException | None = None  # the alerts queued, or why not
 
 
 class Backlog:
@@ -420,6 +441,7 @@ class Service:
         self.instance = instance_name(self.env)
         self._synced = 0  # the last entries row the story index has seen (any instance's)
         self._linked: dict[str, str] = {}  # canonical_url -> story, stored within a hold
+        self._unwritten: list[_Pending] = []  # decided within the hold, not yet written
         self._indexed: dict[str, list[tuple[datetime, int]]] = {}  # feed -> (poll, added)
         self._stack = AsyncExitStack()
         self.store: SqlStore
@@ -571,7 +593,7 @@ class Service:
             return self._fill_index(index, window)
 
     def _assign(self, feed: Feed, state: FeedState | None, entries: list[Entry],
-                poll: PollRecord, unchanged: int, found: Found) -> int:
+                poll: PollRecord, unchanged: int, found: Found) -> _Pending:
         """:meth:`_ingest` as one instance of several (on the ingest thread, within
         the batch's :meth:`_assignment`), with what the store said of the entries
         before the hold (:meth:`_ingest_next`). Which of them are new is the
@@ -629,15 +651,15 @@ class Service:
         """Run a store call on the store's thread: the loop never waits on its lock."""
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
-    async def _in_time_order(self, at: datetime, fn: Callable[..., _T], *args: Any,
-                             lookup: Lookup | None = None) -> _T:
+    async def _in_time_order(self, at: datetime, fn: Callable[..., _Pending], *args: Any,
+                             lookup: Lookup | None = None) -> int:
         """:meth:`_owned`, but among the calls queued for the ingest thread together,
         the one whose entries happened first (``at``) runs first: polls that finish
         at once (a cycle's first polls, ``run --once``) are grouped in the order
         their news happened, as one poll's entries are (``decide``). With a
         ``lookup``, what the store finds for it is ``fn``'s last argument."""
-        job: tuple[datetime, int, Callable[..., _T], Lookup | None,
-                   concurrent.futures.Future[_T]] = (
+        job: tuple[datetime, int, Callable[..., _Pending], Lookup | None,
+                   concurrent.futures.Future[int]] = (
             at, next(self._ingest_seq), functools.partial(fn, *args), lookup,
             concurrent.futures.Future())
         heapq.heappush(self._ingest_queue, job)
@@ -650,33 +672,70 @@ class Service:
         the hold: the lock serialises every instance's ingests, and a round trip
         made under it is one all the others wait for. One call per queued
         ingest: a call finding the queue emptied by an earlier one's batch has
-        nothing to do. A failing ingest fails its own poll; failing reads or a
-        failing hold, every poll of the batch."""
-        jobs: list[tuple[Callable[..., Any], Lookup | None, concurrent.futures.Future[Any]]] = []
+        nothing to do. Their writes go last, together (:meth:`_write`). A
+        failing ingest fails its own poll; failing reads or a failing hold,
+        every poll of the batch."""
+        jobs: list[tuple[Callable[..., _Pending], Lookup | None,
+                         concurrent.futures.Future[int]]] = []
         while self._ingest_queue and len(jobs) < INGEST_BATCH:
             _, _, call, lookup, done = heapq.heappop(self._ingest_queue)
             if done.set_running_or_notify_cancel():
                 jobs.append((call, lookup, done))
         if not jobs:
             return
-        outcomes: list[tuple[Any, BaseException | None]] = []
+        outcomes: list[tuple[int, BaseException | None]] = []
         try:
             found = iter(self.store.look_up([lk for _, lk, _ in jobs if lk is not None]))
             calls = [call if lk is None else functools.partial(call, next(found))
                      for call, lk, _ in jobs]
             with self._assignment():
-                for call in calls:
+                decided: list[_Pending | BaseException] = []
+                try:
+                    for call in calls:
+                        try:
+                            pending = call()
+                        except BaseException as exc:  # handed to the awaiting poll
+                            decided.append(exc)
+                            continue
+                        decided.append(pending)
+                        self._unwritten.append(pending)
+                    self._write()
+                finally:
+                    self._unwritten = []
+            for d in decided:  # after the hold: logs and counts need no lock
+                if isinstance(d, BaseException):
+                    outcomes.append((0, d))
+                elif isinstance(d.written, BaseException) or d.written is None:
+                    outcomes.append((0, d.written or StoreError("not written")))
+                else:
                     try:
-                        outcomes.append((call(), None))
-                    except BaseException as exc:  # handed to the awaiting poll
-                        outcomes.append((None, exc))
+                        outcomes.append((d.then(d.written), None))
+                    except BaseException as exc:
+                        outcomes.append((0, exc))
         except BaseException as exc:
-            outcomes = [(None, exc)] * len(jobs)
+            outcomes = [(0, exc)] * len(jobs)
         for (_, _, done), (result, error) in zip(jobs, outcomes, strict=True):
             if error is None:
                 done.set_result(result)
             else:
                 done.set_exception(error)
+
+    def _write(self) -> None:
+        """Write the records decided so far in this hold, in one store call (on the
+        ingest thread, within the hold). One transaction and one round trip for
+        the batch instead of one each: the hold, which every other instance's
+        ingests wait for, is spent deciding, not waiting on the database. A
+        poll whose records are refused fails alone (``SqlStore.ingest_all``)."""
+        batch, self._unwritten = self._unwritten, []
+        if not batch:
+            return
+        written: Sequence[list[Alert] | BaseException]
+        try:
+            written = self.store.ingest_all([p.records for p in batch])
+        except BaseException as exc:  # handed to every poll of the batch
+            written = [exc] * len(batch)
+        for p, w in zip(batch, written, strict=True):
+            p.written = w
 
     async def _owned(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` on the ingest thread, the one owner of the story index."""
@@ -887,8 +946,9 @@ class Service:
 
     def _ingest(self, feed: Feed, state: FeedState | None, entries: list[Entry],
                 poll: PollRecord, known: dict[str, tuple[str, str]], unchanged: int,
-                by_url: dict[str, str]) -> int:
-        """Decide, group, match and record one poll's entries (on the ingest thread):
+                by_url: dict[str, str]) -> _Pending:
+        """Decide, group and match one poll's entries, and what to record (on the
+        ingest thread, within a hold; :meth:`_write` records it):
         ``entries`` are those the parse made, ``known`` those of them the store has
         (``SqlStore.known``), ``unchanged`` the items the parse recognised, and
         ``by_url`` the stories of their links (``SqlStore.story_by_url``)."""
@@ -932,6 +992,8 @@ class Service:
         recent: dict[tuple[str, str], int] = {}
         for name in {m.watchlist for m, _ in matches}:
             if self.watchlists[name].max_per_hour is not None:
+                if any(a.watchlist == name for p in self._unwritten for a in p.records.alerts):
+                    self._write()  # what counts against the limit includes this batch's
                 for dest, n in self.store.immediate_since(name, now - timedelta(hours=1)).items():
                     recent[(name, dest)] = n
         self._indexed[feed.name] = [*added, (now, indexed)] if indexed else added
@@ -939,28 +1001,30 @@ class Service:
             logger.warning("feed.index_budget feed=%s grouped_by_url=%d (over %d entries in %s)",
                            feed.name, len(d.new) - room, self.index_budget, window)
         alerts = alerts_for(matches, self.watchlists, now, recent)
-        queued = self.store.ingest(
-            poll, stored, alerts, d.retitled,
-            present=[e.key for e in entries if e.key in known and not known[e.key][0]])
         for se in stored:  # for the batch's next ingests (_assign)
             link(self._linked, se.entry.canonical_url, se.story_id)
         # Here, not with the hourly prune: the index is this thread's, and a feed
         # rotating many entries per poll must not outgrow the window in between.
         self.index.expire(now)
-        # A poll that found nothing new is routine: debug, so the journal shows news
-        # (and a feed's first poll, which sets what counts as new from then on).
-        logger.log(logging.INFO if d.new or first else logging.DEBUG,
-                   "feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s%s",
-                   feed.name, len(entries) + unchanged, len(d.new), len(matches), len(queued),
-                   f" unchanged={unchanged}" if unchanged else "",
-                   " first_poll=1" if first else "")
-        self.tally.new += len(d.new)
-        self.metrics.polls.labels(feed.name, "ok").inc()
-        self.metrics.entries.labels(feed.name).inc(len(entries) + unchanged)
-        self.metrics.new_entries.labels(feed.name).inc(len(d.new))
-        for m, _ in matches:
-            self.metrics.matches.labels(m.watchlist).inc()
-        return len(queued)
+
+        def then(queued: list[Alert]) -> int:
+            # A poll that found nothing new is routine: debug, so the journal shows news
+            # (and a feed's first poll, which sets what counts as new from then on).
+            logger.log(logging.INFO if d.new or first else logging.DEBUG,
+                       "feed.polled feed=%s entries=%d new=%d matches=%d queued=%d%s%s",
+                       feed.name, len(entries) + unchanged, len(d.new), len(matches),
+                       len(queued), f" unchanged={unchanged}" if unchanged else "",
+                       " first_poll=1" if first else "")
+            self.tally.new += len(d.new)
+            self.metrics.polls.labels(feed.name, "ok").inc()
+            self.metrics.entries.labels(feed.name).inc(len(entries) + unchanged)
+            self.metrics.new_entries.labels(feed.name).inc(len(d.new))
+            for m, _ in matches:
+                self.metrics.matches.labels(m.watchlist).inc()
+            return len(queued)
+
+        present = [e.key for e in entries if e.key in known and not known[e.key][0]]
+        return _Pending(Ingest(poll, stored, alerts, d.retitled, present), then)
 
     def _apply_splits(self) -> None:
         """Move entries that `news-monitor stories split` gave a story of their own."""

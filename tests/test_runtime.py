@@ -17,7 +17,15 @@ from servers import FeedServer, SlackServer
 from test_delivery import Clock
 
 from monitor import config as cfg
-from monitor.service import POOL_FROM_FEEDS, Backlog, Service, parse_workers, renewing
+from monitor.service import (
+    POOL_FROM_FEEDS,
+    Backlog,
+    Service,
+    _Pending,
+    parse_workers,
+    renewing,
+)
+from monitor.store import Ingest, PollRecord
 
 T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -273,8 +281,13 @@ async def test_ingests_queued_together_run_in_the_order_their_news_happened(
 
         s.store.assigning = counted  # type: ignore[method-assign]
         ran: list[str] = []
-        later = asyncio.ensure_future(s._in_time_order(T0 + timedelta(hours=1), ran.append, "B"))
-        sooner = asyncio.ensure_future(s._in_time_order(T0, ran.append, "A"))
+
+        def ingest(name: str, result: int = 0) -> _Pending:
+            ran.append(name)
+            return _Pending(Ingest(PollRecord(feed="a", at=T0), []), lambda queued: result)
+
+        later = asyncio.ensure_future(s._in_time_order(T0 + timedelta(hours=1), ingest, "B"))
+        sooner = asyncio.ensure_future(s._in_time_order(T0, ingest, "A"))
         await asyncio.sleep(0.05)  # both queued behind the busy one
         gate.set()
         await asyncio.gather(busy, later, sooner)
@@ -282,7 +295,43 @@ async def test_ingests_queued_together_run_in_the_order_their_news_happened(
         assert holds == 1  # one hold of the assignment lock for both
         with pytest.raises(ZeroDivisionError):  # a failing ingest fails its own poll only
             await s._in_time_order(T0, lambda: 1 // 0)
-        assert await s._in_time_order(T0, lambda: "still running") == "still running"
+        assert await s._in_time_order(T0, ingest, "C", 7) == 7
+
+
+async def test_max_per_hour_counts_the_alerts_of_its_own_batch(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """A batch's records are written together at its end, but the count that
+    max_per_hour is checked against still sees the batch's own alerts."""
+    import threading
+
+    a, b = story_feed(1), story_feed(1)
+    feed_server.set("/a.xml", a.render())
+    feed_server.set("/b.xml", b.render())
+    path = write_config(tmp_path, feed_server, ["/a.xml", "/b.xml"], (
+        f"destinations:\n  desk: {{type: slack, channel: '#d', token: xoxb-test-token, "
+        f"base_url: '{slack_server.base_url}'}}\nwatchlists: watchlists/\n"))
+    (tmp_path / "watchlists" / "capped.yaml").write_text(
+        "name: capped\nany: [Kherson, Odesa]\nnotify: [desk]\nmax_per_hour: 1\n")
+    clock = Clock(T0)
+    async with Service(cfg.load(path), now=clock) as s:
+        await s.poll_all()  # what counts as new from now on
+        clock.advance(minutes=6)
+        a.add("Strike on Kherson port", "https://a.example/kherson", published=clock())
+        b.add("Odesa grain terminal reopens", "https://b.example/odesa", published=clock())
+        feed_server.set("/a.xml", a.render())
+        feed_server.set("/b.xml", b.render())
+        gate = threading.Event()
+        busy = asyncio.ensure_future(s._owned(gate.wait, 10))  # the ingest thread is busy
+        polls = asyncio.ensure_future(s.poll_all())
+        for _ in range(200):  # both polls queued behind the busy one: one batch
+            if len(s._ingest_queue) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(s._ingest_queue) == 2
+        gate.set()
+        await asyncio.gather(busy, polls)
+        alerts = s.store.list_alerts()
+    assert sorted((a.hold_reason or "") for a in alerts) == ["", "max_per_hour"]
 
 
 async def test_a_link_stored_between_the_reads_and_the_hold_joins_its_story(

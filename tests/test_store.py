@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from stores import fresh_store
 
-from monitor.store import PollRecord, SqlStore, StoredEntry, alert_id, open_store
+from monitor.errors import StoreError
+from monitor.store import Ingest, PollRecord, SqlStore, StoredEntry, alert_id, open_store
 from monitor.store.sql import SCHEMA_VERSION
 from monitor.types import Alert, AlertStatus, Entry, Receipt
 
@@ -69,6 +70,35 @@ def test_ingest_queues_once_per_watchlist_story(store: SqlStore) -> None:
     assert store.story_by_url([e1.canonical_url]) == {e1.canonical_url: "s1"}
     story = store.story("s1")
     assert story is not None and [s.feed for s in story.sources] == ["f", "g"]
+
+
+def test_a_batch_of_ingests_is_written_as_each_would_be(store: SqlStore) -> None:
+    e1, e2, e3 = entry("f", "a", "Troops"), entry("g", "b", "Troops too"), entry("h", "c")
+    out = store.ingest_all([
+        Ingest(poll(), [StoredEntry(entry=e1, story_id="s1", seen_at=NOW)], [alert(e1, "s1")]),
+        # The same story later in the batch: no second alert for the watchlist.
+        Ingest(poll("g"), [StoredEntry(entry=e2, story_id="s1", seen_at=NOW)],
+               [alert(e2, "s1")]),
+        Ingest(poll("h"), [StoredEntry(entry=e3, story_id="s3", seen_at=NOW)],
+               [alert(e3, "s3")]),
+    ])
+    assert [[a.story_id for a in q] for q in out] == [["s1"], [], ["s3"]]  # type: ignore[union-attr]
+    assert {st.name for st in store.feed_states().values()} == {"f", "g", "h"}
+    assert store.known("g", ["b"]) == {"b": ("s1", "Troops too")}
+    assert len(store.list_alerts()) == 2
+
+
+def test_a_refused_record_fails_its_own_poll_in_a_batch(store: SqlStore) -> None:
+    good, bad = entry("f", "a"), entry("g", "b", "NUL \0 inside")
+    out = store.ingest_all([
+        Ingest(poll(), [StoredEntry(entry=good, story_id="s1", seen_at=NOW)], [alert(good, "s1")]),
+        Ingest(poll("g"), [StoredEntry(entry=bad, story_id="s2", seen_at=NOW)]),
+    ])
+    assert isinstance(out[1], StoreError) and "NUL" in str(out[1])
+    assert [a.story_id for a in out[0]] == ["s1"]  # type: ignore[union-attr]
+    assert store.known("f", ["a"]) == {"a": ("s1", "Title")}
+    assert store.feed_state("g") is None  # nothing of the refused poll is kept
+    assert [a.story_id for a in store.list_alerts()] == ["s1"]
 
 
 def test_outbox_lifecycle(store: SqlStore) -> None:

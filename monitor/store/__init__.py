@@ -13,9 +13,10 @@ keys and locking (PostgreSQL: a connection pool, row and advisory locks).
 from __future__ import annotations
 
 from monitor.errors import StoreError
-from monitor.store.sql import Found, Lookup, PollRecord, SqlStore, StoredEntry, alert_id
+from monitor.store.sql import Found, Ingest, Lookup, PollRecord, SqlStore, StoredEntry, alert_id
 
-__all__ = ["Found", "Lookup", "PollRecord", "SqlStore", "StoredEntry", "alert_id", "open_store"]
+__all__ = ["Found", "Ingest", "Lookup", "PollRecord", "SqlStore", "StoredEntry", "alert_id",
+           "open_store"]
 
 
 def open_store(url: str, *, upgrade: bool = True) -> SqlStore:

@@ -314,6 +314,18 @@ class StoredEntry:
     watched: bool = True  # a watchlist matched it when it was stored
 
 
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """One poll's records, as :meth:`SqlStore.ingest` takes them (for
+    :meth:`SqlStore.ingest_all`)."""
+
+    poll: PollRecord
+    entries: Sequence[StoredEntry]
+    alerts: Sequence[Alert] = ()
+    retitled: Sequence[Entry] = ()
+    present: Sequence[str] = ()
+
+
 _FEED_COLS = ("name, etag, last_modified, first_polled_at, last_polled_at, last_error, failures, "
               "last_success_at, failing_since, status, next_poll_at, per_day, response_ms, "
               "body_hash, hint_s, gone_url, ops_alerted, polled_by, seen, seen_since")
@@ -878,40 +890,69 @@ class SqlStore:
         (Slack chat.update, "also reported by").
         """
         with self._tx(durable=False):
-            self._record_poll(poll)
-            if present:
-                self._touch_seen(poll.feed, present, poll.at)
-            # Row by row as before, sent as three batches (each statement's rows in
-            # order): the same result, without a round trip per row and statement.
-            rows, stories, updates = [], [], []
-            seen_ts: dict[datetime, str | None] = {}  # a poll's entries share one seen_at
-            for se in entries:
-                e = se.entry
-                writable(e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary)
-                j = se.join if se.join is not None and se.join.story_id is not None else None
-                seen = seen_ts.get(se.seen_at)
-                if seen is None:
-                    seen = seen_ts[se.seen_at] = ts(se.seen_at)
-                rows.append((e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary,
-                             ts(e.published), seen, se.story_id,
-                             j.how if j else "", j.score if j else 0.0, j.bar if j else 0.0,
-                             " ".join(j.evidence) if j else "", int(j.weak) if j else 0,
-                             int(se.watched)))
-                stories.append((se.story_id, e.title, seen, seen))
-                updates.append((se.story_id, AlertStatus.SENT.value, e.feed))
-            self._xmany(
-                f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?, ?) ON CONFLICT (feed, key) DO NOTHING", rows)
-            self._xmany(
-                "INSERT INTO stories (id, title, first_seen, last_seen) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen", stories)
-            self._xmany("UPDATE alerts SET update_due = 1 WHERE story_id = ? AND status = ? "
-                        "AND remote_id IS NOT NULL AND entry_feed <> ?", updates)
-            for e in retitled:
-                self._send("UPDATE entries SET title = ?, summary = ? WHERE feed = ? AND key = ?",
-                           (e.title, e.summary, e.feed, e.key))
-            queued = self._queue_alerts(alerts)
-        return queued
+            return self._ingest(Ingest(poll, entries, alerts, retitled, present))
+
+    def ingest_all(self, ingests: Sequence[Ingest]) -> list[list[Alert] | StoreError]:
+        """Several polls' :meth:`ingest`, in one transaction: one commit, and on
+        PostgreSQL one round trip (with one more for each alert), where the
+        ingest thread holds the assignment lock and every round trip is one
+        that other instances wait for. Per poll: the alerts queued, or why its
+        records were refused. A refusal rolls the lot back, and each is then
+        written on its own, so only that poll fails; a transient error (the
+        database away) is retried whole, as every call is."""
+        if not ingests:
+            return []
+        try:
+            with self._tx(durable=False):
+                return [self._ingest(i) for i in ingests]
+        except StoreError as exc:
+            if exc.transient or len(ingests) == 1:
+                raise
+        out: list[list[Alert] | StoreError] = []
+        for i in ingests:
+            try:
+                out.append(self.ingest(i.poll, i.entries, i.alerts, i.retitled, i.present))
+            except StoreError as exc:
+                out.append(exc)
+        return out
+
+    def _ingest(self, ingest: Ingest) -> list[Alert]:
+        """:meth:`ingest` in the caller's transaction."""
+        poll, entries, alerts, retitled, present = (
+            ingest.poll, ingest.entries, ingest.alerts, ingest.retitled, ingest.present)
+        self._record_poll(poll)
+        if present:
+            self._touch_seen(poll.feed, present, poll.at)
+        # Row by row as before, sent as three batches (each statement's rows in
+        # order): the same result, without a round trip per row and statement.
+        rows, stories, updates = [], [], []
+        seen_ts: dict[datetime, str | None] = {}  # a poll's entries share one seen_at
+        for se in entries:
+            e = se.entry
+            writable(e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary)
+            j = se.join if se.join is not None and se.join.story_id is not None else None
+            seen = seen_ts.get(se.seen_at)
+            if seen is None:
+                seen = seen_ts[se.seen_at] = ts(se.seen_at)
+            rows.append((e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary,
+                         ts(e.published), seen, se.story_id,
+                         j.how if j else "", j.score if j else 0.0, j.bar if j else 0.0,
+                         " ".join(j.evidence) if j else "", int(j.weak) if j else 0,
+                         int(se.watched)))
+            stories.append((se.story_id, e.title, seen, seen))
+            updates.append((se.story_id, AlertStatus.SENT.value, e.feed))
+        self._xmany(
+            f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?) ON CONFLICT (feed, key) DO NOTHING", rows)
+        self._xmany(
+            "INSERT INTO stories (id, title, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen", stories)
+        self._xmany("UPDATE alerts SET update_due = 1 WHERE story_id = ? AND status = ? "
+                    "AND remote_id IS NOT NULL AND entry_feed <> ?", updates)
+        for e in retitled:
+            self._send("UPDATE entries SET title = ?, summary = ? WHERE feed = ? AND key = ?",
+                       (e.title, e.summary, e.feed, e.key))
+        return self._queue_alerts(alerts)
 
     def _queue_alerts(self, alerts: Sequence[Alert]) -> list[Alert]:
         """Queue each alert whose (watchlist, story) pair was not alerted before (in the
