@@ -792,20 +792,20 @@ class SqlStore:
         with self._tx():
             self._x("UPDATE feeds SET ops_alerted = ? WHERE name = ?", (int(alerted), name))
 
-    def _record_poll(self, poll: PollRecord) -> None:
-        self._send(*_poll_row(poll))
+    def _record_polls(self, polls: Iterable[PollRecord]) -> None:
+        """In the caller's transaction. Runs of one statement go as one batch (in
+        order: a feed polled twice in a batch keeps its last record)."""
+        for sql, run in itertools.groupby(map(_poll_row, polls), key=lambda r: r[0]):
+            self._xmany(sql, [params for _, params in run])
 
     def record_poll(self, poll: PollRecord) -> None:
         with self._tx(durable=False):
-            self._record_poll(poll)
+            self._record_polls([poll])
 
     def record_polls(self, polls: Sequence[PollRecord]) -> None:
         """Several polls' records in one transaction (the service's group commit)."""
         with self._tx(durable=False):
-            # Runs of one statement go as one batch (in order: a feed polled twice in a
-            # batch keeps its last record).
-            for sql, run in itertools.groupby(map(_poll_row, polls), key=lambda r: r[0]):
-                self._xmany(sql, [params for _, params in run])
+            self._record_polls(polls)
 
     # -- entries -----------------------------------------------------------------------
 
@@ -890,7 +890,7 @@ class SqlStore:
         (Slack chat.update, "also reported by").
         """
         with self._tx(durable=False):
-            return self._ingest(Ingest(poll, entries, alerts, retitled, present))
+            return self._ingest([Ingest(poll, entries, alerts, retitled, present)])[0]
 
     def ingest_all(self, ingests: Sequence[Ingest]) -> list[list[Alert] | StoreError]:
         """Several polls' :meth:`ingest`, in one transaction: one commit, and on
@@ -904,7 +904,7 @@ class SqlStore:
             return []
         try:
             with self._tx(durable=False):
-                return [self._ingest(i) for i in ingests]
+                return list(self._ingest(ingests))
         except StoreError as exc:
             if exc.transient or len(ingests) == 1:
                 raise
@@ -916,31 +916,32 @@ class SqlStore:
                 out.append(exc)
         return out
 
-    def _ingest(self, ingest: Ingest) -> list[Alert]:
-        """:meth:`ingest` in the caller's transaction."""
-        poll, entries, alerts, retitled, present = (
-            ingest.poll, ingest.entries, ingest.alerts, ingest.retitled, ingest.present)
-        self._record_poll(poll)
-        if present:
-            self._touch_seen(poll.feed, present, poll.at)
-        # Row by row as before, sent as three batches (each statement's rows in
-        # order): the same result, without a round trip per row and statement.
+    def _ingest(self, ingests: Sequence[Ingest]) -> list[list[Alert]]:
+        """:meth:`ingest` for each of ``ingests``, in the caller's transaction. Each
+        statement's rows, from all of them, go as one batch, in order: the same
+        result as one poll after another (no poll's rows touch another's: each
+        is its own feed's, and an alert queued here is not yet one to update),
+        with one batch per statement rather than one per poll and statement."""
+        self._record_polls(i.poll for i in ingests)
         rows, stories, updates = [], [], []
         seen_ts: dict[datetime, str | None] = {}  # a poll's entries share one seen_at
-        for se in entries:
-            e = se.entry
-            writable(e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary)
-            j = se.join if se.join is not None and se.join.story_id is not None else None
-            seen = seen_ts.get(se.seen_at)
-            if seen is None:
-                seen = seen_ts[se.seen_at] = ts(se.seen_at)
-            rows.append((e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary,
-                         ts(e.published), seen, se.story_id,
-                         j.how if j else "", j.score if j else 0.0, j.bar if j else 0.0,
-                         " ".join(j.evidence) if j else "", int(j.weak) if j else 0,
-                         int(se.watched)))
-            stories.append((se.story_id, e.title, seen, seen))
-            updates.append((se.story_id, AlertStatus.SENT.value, e.feed))
+        for i in ingests:
+            if i.present:
+                self._touch_seen(i.poll.feed, i.present, i.poll.at)
+            for se in i.entries:
+                e = se.entry
+                writable(e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary)
+                j = se.join if se.join is not None and se.join.story_id is not None else None
+                seen = seen_ts.get(se.seen_at)
+                if seen is None:
+                    seen = seen_ts[se.seen_at] = ts(se.seen_at)
+                rows.append((e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary,
+                             ts(e.published), seen, se.story_id,
+                             j.how if j else "", j.score if j else 0.0, j.bar if j else 0.0,
+                             " ".join(j.evidence) if j else "", int(j.weak) if j else 0,
+                             int(se.watched)))
+                stories.append((se.story_id, e.title, seen, seen))
+                updates.append((se.story_id, AlertStatus.SENT.value, e.feed))
         self._xmany(
             f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
             "?, ?, ?, ?, ?, ?) ON CONFLICT (feed, key) DO NOTHING", rows)
@@ -949,10 +950,11 @@ class SqlStore:
             "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen", stories)
         self._xmany("UPDATE alerts SET update_due = 1 WHERE story_id = ? AND status = ? "
                     "AND remote_id IS NOT NULL AND entry_feed <> ?", updates)
-        for e in retitled:
-            self._send("UPDATE entries SET title = ?, summary = ? WHERE feed = ? AND key = ?",
-                       (e.title, e.summary, e.feed, e.key))
-        return self._queue_alerts(alerts)
+        for i in ingests:
+            for e in i.retitled:
+                self._send("UPDATE entries SET title = ?, summary = ? WHERE feed = ? AND key = ?",
+                           (e.title, e.summary, e.feed, e.key))
+        return [self._queue_alerts(i.alerts) for i in ingests]
 
     def _queue_alerts(self, alerts: Sequence[Alert]) -> list[Alert]:
         """Queue each alert whose (watchlist, story) pair was not alerted before (in the
