@@ -588,8 +588,8 @@ class Service:
     def _fill_synced(self, index: StoryIndex, window: timedelta) -> int:
         """:meth:`_fill_index` under the assignment lock, noting the last row it saw:
         from there :meth:`_assign` adds what other instances store."""
-        with self.store.assigning():
-            self._synced = self.store.entries_after(-1)[0]
+        with self.store.assigning() as hold:
+            self._synced = hold.last
             return self._fill_index(index, window)
 
     def _assign(self, feed: Feed, state: FeedState | None, entries: list[Entry],
@@ -615,8 +615,8 @@ class Service:
         batch, not once per poll. ``_linked`` holds the links stored since the
         batch's reads were made (those entries, then the batch's own)."""
         self._apply_splits()
-        with self.store.assigning():
-            self._synced, fresh = self.store.entries_after(self._synced)
+        with self.store.assigning(self._synced) as hold:
+            self._synced, fresh = hold.last, hold.fresh
             self._linked = {}
             for se in fresh:
                 link(self._linked, se.entry.canonical_url, se.story_id)
@@ -634,7 +634,7 @@ class Service:
                 yield
             finally:
                 self._linked = {}
-            self._synced = self.store.entries_after(-1)[0]
+        self._synced = hold.last
 
     def _feed_health(self) -> list[tuple[str, FeedState | None]]:
         """Each configured feed's stored state, in one query (for /metrics)."""

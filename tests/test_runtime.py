@@ -26,6 +26,7 @@ from monitor.service import (
     renewing,
 )
 from monitor.store import Ingest, PollRecord
+from monitor.store.sql import Hold
 
 T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -273,11 +274,11 @@ async def test_ingests_queued_together_run_in_the_order_their_news_happened(
         real = s.store.assigning
 
         @contextlib.contextmanager
-        def counted() -> Iterator[None]:
+        def counted(after: int = -1) -> Iterator[Hold]:
             nonlocal holds
             holds += 1
-            with real():
-                yield
+            with real(after) as hold:
+                yield hold
 
         s.store.assigning = counted  # type: ignore[method-assign]
         ran: list[str] = []

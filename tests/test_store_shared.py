@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from stores import fresh_store, state_url
 
-from monitor.store import PollRecord, SqlStore, StoredEntry, open_store
+from monitor.store import Ingest, PollRecord, SqlStore, StoredEntry, open_store
 from monitor.store.postgres import numbered
 from monitor.store.sql import SCHEMA_VERSION
 from monitor.types import Entry
@@ -195,6 +195,46 @@ def test_entries_after_comes_in_pages_and_misses_none(store: SqlStore) -> None:
     newer, got = store.entries_after(last)
     assert [g.entry.key for g in got] == [f"k{i}" for i in range(n)]
     assert newer == store.entries_after(-1)[0]
+
+
+def test_a_hold_starts_with_what_was_stored_and_ends_at_its_own_last_row(
+        store: SqlStore) -> None:
+    last, _ = store.entries_after(-1)
+    store.ingest(PollRecord(feed="f", at=NOW), [stored("before", "s1")], [])
+    with store.assigning(last) as hold:
+        assert [se.entry.key for se in hold.fresh] == ["before"]
+        start = hold.last
+        store.ingest_all([Ingest(PollRecord(feed="f", at=NOW), [stored("within", "s2")])])
+    assert hold.last == store.entries_after(-1)[0] > start
+    assert store.entries_after(start)[1][0].entry.key == "within"
+
+
+def test_an_instance_s_hold_waits_for_another_s_and_sees_its_entries(tmp_path: Path) -> None:
+    """The assignment lock and the first read go out together (PostgresStore.assigning):
+    the read must still see what the previous holder stored before releasing."""
+    with state_url("postgres", tmp_path) as url:
+        one, two = open_store(url), open_store(url)
+        try:
+            start, _ = one.entries_after(-1)
+            seen: list[str] = []
+
+            def second() -> None:
+                with two.assigning(start) as hold:
+                    seen.extend(se.entry.key for se in hold.fresh)
+
+            with one.assigning(start):
+                waiting = threading.Thread(target=second)
+                waiting.start()
+                waiting.join(0.5)
+                assert waiting.is_alive()  # held by the first
+                one.ingest_all([Ingest(PollRecord(feed="f", at=NOW), [stored("first", "s")])])
+            waiting.join(10)
+            assert not waiting.is_alive() and seen == ["first"]
+            with two.assigning(-1) as hold:  # released: taken again at once
+                assert hold.last == two.entries_after(-1)[0]
+        finally:
+            one.close()
+            two.close()
 
 
 def test_watched_since_reads_the_watched_stories_only(store: SqlStore) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from monitor import redact
 from monitor.errors import StoreError
-from monitor.store.sql import SqlStore, _retrying, verb
+from monitor.store.sql import Hold, SqlStore, _after, _retrying, verb
 
 #: Advisory lock keys (any two bigints distinct from other applications' on the
 #: same database): ASCII "nm" and a number.
@@ -186,39 +186,57 @@ class PostgresStore(SqlStore):
         self._x("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
 
     @contextmanager
-    def assigning(self) -> Iterator[None]:
+    def assigning(self, after: int = -1) -> Iterator[Hold]:
         """Hold the cluster's assignment lock on a connection of its own while the
-        block runs (its queries use others). The server drops the lock with the
+        block runs, and make the block's store calls on this thread use it. Taking
+        the lock and the first read of :meth:`entries_after` are one round trip,
+        the last row and the release another: every round trip made in the hold
+        is one the other instances wait for. The server drops the lock with the
         connection, so an instance that dies never keeps it."""
-        conn = self._lock_assigning()
+        conn, rows = self._lock_assigning(after)
+        self._local.conn = conn
+        released = False
         try:
-            yield
+            hold = Hold(*self._entries_after(after, rows))
+            yield hold
+            [(last, _)] = self._q("SELECT (SELECT MAX(id) FROM entries), "
+                                  "pg_advisory_unlock(?)", (ASSIGN_LOCK,))
+            hold.last, released = int(last or 0), True
         finally:
+            self._local.conn = None
             try:
-                self._run(conn, "SELECT pg_advisory_unlock(?)", (ASSIGN_LOCK,)).fetchall()
+                if not released:
+                    self._run(conn, "SELECT pg_advisory_unlock(?)", (ASSIGN_LOCK,)).fetchall()
             except self._psycopg.Error:
                 pass  # the connection is gone, and the lock with it
             finally:
                 self._pool.putconn(conn)
 
     @_retrying
-    def _lock_assigning(self) -> Any:
+    def _lock_assigning(self, after: int) -> tuple[Any, list[Any]]:
         """A pooled connection holding the assignment lock, kept out of the pool
-        until :meth:`assigning` is done. A dead one (the server restarted) goes
-        back, and the pool drops it; the call is retried on another, as every
-        other call is (``_retrying``)."""
+        until :meth:`assigning` is done, and the rows of the first query of
+        ``entries_after(after)``, sent with the lock in one pipeline: each
+        statement sees what was committed before it began, so the read sees
+        everything stored before the lock was ours. A dead connection (the
+        server restarted) goes back, and the pool drops it; the call is retried
+        on another, as every other call is (``_retrying``)."""
         try:
             conn = self._pool.getconn(timeout=self.connect_timeout)
         except self._psycopg.Error as exc:
             raise self._error(exc, "connect") from exc
         try:
-            self._run(conn, "SELECT pg_advisory_lock(?)", (ASSIGN_LOCK,)).fetchall()
+            with conn.pipeline():
+                self._run(conn, "SELECT pg_advisory_lock(?)", (ASSIGN_LOCK,))
+                cur = self._run(conn, *_after(after))
+            rows = list(cur.fetchall())
         except BaseException as exc:
+            conn.close()  # whether or not the lock was taken: the server drops it
             self._pool.putconn(conn)
             if isinstance(exc, self._psycopg.Error):
                 raise self._error(exc, "assignment lock") from exc
             raise
-        return conn
+        return conn, rows
 
     def _serials_follow(self) -> None:
         for table, col in (("entries", "id"), ("alerts", "seq")):

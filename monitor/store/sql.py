@@ -401,6 +401,28 @@ def _poll_row(poll: PollRecord) -> tuple[str, tuple[Any, ...]]:
 _PAGE = 1000  # rows per query of entries_after
 
 
+def _after(after: int) -> tuple[str, tuple[Any, ...]]:
+    """The query of SqlStore.entries_after: the last row (``after=-1``) or the next
+    page. In pages: with a LIMIT, PostgreSQL's generic plan for a prepared
+    statement is an index range scan. Without one it plans for a third of the
+    table (it cannot see that ``after`` is near the end) and sorts the lot on
+    each call."""
+    if after < 0:
+        return "SELECT MAX(id) FROM entries", ()
+    return (f"SELECT id, {_ENTRY_COLS} FROM entries WHERE id > ? ORDER BY id LIMIT {_PAGE}",
+            (after,))
+
+
+@dataclass(slots=True)
+class Hold:
+    """A hold of the assignment lock (SqlStore.assigning): on taking it, the entries
+    stored after the row asked for and the last row; on release, ``last`` is
+    the last row then."""
+
+    last: int
+    fresh: list[StoredEntry]
+
+
 def _stored(row: Sequence[Any], seen: datetime | None = None) -> StoredEntry:
     how = row[10] or ""
     join = None
@@ -752,29 +774,32 @@ class SqlStore:
                 self._q("SELECT name, owner, expires_at FROM leases")}
 
     @contextmanager
-    def assigning(self) -> Iterator[None]:
+    def assigning(self, after: int = -1) -> Iterator[Hold]:
         """Story assignment, one instance at a time cluster-wide (see PostgresStore);
-        within one process the ingest thread already serialises it."""
-        yield
+        within one process the ingest thread already serialises it. The hold
+        starts with :meth:`entries_after` ``after`` and ends with the last row
+        (:class:`Hold`)."""
+        hold = Hold(*self.entries_after(after))
+        yield hold
+        hold.last = self.entries_after(-1)[0]
 
     def entries_after(self, after: int) -> tuple[int, list[StoredEntry]]:
         """Entries stored after row ``after`` (by any instance): (the last row, them).
         ``after=-1``: only the last row, no entries."""
+        return self._entries_after(after, self._q(*_after(after)))
+
+    def _entries_after(self, after: int, rows: list[Any]) -> tuple[int, list[StoredEntry]]:
+        """:meth:`entries_after`, given the rows of its first query (``_after``)."""
         if after < 0:
-            rows = self._q("SELECT MAX(id) FROM entries")
             return int(rows[0][0] or 0), []
-        # In pages: with a LIMIT, PostgreSQL's generic plan for a prepared statement
-        # is an index range scan. Without one it plans for a third of the table (it
-        # cannot see that ``after`` is near the end) and sorts the lot on each call.
         out: list[StoredEntry] = []
         while True:
-            rows = self._q(f"SELECT id, {_ENTRY_COLS} FROM entries WHERE id > ? ORDER BY id "
-                           f"LIMIT {_PAGE}", (after,))
             out.extend(_stored(r[1:]) for r in rows)
             if rows:
                 after = int(rows[-1][0])
             if len(rows) < _PAGE:
                 return after, out
+            rows = self._q(*_after(after))
 
     def count_due(self, now: datetime) -> int:
         """How many feeds are due by ``now`` (for the status line)."""
