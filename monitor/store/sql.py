@@ -55,7 +55,7 @@ from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source,
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 # A feed's place in the due order: never polled ('') first, then by due time. One
@@ -152,6 +152,14 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "DROP INDEX feeds_due",
         f"CREATE INDEX feeds_due ON feeds (({_DUE}))",
         _room_to_update_in_place,
+    ),
+    # 8: a link's story is the smallest story id among the entries carrying it.
+    # An index on both answers that with its first row for the link; on the link
+    # alone, a planner without statistics walked the story index instead, and
+    # read most of the table for each link.
+    8: (
+        "CREATE INDEX entries_url_story ON entries (canonical_url, story_id)",
+        "DROP INDEX entries_url",
     ),
 }
 
@@ -866,9 +874,14 @@ class SqlStore:
                               f"AND key_hash IN ({marks})"]
                     params += [lk.feed, *chunk, lk.feed, *hashes]
                 if links:
-                    parts.append(f"SELECT 2, canonical_url, MIN(story_id), NULL FROM entries "
-                                 f"WHERE canonical_url IN ({', '.join('?' * len(links))}) "
-                                 "GROUP BY canonical_url")
+                    # Link by link: each is an index lookup whatever the planner
+                    # thinks of the table. As one IN list, a table without
+                    # statistics looks to hold thousands of rows per list, and the
+                    # planner scans all of it instead.
+                    values = ", ".join(["(?)"] * len(links))
+                    parts.append("SELECT 2, u.column1, (SELECT MIN(e.story_id) FROM entries e "
+                                 "WHERE e.canonical_url = u.column1), NULL "
+                                 f"FROM (VALUES {values}) AS u")
                     params += links
                 queries.append((" UNION ALL ".join(parts), tuple(params)))
                 owner.append((n, hashes))
@@ -880,7 +893,7 @@ class SqlStore:
                     found[n].known[name] = (story, title)
                 elif kind == 1:  # a compact key: the entry itself is gone
                     compact[n].append(hashes[name])
-                else:
+                elif story is not None:  # None: no entry has the link
                     found[n].by_url[name] = story
         for f, keys in zip(found, compact, strict=True):
             for key in keys:
