@@ -22,7 +22,8 @@ SEMANTIC_VENV ?= .venv-semantic
 SBIN   := $(SEMANTIC_VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-semantic demo check bench lint lint-semantic asan postgres test-tools clean
+.PHONY: run test test-semantic demo check bench lint lint-semantic asan postgres test-tools \
+	bytecode clean
 
 %/bin/python:
 	$(PYTHON) -m venv $*
@@ -50,13 +51,20 @@ $(SEMANTIC_VENV)/.installed: $(SBIN)/python pyproject.toml setup.py monitor/_mat
 	$(SBIN)/pip install -q -e '.[test,semantic,dev]'
 	touch $@
 
-run: $(VENV)/.installed
+# The package's bytecode, written ahead: an editable install has none, and where
+# Python does not write it as it imports (PYTHONDONTWRITEBYTECODE, common in
+# containers and set on our machines) every start compiled the package again,
+# about 0.4 s of each `news-monitor` process. A no-op when it is current.
+bytecode: $(VENV)/.installed
+	@$(BIN)/python -m compileall -q monitor
+
+run: $(VENV)/.installed bytecode
 	$(BIN)/news-monitor run --config monitor.yaml
 
-check: $(VENV)/.installed
+check: $(VENV)/.installed bytecode
 	$(BIN)/news-monitor check --config monitor.yaml
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed bytecode
 	$(BIN)/python demo/run.py
 
 # PostgreSQL backs the store tests' second backend. The machine normally runs it;
@@ -83,7 +91,7 @@ test-tools:
 	  else echo "missing$$missing (apt-get install$$missing): their tests will be skipped"; fi; \
 	fi
 
-test: $(VENV)/.installed-test postgres test-tools
+test: $(VENV)/.installed-test bytecode postgres test-tools
 	NEWS_MONITOR_TEST_PG=$(PG_URL) $(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory asan
 
@@ -130,3 +138,4 @@ asan: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) $(SEMANTIC_VENV) state .pytest_cache .hypothesis
+	find monitor -name __pycache__ -prune -exec rm -rf {} +
