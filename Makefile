@@ -12,6 +12,7 @@
 #   make lint-semantic  mypy --strict again in .venv-semantic, with the extra installed
 #   make asan           the C cores (matcher, story index) under AddressSanitizer and UBSan
 #   make test-tools     systemd-analyze and chromium for the tests (apt, where root; make test runs it)
+#   make bytecode       compile monitor/ ahead (run, check, demo and test do it first)
 # Two virtualenvs, so that the default one stays small: .venv (the package with
 # its test and dev extras) and .venv-semantic (the same plus the semantic extra).
 
