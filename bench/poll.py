@@ -504,6 +504,27 @@ def _shared_cycle(base: str, n: int, state: str, cores: list[int], dedupe: str,
     return wall, cpu, db_cpu, farm_cpu
 
 
+_SPIN = "x = 0\nfor i in range(12_000_000): x += i * i % 7"
+
+
+def _two_core_ceiling(cores: list[int]) -> float:
+    """What two cores of this machine buy at most: a pure-Python loop run twice on
+    one core against once on each of two cores at the same time (wall seconds,
+    the median of five pairs). Virtual cores sharing a physical one, or its
+    caches, run slower when both are busy, and no program on them scales past
+    this."""
+    def run(on: list[int]) -> float:
+        start = time.perf_counter()
+        procs = [subprocess.Popen(["taskset", "-c", str(c), sys.executable, "-c", _SPIN])
+                 for c in on]
+        for p in procs:
+            p.wait()
+        return time.perf_counter() - start
+
+    # In adjacent pairs, like the cycles: the machine's speed drifts.
+    return statistics.median(2 * run(cores[:1]) / run(cores[:2]) for _ in range(5))
+
+
 def scale_out(args: argparse.Namespace, base: str, farm: int) -> None:
     """--instances K: one pinned instance, then K, against one PostgreSQL store."""
     from monitor.redact import url as redacted
@@ -511,6 +532,7 @@ def scale_out(args: argparse.Namespace, base: str, farm: int) -> None:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < args.instances:
         raise SystemExit(f"--instances {args.instances} needs as many cores ({len(cores)} here)")
+    ceiling = _two_core_ceiling(cores) if args.instances == 2 else None
     rows = []
     # --repeat pairs, one instance then K: a pair runs minutes apart at most, so a
     # machine whose speed drifts (shared hosts) moves both of a pair's figures.
@@ -538,6 +560,9 @@ def scale_out(args: argparse.Namespace, base: str, farm: int) -> None:
     print(f"speed-up with {args.instances} instances: {ratio:.2f}x, "  # noqa: T201
           f"the median of {len(ratios)} pair{'s' if len(ratios) > 1 else ''}{spread} "
           "(target >= 1.7x for 2)")
+    if ceiling is not None:
+        print(f"this machine's two cores, a CPU loop on one then on both at once: "  # noqa: T201
+              f"{ceiling:.2f}x at most")
 
 
 def main() -> int:
