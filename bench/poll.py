@@ -247,10 +247,15 @@ def _farm_main(n: int, matching: int, port_q: Any) -> None:
     asyncio.run(main())
 
 
-def _get(url: str) -> Any:
-    # A new round builds its bodies before answering: a minute for a fresh farm.
-    with urllib.request.urlopen(url, timeout=600) as r:
+def _get(url: str, timeout: float = 10) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
+
+
+def _round(base: str, r: int) -> None:
+    """Start round ``r`` at the farm. It builds the round's bodies before it answers:
+    a minute for a fresh farm of 10,000 feeds, hence the longer wait."""
+    _get(f"{base}/_round/{r}", timeout=600)
 
 
 # ------------------------------------------------------------------ measuring
@@ -325,7 +330,7 @@ async def _rounds(config: Path, base: str, rounds: list[int]) -> tuple[list[Cycl
         outbox = asyncio.create_task(s.outbox.run())
         pool = s._parse_pool
         for r in rounds:
-            _get(f"{base}/_round/{r}")
+            _round(base, r)
             pids = list(getattr(pool, "_processes", {}) or {})
             w0 = sum(_proc_cpu(p) for p in pids)
             cpu0 = time.process_time()
@@ -449,7 +454,7 @@ def _shared_cycle(base: str, n: int, state: str, cores: list[int], dedupe: str,
             text = config.read_text().replace(f"state: sqlite:///{tmp}/state/monitor.db",
                                               f"state: '{url}'")
             config.write_text(text.replace("per_host: 100}", "per_host: 100, parse_workers: 1}"))
-            _get(f"{base}/_round/1")
+            _round(base, 1)
             for k, core in enumerate(cores):
                 env = {**os.environ, "NEWS_MONITOR_INSTANCE": f"bench{k}"}
                 with (Path(tmp) / f"i{k}.log").open("wb") as err:
@@ -472,7 +477,7 @@ def _shared_cycle(base: str, n: int, state: str, cores: list[int], dedupe: str,
             time.sleep(2)  # the last records of round 1 committed
             db.execute("VACUUM ANALYZE feeds, entries, stories, seen_keys, watchlist_stories, "
                        "alerts, leases")  # as autovacuum would have: see the docstring
-            _get(f"{base}/_round/2")
+            _round(base, 2)
             mark = ts(datetime.now(UTC))
             trees = set().union(*(_tree(p.pid) for p in procs))
             cpu0, db0, farm0 = _cpu_of(trees), _cpu_of(_postgres_pids()), _proc_cpu(farm)
@@ -616,9 +621,9 @@ def main() -> int:
             # A random sample, so that it has the farm's mix of kinds.
             sample = sorted(random.Random(1).sample(range(args.n), min(args.sample, args.n)))
             etags: dict[int, Any] = {}
-            _get(f"{base}/_round/1")
+            _round(base, 1)
             naive(base, sample, etags)
-            _get(f"{base}/_round/2")
+            _round(base, 2)
             naive_s = naive(base, sample, etags) * args.n / len(sample)
 
             say("")
@@ -644,11 +649,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-poll-small-") as tmp:
             small = range(args.small)
             config = _config(Path(tmp), base, small, 0, args.dedupe)
-            _get(f"{base}/_round/1")
+            _round(base, 1)
             fresh, fresh_rss = _whole_process(config)
             etags = {}
             naive_fresh = naive(base, list(small), etags)
-            _get(f"{base}/_round/3")
+            _round(base, 3)
             warm, warm_rss = _whole_process(config)
             naive_warm = naive(base, list(small), etags)
             say("")
