@@ -32,11 +32,14 @@ out instead: the warm cycle of `news-monitor run` instances sharing one
 PostgreSQL store (each in a fresh schema), one instance pinned to one core
 (taskset, one parse worker) against K pinned to K cores, and the database's
 share of the CPU spent in the cycle (all ``postgres`` processes on the host).
-The pair (one, then K) is measured --repeat times and the median ratio printed:
-on a shared host the speed of the machine drifts between runs. Between round 1
-and the measured cycle the schema is vacuumed and analyzed, as autovacuum would
-have done on a server that had been running (this machine's runs with it off),
-so the cycle meets tables in their steady state, not fresh from 500,000 inserts.
+The K instances poll round 1 (the first poll) together and keep running; then
+--repeat pairs of warm cycles, the first instance alone (the others stopped
+with SIGSTOP: no work, no CPU), then all K, and the median ratio is printed.
+The two cycles of a pair run seconds apart, on the same warm processes: on a
+shared host the speed of the machine drifts over minutes. Before each cycle
+the schema is vacuumed and analyzed, as autovacuum would have done on a server
+that had been running (this machine's runs with it off), so a cycle meets
+tables in their steady state, not fresh from 500,000 inserts.
 
 Targets (issue #13, on two cores): a 10,000-feed cycle <= 10 s, >= 50x the
 naive loop, peak RSS <= 300 MB, p99 <= 2 s; at 500 feeds, whole process,
@@ -53,6 +56,7 @@ import multiprocessing
 import os
 import random
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -429,18 +433,81 @@ def _postgres_pids() -> set[int]:
     return out
 
 
-def _shared_cycle(base: str, n: int, state: str, cores: list[int], dedupe: str,
-                  farm: int) -> tuple[float, float, float, float]:
-    """The warm cycle of len(cores) `news-monitor run` instances, one pinned to each
-    core, sharing a fresh schema of ``state``: wall seconds, the instances' CPU
-    seconds (with their parse workers), the postgres processes' and the farm's
-    (process ``farm``)."""
+def _measured_cycle(db: Any, base: str, n: int, r: int, procs: list[subprocess.Popen[bytes]],
+                    farm: int) -> tuple[float, float, float, float]:
+    """One warm cycle (farm round ``r``) of the running instances ``procs``: wall
+    seconds, their CPU seconds (with their parse workers), the postgres
+    processes' and the farm's (process ``farm``)."""
+    from monitor.store.sql import ts
+
+    def count(sql: str, *params: object) -> int:
+        return int(db.execute(sql, params).fetchone()[0])
+
+    db.execute("VACUUM ANALYZE feeds, entries, stories, seen_keys, watchlist_stories, "
+               "alerts, leases")  # as autovacuum would have: see the module's docstring
+    _round(base, r)
+    mark = ts(datetime.now(UTC))
+    trees = set().union(*(_tree(p.pid) for p in procs))
+    cpu0, db0, farm0 = _cpu_of(trees), _cpu_of(_postgres_pids()), _proc_cpu(farm)
+    start = time.perf_counter()
+    db.execute("UPDATE feeds SET next_poll_at = NULL")  # every feed due now
+    # Looking in the store is a scan of the feeds table, on the cores being
+    # measured: ask the farm instead until every feed was fetched, then the
+    # store until every poll is recorded (the timing, to within 0.05 s).
+    while _get(f"{base}/_asked")["feeds"] < n:
+        time.sleep(0.1)
+        if time.perf_counter() - start > 1800:
+            raise SystemExit("the warm cycle did not finish")
+    while count("SELECT COUNT(*) FROM feeds WHERE last_polled_at >= %s", mark) < n:
+        time.sleep(0.05)
+        if time.perf_counter() - start > 1800:
+            raise SystemExit("the warm cycle did not finish")
+    wall = time.perf_counter() - start
+    cpu, db_cpu = _cpu_of(trees) - cpu0, _cpu_of(_postgres_pids()) - db0
+    return wall, cpu, db_cpu, _proc_cpu(farm) - farm0
+
+
+def _signal_tree(proc: subprocess.Popen[bytes], sig: int) -> None:
+    for pid in _tree(proc.pid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            continue
+
+
+def _stop_idle(db: Any, procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGSTOP ``procs``, none of them holding an advisory lock (the assignment
+    lock, which would stall the instance still running)."""
+    held = ("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+            "database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    for _ in range(100):
+        for p in procs:
+            _signal_tree(p, signal.SIGSTOP)
+        if int(db.execute(held).fetchone()[0]) == 0:
+            return
+        for p in procs:
+            _signal_tree(p, signal.SIGCONT)
+        time.sleep(0.2)
+    raise SystemExit("the instances kept an advisory lock for 20 s")
+
+
+def _shared_cycles(base: str, n: int, state: str, cores: list[int], dedupe: str,
+                   farm: int, pairs: int) -> list[tuple[int, float, float, float, float]]:
+    """``pairs`` pairs of warm cycles of `news-monitor run` instances sharing a
+    fresh schema of ``state``, one instance pinned to each of ``cores``: in each
+    pair one cycle with the first instance alone (the others stopped with
+    SIGSTOP, so they take no work and no CPU), then one with all of them. Per
+    cycle: (instances, wall seconds, the instances' CPU seconds, the postgres
+    processes', the farm's).
+
+    The instances run from round 1 (the first poll) to the end, so every cycle
+    meets warm processes, and the two cycles of a pair run seconds apart: a
+    shared host's speed drifts over minutes, and a pair measured minutes apart
+    (a fresh schema and round 1 for each cycle) moved its ratio by half."""
     import uuid
     from urllib.parse import quote
 
     import psycopg
-
-    from monitor.store.sql import ts
 
     schema = "bench_" + uuid.uuid4().hex[:10]
     with psycopg.connect(state, autocommit=True) as conn:
@@ -448,6 +515,7 @@ def _shared_cycle(base: str, n: int, state: str, cores: list[int], dedupe: str,
     url = f"{state}{'&' if '?' in state else '?'}options={quote(f'-csearch_path={schema}')}"
     exe = Path(sys.executable).parent / "news-monitor"
     procs: list[subprocess.Popen[bytes]] = []
+    rows: list[tuple[int, float, float, float, float]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-poll-shared-") as tmp:
             config = _config(Path(tmp), base, range(n), 0, dedupe)
@@ -461,52 +529,45 @@ def _shared_cycle(base: str, n: int, state: str, cores: list[int], dedupe: str,
                     procs.append(subprocess.Popen(
                         ["taskset", "-c", str(core), str(exe), "run", "--config", str(config)],
                         env=env, stdout=subprocess.DEVNULL, stderr=err))
-            db = psycopg.connect(url, autocommit=True)
-
-            def count(sql: str, *params: object) -> int:
-                try:
-                    return int(db.execute(sql, params).fetchone()[0])  # type: ignore[index]
-                except psycopg.errors.UndefinedTable:
-                    return 0
-
-            deadline = time.monotonic() + 1800
-            while count("SELECT COUNT(*) FROM feeds WHERE first_polled_at IS NOT NULL") < n:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    raise SystemExit(f"round 1 did not finish; see {tmp}/i*.log")
-                time.sleep(0.5)
-            time.sleep(2)  # the last records of round 1 committed
-            db.execute("VACUUM ANALYZE feeds, entries, stories, seen_keys, watchlist_stories, "
-                       "alerts, leases")  # as autovacuum would have: see the docstring
-            _round(base, 2)
-            mark = ts(datetime.now(UTC))
-            trees = set().union(*(_tree(p.pid) for p in procs))
-            cpu0, db0, farm0 = _cpu_of(trees), _cpu_of(_postgres_pids()), _proc_cpu(farm)
-            start = time.perf_counter()
-            db.execute("UPDATE feeds SET next_poll_at = NULL")  # every feed due now
-            # Looking in the store is a scan of the feeds table, on the cores being
-            # measured: ask the farm instead until every feed was fetched, then the
-            # store until every poll is recorded (the timing, to within 0.05 s).
-            while _get(f"{base}/_asked")["feeds"] < n:
-                time.sleep(0.1)
-                if time.perf_counter() - start > 1800:
-                    raise SystemExit("the warm cycle did not finish")
-            while count("SELECT COUNT(*) FROM feeds WHERE last_polled_at >= %s", mark) < n:
-                time.sleep(0.05)
-                if time.perf_counter() - start > 1800:
-                    raise SystemExit("the warm cycle did not finish")
-            wall = time.perf_counter() - start
-            trees = set().union(*(_tree(p.pid) for p in procs))
-            cpu, db_cpu = _cpu_of(trees) - cpu0, _cpu_of(_postgres_pids()) - db0
-            farm_cpu = _proc_cpu(farm) - farm0
-            db.close()
+            with psycopg.connect(url, autocommit=True) as db:
+                deadline = time.monotonic() + 1800
+                while True:
+                    try:
+                        done = db.execute("SELECT COUNT(*) FROM feeds "
+                                          "WHERE first_polled_at IS NOT NULL").fetchone()
+                    except psycopg.errors.UndefinedTable:
+                        done = None
+                    if done is not None and int(done[0]) >= n:
+                        break
+                    if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                        raise SystemExit(f"round 1 did not finish; see {tmp}/i*.log")
+                    time.sleep(0.5)
+                time.sleep(2)  # the last records of round 1 committed
+                r = 1
+                for _ in range(pairs):
+                    for k in (1, len(cores)):
+                        if k == 1:
+                            time.sleep(2)  # the last cycle's assignment holds end
+                            _stop_idle(db, procs[1:])
+                        else:
+                            for p in procs[1:]:
+                                _signal_tree(p, signal.SIGCONT)
+                            time.sleep(2)  # a resumed instance's missed ticks: nothing is due
+                        r += 1
+                        rows.append((k, *_measured_cycle(db, base, n, r, procs[:k], farm)))
+                        print(f"({k} instance{'s' if k > 1 else ''}: warm cycle "  # noqa: T201
+                              f"{rows[-1][1]:.2f} s)", flush=True)
+                        if any(p.poll() is not None for p in procs):
+                            raise SystemExit(f"an instance stopped; see {tmp}/i*.log")
     finally:
         for p in procs:
+            _signal_tree(p, signal.SIGCONT)  # a stopped process takes SIGTERM only then
             p.terminate()
         for p in procs:
             p.wait(30)
         with psycopg.connect(state, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    return wall, cpu, db_cpu, farm_cpu
+    return rows
 
 
 _SPIN = "x = 0\nfor i in range(12_000_000): x += i * i % 7"
@@ -538,16 +599,8 @@ def scale_out(args: argparse.Namespace, base: str, farm: int) -> None:
     if len(cores) < args.instances:
         raise SystemExit(f"--instances {args.instances} needs as many cores ({len(cores)} here)")
     ceiling = _two_core_ceiling(cores) if args.instances == 2 else None
-    rows = []
-    # --repeat pairs, one instance then K: a pair runs minutes apart at most, so a
-    # machine whose speed drifts (shared hosts) moves both of a pair's figures.
-    for _ in range(args.repeat):
-        for k in (1, args.instances):
-            wall, cpu, db_cpu, farm_cpu = _shared_cycle(base, args.n, args.state, cores[:k],
-                                                        args.dedupe, farm)
-            rows.append((k, wall, cpu, db_cpu, farm_cpu))
-            print(f"({k} instance{'s' if k > 1 else ''}: warm cycle {wall:.2f} s)",  # noqa: T201
-                  flush=True)
+    rows = _shared_cycles(base, args.n, args.state, cores[:args.instances], args.dedupe,
+                          farm, args.repeat)
     print(f"warm cycle, {args.n} feeds, state {redacted(args.state)}, each instance "  # noqa: T201
           "pinned to one core with one parse worker (the farm and PostgreSQL unpinned)")
     print(f"{'instances':<10}{'cycle':>10}{'feeds/s':>10}{'instances CPU s':>17}"  # noqa: T201
@@ -581,7 +634,7 @@ def main() -> int:
     ap.add_argument("--state", help="postgresql://... : measure instances sharing this store")
     ap.add_argument("--instances", type=int, default=0,
                     help="with --state: compare one pinned instance with this many")
-    ap.add_argument("--repeat", type=int, default=3,
+    ap.add_argument("--repeat", type=int, default=5,
                     help="with --instances: pairs of cycles measured (the median ratio)")
     args = ap.parse_args()
     if args.instances and not (args.state or "").startswith("postgresql://"):
