@@ -29,12 +29,13 @@ naive loop on the same feeds.
 
 With ``--state postgresql://... --instances K`` (issue #15) it measures scaling
 out instead: the warm cycle of `news-monitor run` instances sharing one
-PostgreSQL store (each in a fresh schema), one instance pinned to one core
+PostgreSQL store (a fresh schema), one instance pinned to one core
 (taskset, one parse worker) against K pinned to K cores, and the database's
 share of the CPU spent in the cycle (all ``postgres`` processes on the host).
-The K instances poll round 1 (the first poll) together and keep running; then
---repeat pairs of warm cycles, the first instance alone (the others stopped
-with SIGSTOP: no work, no CPU), then all K, and the median ratio is printed.
+The K instances poll round 1 (the first poll) and one warm cycle together and
+keep running; then --repeat pairs of warm cycles, the first instance alone
+(the others stopped with SIGSTOP: no work, no CPU), then all K, and the
+median ratio is printed.
 The two cycles of a pair run seconds apart, on the same warm processes: on a
 shared host the speed of the machine drifts over minutes. Before each cycle
 the schema is vacuumed and analyzed, as autovacuum would have done on a server
@@ -500,8 +501,9 @@ def _shared_cycles(base: str, n: int, state: str, cores: list[int], dedupe: str,
     cycle: (instances, wall seconds, the instances' CPU seconds, the postgres
     processes', the farm's).
 
-    The instances run from round 1 (the first poll) to the end, so every cycle
-    meets warm processes, and the two cycles of a pair run seconds apart: a
+    The instances run from round 1 (the first poll) to the end and poll one
+    warm cycle together before the pairs, so every cycle measured meets warm
+    processes and tables, and the two cycles of a pair run seconds apart: a
     shared host's speed drifts over minutes, and a pair measured minutes apart
     (a fresh schema and round 1 for each cycle) moved its ratio by half."""
     import uuid
@@ -543,7 +545,10 @@ def _shared_cycles(base: str, n: int, state: str, cores: list[int], dedupe: str,
                         raise SystemExit(f"round 1 did not finish; see {tmp}/i*.log")
                     time.sleep(0.5)
                 time.sleep(2)  # the last records of round 1 committed
-                r = 1
+                # Unmeasured: the first warm cycle after round 1 costs more than
+                # the next ones, and a pair starting there would favour K.
+                _measured_cycle(db, base, n, 2, procs, farm)
+                r = 2
                 for _ in range(pairs):
                     for k in (1, len(cores)):
                         if k == 1:
