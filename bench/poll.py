@@ -492,12 +492,38 @@ def _stop_idle(db: Any, procs: list[subprocess.Popen[bytes]]) -> None:
     raise SystemExit("the instances kept an advisory lock for 20 s")
 
 
+def _catch_up(db: Any, base: str, n: int, r: int, k: int) -> int:
+    """Unmeasured: each resumed instance adds what the first stored while it was
+    stopped to its story index at its next assignment hold, which instances
+    running together do as they go. Rounds of a few of the farm's changing
+    feeds (a new item: the polls reach the hold) until all ``k`` instances
+    have polled some; returns the last round."""
+    names = [f"feed{i}" for i in range(n) if i % 10 >= 7][:600]
+    for _ in range(5):
+        r += 1
+        _round(base, r)
+        db.execute("UPDATE feeds SET next_poll_at = NULL WHERE name = ANY(%s)", (names,))
+        deadline = time.monotonic() + 300
+        while int(db.execute("SELECT COUNT(*) FROM feeds WHERE name = ANY(%s) AND "
+                             "next_poll_at IS NULL", (names,)).fetchone()[0]):
+            if time.monotonic() > deadline:
+                raise SystemExit("the catch-up round did not finish")
+            time.sleep(0.1)
+        by = db.execute("SELECT COUNT(DISTINCT polled_by) FROM feeds WHERE name = ANY(%s)",
+                        (names,)).fetchone()[0]
+        if int(by) >= k:
+            time.sleep(1)  # the last holds end
+            return r
+    raise SystemExit(f"the catch-up rounds did not reach all {k} instances")
+
+
 def _shared_cycles(base: str, n: int, state: str, cores: list[int], dedupe: str,
                    farm: int, pairs: int) -> list[tuple[int, float, float, float, float]]:
     """``pairs`` pairs of warm cycles of `news-monitor run` instances sharing a
     fresh schema of ``state``, one instance pinned to each of ``cores``: in each
     pair one cycle with the first instance alone (the others stopped with
-    SIGSTOP, so they take no work and no CPU), then one with all of them. Per
+    SIGSTOP, so they take no work and no CPU), then one with all of them, once
+    the resumed ones have caught up (:func:`_catch_up`). Per
     cycle: (instances, wall seconds, the instances' CPU seconds, the postgres
     processes', the farm's).
 
@@ -558,6 +584,7 @@ def _shared_cycles(base: str, n: int, state: str, cores: list[int], dedupe: str,
                             for p in procs[1:]:
                                 _signal_tree(p, signal.SIGCONT)
                             time.sleep(2)  # a resumed instance's missed ticks: nothing is due
+                            r = _catch_up(db, base, n, r, len(cores))
                         r += 1
                         rows.append((k, *_measured_cycle(db, base, n, r, procs[:k], farm)))
                         print(f"({k} instance{'s' if k > 1 else ''}: warm cycle "  # noqa: T201
