@@ -735,21 +735,21 @@ def main() -> int:
             small = range(args.small)
             config = _config(Path(tmp), base, small, 0, args.dedupe)
             _round(base, 1)
-            fresh, fresh_rss = _whole_process(config)
+            once_fresh, fresh_rss = _whole_process(config)
             etags = {}
             naive_fresh = naive(base, list(small), etags)
             _round(base, 3)
-            warm, warm_rss = _whole_process(config)
+            once_warm, warm_rss = _whole_process(config)
             naive_warm = naive(base, list(small), etags)
             say("")
             say(f"whole process, `news-monitor run --once`, {args.small} feeds, dedupe "
                 f"{args.dedupe} (target >= 10x, <= 150 MB)")
             say(f"{'round':<8}{'news-monitor':>14}{'naive loop':>12}{'ratio':>8}"
                 f"{'peak RSS (process tree)':>28}")
-            say(f"{'fresh':<8}{fresh:>12.2f} s{naive_fresh:>10.2f} s"
-                f"{naive_fresh / fresh:>7.1f}x{fresh_rss:>25.0f} MB")
-            say(f"{'warm':<8}{warm:>12.2f} s{naive_warm:>10.2f} s"
-                f"{naive_warm / warm:>7.1f}x{warm_rss:>25.0f} MB")
+            say(f"{'fresh':<8}{once_fresh:>12.2f} s{naive_fresh:>10.2f} s"
+                f"{naive_fresh / once_fresh:>7.1f}x{fresh_rss:>25.0f} MB")
+            say(f"{'warm':<8}{once_warm:>12.2f} s{naive_warm:>10.2f} s"
+                f"{naive_warm / once_warm:>7.1f}x{warm_rss:>25.0f} MB")
     finally:
         farm.terminate()
         farm.join(5)
