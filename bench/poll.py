@@ -35,12 +35,15 @@ share of the CPU spent in the cycle (all ``postgres`` processes on the host).
 The K instances poll round 1 (the first poll) and one warm cycle together and
 keep running; then --repeat pairs of warm cycles, the first instance alone
 (the others stopped with SIGSTOP: no work, no CPU), then all K, and the
-median ratio is printed.
-The two cycles of a pair run seconds apart, on the same warm processes: on a
-shared host the speed of the machine drifts over minutes. Before each cycle
-the schema is vacuumed and analyzed, as autovacuum would have done on a server
-that had been running (this machine's runs with it off), so a cycle meets
-tables in their steady state, not fresh from 500,000 inserts.
+median ratio is printed. The two cycles of a pair run seconds apart, on the
+same warm processes: on a shared host the speed of the machine drifts over
+minutes. A resumed instance first catches up with what was stored while it
+was stopped (unmeasured), and a cycle is timed from the farm's first feed
+request, the wait for the instances' next scheduler tick printed apart.
+Before each cycle the schema is vacuumed and analyzed, as autovacuum would
+have done on a server that had been running (this machine's runs with it
+off), so a cycle meets tables in their steady state, not fresh from 500,000
+inserts.
 
 Targets (issue #13, on two cores): a 10,000-feed cycle <= 10 s, >= 50x the
 naive loop, peak RSS <= 300 MB, p99 <= 2 s; at 500 feeds, whole process,
@@ -539,8 +542,7 @@ def _shared_cycles(base: str, n: int, state: str, cores: list[int], dedupe: str,
     The instances run from round 1 (the first poll) to the end and poll one
     warm cycle together before the pairs, so every cycle measured meets warm
     processes and tables, and the two cycles of a pair run seconds apart: a
-    shared host's speed drifts over minutes, and a pair measured minutes apart
-    (a fresh schema and round 1 for each cycle) moved its ratio by half."""
+    shared host's speed drifts over minutes."""
     import uuid
     from urllib.parse import quote
 
