@@ -68,6 +68,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -440,6 +441,20 @@ def _postgres_pids() -> set[int]:
     return out
 
 
+def _count(db: Any, sql: str, *params: object) -> int:
+    """The one number a ``SELECT COUNT(*)`` answers, on the bench's own connection."""
+    return int(db.execute(sql, params).fetchone()[0])
+
+
+def _wait_until(done: Callable[[], bool], deadline: float, step: float, failed: str) -> None:
+    """Look every ``step`` seconds until ``done()``; past ``deadline``
+    (time.monotonic()) the bench stops, saying ``failed``."""
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(failed)
+        time.sleep(step)
+
+
 def _measured_cycle(db: Any, base: str, n: int, r: int, procs: list[subprocess.Popen[bytes]],
                     farm: int) -> tuple[float, float, float, float, float]:
     """One warm cycle (farm round ``r``) of the running instances ``procs``: its
@@ -453,9 +468,6 @@ def _measured_cycle(db: Any, base: str, n: int, r: int, procs: list[subprocess.P
     the shortest cycles, those of K instances."""
     from monitor.store.sql import ts
 
-    def count(sql: str, *params: object) -> int:
-        return int(db.execute(sql, params).fetchone()[0])
-
     db.execute("VACUUM ANALYZE feeds, entries, stories, seen_keys, watchlist_stories, "
                "alerts, leases")  # as autovacuum would have: see the module's docstring
     _round(base, r)
@@ -467,14 +479,12 @@ def _measured_cycle(db: Any, base: str, n: int, r: int, procs: list[subprocess.P
     # Looking in the store is a scan of the feeds table, on the cores being
     # measured: ask the farm instead until every feed was fetched, then the
     # store until every poll is recorded (the timing, to within 0.05 s).
-    while _get(f"{base}/_asked")["feeds"] < n:
-        time.sleep(0.1)
-        if time.perf_counter() - start > 1800:
-            raise SystemExit("the warm cycle did not finish")
-    while count("SELECT COUNT(*) FROM feeds WHERE last_polled_at >= %s", mark) < n:
-        time.sleep(0.05)
-        if time.perf_counter() - start > 1800:
-            raise SystemExit("the warm cycle did not finish")
+    deadline = time.monotonic() + 1800
+    _wait_until(lambda: _get(f"{base}/_asked")["feeds"] >= n, deadline, 0.1,
+                "the warm cycle did not finish")
+    _wait_until(lambda: _count(db, "SELECT COUNT(*) FROM feeds WHERE last_polled_at >= %s",
+                               mark) >= n,
+                deadline, 0.05, "the warm cycle did not finish")
     wall = time.perf_counter() - start
     cpu, db_cpu = _cpu_of(trees) - cpu0, _cpu_of(_postgres_pids()) - db0
     wait = min(max(_get(f"{base}/_asked")["first"] - due, 0.0), wall)
@@ -497,7 +507,7 @@ def _stop_idle(db: Any, procs: list[subprocess.Popen[bytes]]) -> None:
     for _ in range(100):
         for p in procs:
             _signal_tree(p, signal.SIGSTOP)
-        if int(db.execute(held).fetchone()[0]) == 0:
+        if _count(db, held) == 0:
             return
         for p in procs:
             _signal_tree(p, signal.SIGCONT)
@@ -516,15 +526,11 @@ def _catch_up(db: Any, base: str, n: int, r: int, k: int) -> int:
         r += 1
         _round(base, r)
         db.execute("UPDATE feeds SET next_poll_at = NULL WHERE name = ANY(%s)", (names,))
-        deadline = time.monotonic() + 300
-        while int(db.execute("SELECT COUNT(*) FROM feeds WHERE name = ANY(%s) AND "
-                             "next_poll_at IS NULL", (names,)).fetchone()[0]):
-            if time.monotonic() > deadline:
-                raise SystemExit("the catch-up round did not finish")
-            time.sleep(0.1)
-        by = db.execute("SELECT COUNT(DISTINCT polled_by) FROM feeds WHERE name = ANY(%s)",
-                        (names,)).fetchone()[0]
-        if int(by) >= k:
+        _wait_until(lambda: _count(db, "SELECT COUNT(*) FROM feeds WHERE name = ANY(%s) AND "
+                                       "next_poll_at IS NULL", names) == 0,
+                    time.monotonic() + 300, 0.1, "the catch-up round did not finish")
+        if _count(db, "SELECT COUNT(DISTINCT polled_by) FROM feeds WHERE name = ANY(%s)",
+                  names) >= k:
             time.sleep(1)  # the last holds end
             return r
     raise SystemExit(f"the catch-up rounds did not reach all {k} instances")
@@ -569,18 +575,18 @@ def _shared_cycles(base: str, n: int, state: str, cores: list[int], dedupe: str,
                         ["taskset", "-c", str(core), str(exe), "run", "--config", str(config)],
                         env=env, stdout=subprocess.DEVNULL, stderr=err))
             with psycopg.connect(url, autocommit=True) as db:
-                deadline = time.monotonic() + 1800
-                while True:
+                unfinished = f"round 1 did not finish; see {tmp}/i*.log"
+
+                def round_1_done() -> bool:
+                    if any(p.poll() is not None for p in procs):
+                        raise SystemExit(unfinished)
                     try:
-                        done = db.execute("SELECT COUNT(*) FROM feeds "
-                                          "WHERE first_polled_at IS NOT NULL").fetchone()
-                    except psycopg.errors.UndefinedTable:
-                        done = None
-                    if done is not None and int(done[0]) >= n:
-                        break
-                    if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                        raise SystemExit(f"round 1 did not finish; see {tmp}/i*.log")
-                    time.sleep(0.5)
+                        return _count(db, "SELECT COUNT(*) FROM feeds "
+                                          "WHERE first_polled_at IS NOT NULL") >= n
+                    except psycopg.errors.UndefinedTable:  # not migrated yet
+                        return False
+
+                _wait_until(round_1_done, time.monotonic() + 1800, 0.5, unfinished)
                 time.sleep(2)  # the last records of round 1 committed
                 # Unmeasured: the first warm cycle after round 1 costs more than
                 # the next ones, and a pair starting there would favour K.
