@@ -30,7 +30,9 @@ import hashlib
 import html
 import io
 import logging
+import math
 import re
+import struct
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -89,6 +91,17 @@ class RawEntry:
     summary_markup: bool = True
     guid: str = ""
     published: datetime | None = None
+    #: The fast path's date elements as written (RSS pubDate or Atom published,
+    #: then dc:date or updated), parsed only for an item the last parse's memo
+    #: does not vouch for (:meth:`when`): most items of a changed body are
+    #: recognised, and a date is a large part of what reading one costs.
+    published_text: str = ""
+    updated_text: str = ""
+
+    def when(self) -> datetime | None:
+        """The item's date: ``published``, else the first of its date texts that parses."""
+        return self.published or _date_text(self.published_text) or _date_text(
+            self.updated_text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,14 +124,43 @@ def _identity(url: str) -> str:
     return url.strip()
 
 
-_SEEN = 16  # bytes per item in ParsedFeed.seen: fingerprint, then key id
+#: ParsedFeed.seen: this format byte, then per item kept its fingerprint (8 bytes),
+#: key id (8) and date as parsed (a double, NaN for none), so that a recognised
+#: item's date is read back rather than parsed again.
+_MEMO = b"\x02"
+_SEEN = 24
+_DATE = struct.Struct("<d")
 
 
 def fingerprint(raw: RawEntry) -> bytes:
     """8 bytes that change with any field of an item an Entry is made from."""
     text = "\0".join((raw.guid, raw.link, raw.title, raw.summary, str(raw.published),
+                      raw.published_text, raw.updated_text,
                       "m" if raw.title_markup else "p", "m" if raw.summary_markup else "p"))
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def _vouched(seen: bytes) -> dict[bytes, bytes]:
+    """A memo read back: fingerprint -> key id and packed date. A memo of another
+    format (an earlier release wrote 16 bytes an item, without dates) vouches for
+    nothing, and the parse is a full one."""
+    if seen[:1] != _MEMO or len(seen) % _SEEN != 1:
+        return {}
+    return {seen[i:i + 8]: seen[i + 8:i + _SEEN] for i in range(1, len(seen), _SEEN)}
+
+
+def _packed(when: datetime | None) -> bytes:
+    return _DATE.pack(math.nan if when is None else when.timestamp())
+
+
+def _unpacked(data: bytes) -> datetime | None:
+    (stamp,) = _DATE.unpack(data)
+    if math.isnan(stamp):
+        return None
+    try:
+        return datetime.fromtimestamp(stamp, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def to_entries(raws: Iterable[RawEntry], feed: str,
@@ -134,17 +176,18 @@ def to_entries(raws: Iterable[RawEntry], feed: str,
     ``ParsedFeed.seen``) is made into nothing: the same fields make the same
     entry, which the caller has. Most of a changed body is items unchanged since
     the last poll, and plain text, links and keys are most of a parse's cost."""
-    known = {seen[i:i + 8]: seen[i + 8:i + _SEEN] for i in range(0, len(seen), _SEEN)}
-    # per item yielded: its fingerprint, and for a recognised one its key id and date
+    known = _vouched(seen)
+    # per item yielded: its fingerprint, and its memo record's rest (key id, date) if
+    # recognised, else its date as parsed
     marks: list[tuple[bytes, bytes | None, datetime | None]] = []
 
     def items() -> Iterator[Entry | sanitize.Recognised]:
         for raw in raws:
             mark = fingerprint(raw)
-            ident = known.get(mark)
-            if ident is not None:
-                marks.append((mark, ident, sanitize.plausible(raw.published, now)))
-                yield sanitize.Recognised(ident)
+            rest = known.get(mark)
+            if rest is not None:
+                marks.append((mark, rest, None))
+                yield sanitize.Recognised(rest[:8])
                 continue
             title = _text(raw.title, raw.title_markup, sanitize.TITLE_MAX)
             link = sanitize.clean_text(raw.link, sanitize.LINK_MAX)
@@ -154,9 +197,10 @@ def to_entries(raws: Iterable[RawEntry], feed: str,
             canonical = canonicalize(link) if link else ""
             guid = sanitize.strip_control(raw.guid).strip() or None
             key = guid or canonical or "title:" + hashlib.sha1(title.encode()).hexdigest()[:16]
-            marks.append((mark, None, None))
+            published = raw.when()
+            marks.append((mark, None, published))
             yield Entry(feed=feed, key=key, guid=guid, link=link, canonical_url=canonical,
-                        title=title or link, summary=summary, published=raw.published)
+                        title=title or link, summary=summary, published=published)
 
     cleaned = sanitize.clean_entries(items(), now=now, max_entries=max_entries)
     if cleaned.dropped:
@@ -166,14 +210,17 @@ def to_entries(raws: Iterable[RawEntry], feed: str,
     memo: list[bytes] = []
     dates: list[float] = []
     for i in cleaned.kept:
-        mark, ident, when = marks[i]
-        if ident is None:  # made now: its key id and date are the entry's
+        mark, rest, parsed = marks[i]
+        if rest is None:  # made now: its key id and (checked) date are the entry's
             entry = next(made)
-            ident, when = sanitize.key_id(entry.key), entry.published
-        memo.append(mark + ident)
+            rest, when = sanitize.key_id(entry.key) + _packed(parsed), entry.published
+        else:
+            when = sanitize.plausible(_unpacked(rest[8:]), now)
+        memo.append(mark + rest)
         if when is not None:
             dates.append(when.timestamp())
-    return ToEntries(cleaned=cleaned, seen=b"".join(memo), dates=tuple(dates))
+    return ToEntries(cleaned=cleaned, seen=_MEMO + b"".join(memo) if memo else b"",
+                     dates=tuple(dates))
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,8 +345,8 @@ def _local(tag: object) -> str:
     return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
 
 
-def _date(el: Any) -> datetime | None:
-    return _utc(_feedparser_date((el.text or "").strip())) if el.text else None
+def _date_text(text: str) -> datetime | None:
+    return _utc(_feedparser_date(text.strip())) if text else None
 
 
 def _inner(el: Any, kind: str, latin1_fix: bool) -> str:
@@ -330,7 +377,7 @@ def _rss_item(item: Any, utf8: bool) -> RawEntry:
     have_link = title_markup = False
     summary: str | None = None
     content: str | None = None
-    dates: dict[str, datetime | None] = {}
+    published = updated = ""
     for child in item:
         tag = child.tag
         if tag not in _RSS_FIELDS:
@@ -361,13 +408,12 @@ def _rss_item(item: Any, utf8: bool) -> RawEntry:
             if content is None:
                 content = _inner(child, "text/html", utf8)
         elif tag == "pubDate":
-            dates["published"] = _date(child)
+            published = child.text or ""
         elif tag == _DC_DATE:
-            dates["updated"] = _date(child)
+            updated = child.text or ""
     return RawEntry(title=title, title_markup=title_markup, link=link, guid=guid,
                     summary=summary if summary is not None else content or "",
-                    summary_markup=True,
-                    published=dates.get("published") or dates.get("updated"))
+                    summary_markup=True, published_text=published, updated_text=updated)
 
 
 def _atom_item(item: Any, utf8: bool) -> RawEntry:
@@ -375,7 +421,7 @@ def _atom_item(item: Any, utf8: bool) -> RawEntry:
     title_markup = have_link = False
     summary: tuple[str, bool] | None = None
     content: tuple[str, bool] | None = None
-    dates: dict[str, datetime | None] = {}
+    dates = {"published": "", "updated": ""}
     for child in item:
         tag = child.tag
         if tag not in _ATOM_FIELDS:
@@ -412,12 +458,12 @@ def _atom_item(item: Any, utf8: bool) -> RawEntry:
             guid = _urljoin(child.base, (child.text or "").strip())
             if not have_link:
                 link, have_link = guid, True
-        else:
-            dates[name] = _date(child)
+        else:  # published, updated
+            dates[name] = child.text or ""
     text, markup = summary or content or ("", True)
     return RawEntry(title=title, title_markup=title_markup, link=link, guid=guid,
-                    summary=text, summary_markup=markup,
-                    published=dates.get("published") or dates.get("updated"))
+                    summary=text, summary_markup=markup, published_text=dates["published"],
+                    updated_text=dates["updated"])
 
 
 def _declared(body: bytes) -> str:

@@ -104,3 +104,31 @@ def test_incremental_parse_equals_a_full_one(before: list[tuple[str, str, str]],
                                              after: list[tuple[str, str, str]],
                                              max_entries: int, fast: bool) -> None:
     check_incremental(rss(before), rss(after), fast=fast, max_entries=max_entries)
+
+
+def test_an_item_whose_date_alone_changed_is_made_again() -> None:
+    v1 = rss([("a", "Alpha", "one"), ("b", "Beta", "two")])
+    v2 = v1.replace(b"Wed, 15 Nov 2026 11:00", b"Wed, 15 Nov 2026 12:30", 1)
+    assert v2 != v1, "the first item's date is rewritten"
+    got = check_incremental(v1, v2)
+    assert [(e.key, e.published) for e in got.entries] == [
+        ("a", datetime(2026, 11, 15, 12, 30, tzinfo=UTC))]
+
+
+def test_a_recognised_items_date_still_counts_among_the_feeds_dates() -> None:
+    body = rss([("a", "Alpha", "one"), ("b", "Beta", "two")])
+    again = parse(body, parse(body).seen)
+    assert again.entries == () and again.unchanged == 2
+    assert sorted(again.dates) == [datetime(2026, 11, 14, 11, tzinfo=UTC).timestamp(),
+                                   datetime(2026, 11, 15, 11, tzinfo=UTC).timestamp()]
+
+
+def test_a_memo_written_before_dates_were_kept_vouches_for_nothing() -> None:
+    # An earlier release wrote 16 bytes an item (fingerprint, key id) and no format
+    # byte: such a memo, read from a store written then, makes the parse a full one.
+    body = rss([("a", "Alpha", "one"), ("b", "Beta", "two")])
+    full = parse(body)
+    old = b"".join(full.seen[i:i + 16] for i in range(1, len(full.seen), 24))
+    assert len(old) == 32
+    got = parse(body, old)
+    assert (got.entries, got.unchanged, got.seen) == (full.entries, 0, full.seen)
