@@ -17,7 +17,7 @@ body with the item to the message arriving is the alert latency.
 Round 1 is the first poll (everything recorded, nothing alerts); round 2, the
 measured cycle, is a warm one: the monitor (in this process, Service.run_once)
 polls every feed once. Printed: feeds/s, CPU seconds (this process and the
-parse workers), peak RSS (the same), the naive loop (sequential
+poll workers), peak RSS (the same), the naive loop (sequential
 ``feedparser.parse(url, etag=...)``) on a --sample-feed sample scaled to N, as
 a ratio, and the latency p50/p99. The floor is the same cycle's fetching,
 body hashing and parsing alone (the monitor's own parse), split over the
@@ -34,7 +34,7 @@ naive loop on the same feeds.
 With ``--state postgresql://... --instances K`` (issue #15) it measures scaling
 out instead: the warm cycle of `news-monitor run` instances sharing one
 PostgreSQL store (a fresh schema), one instance pinned to one core
-(taskset, one parse worker) against K pinned to K cores, and the database's
+(taskset, one poll worker) against K pinned to K cores, and the database's
 share of the CPU spent in the cycle (all ``postgres`` processes on the host).
 The K instances poll round 1 (the first poll) and one warm cycle together and
 keep running; then --repeat pairs of warm cycles, the first instance alone
@@ -400,7 +400,7 @@ def floor(base: str, n: int, procs: int) -> tuple[float, int]:
 
 
 class Cycle:
-    """One round of polls: wall seconds, CPU seconds (this process and the parse
+    """One round of polls: wall seconds, CPU seconds (this process and the poll
     workers), and of those the workers'."""
 
     def __init__(self, wall: float, cpu: float, worker_cpu: float) -> None:
@@ -410,35 +410,37 @@ class Cycle:
 async def _rounds(config: Path, base: str, rounds: list[int]) -> tuple[list[Cycle], float, int]:
     """Poll every feed once per round, as the running service does (the outbox
     running alongside). Returns the cycles, the peak RSS MB of this process plus
-    the workers, and the number of workers."""
+    the poll workers, and the number of workers."""
     from monitor import config as cfg
     from monitor.service import Service
+    from monitor.workers import WorkerPool
 
     cycles: list[Cycle] = []
     async with Service(cfg.load(config)) as s:
         outbox = asyncio.create_task(s.outbox.run())
-        pool = s._parse_pool
+
+        def workers() -> list[int]:
+            return s.poller.pids() if isinstance(s.poller, WorkerPool) else []
+
         for r in rounds:
             _round(base, r)
-            pids = list(getattr(pool, "_processes", {}) or {})
-            w0 = sum(_proc_cpu(p) for p in pids)
+            w0 = sum(_proc_cpu(p) for p in workers())
             cpu0 = time.process_time()
             start = time.perf_counter()
             await s.poll_all()
             wall = time.perf_counter() - start
-            pids = list(getattr(pool, "_processes", {}) or {})
-            wcpu = sum(_proc_cpu(p) for p in pids) - w0
+            wcpu = sum(_proc_cpu(p) for p in workers()) - w0
             cycles.append(Cycle(wall, time.process_time() - cpu0 + wcpu, wcpu))
         outbox.cancel()
         await s.outbox.drain(within=60)  # whatever the running lanes had not sent yet
-        pids = list(getattr(pool, "_processes", {}) or {})
+        pids = workers()
         worker_rss = sum(_proc_hwm_mb(p) for p in pids)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return cycles, rss + worker_rss, len(pids)
 
 
 def _tree_rss_mb(root: int) -> float:
-    """RSS of a process and all its descendants (the parse workers, the forkserver)."""
+    """RSS of a process and all its descendants (the poll workers)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -537,7 +539,7 @@ def _measured_cycle(db: Any, base: str, n: int, r: int, procs: list[subprocess.P
     """One warm cycle (farm round ``r``) of the running instances ``procs``: its
     wall seconds from the first feed request to the last poll recorded, the
     seconds before that first request, the instances' CPU seconds (with their
-    parse workers), the postgres processes' and the farm's (process ``farm``).
+    poll workers), the postgres processes' and the farm's (process ``farm``).
 
     The wait before the first request is the scheduler's: every feed comes due
     at once here, and the instances see it at their next tick (``poll.tick``,
@@ -740,7 +742,7 @@ def scale_out(args: argparse.Namespace, base: str, farm: int) -> None:
     rows = _shared_cycles(base, args.n, args.state, cores[:args.instances], args.dedupe,
                           farm, args.repeat)
     print(f"warm cycle, {args.n} feeds, state {redacted(args.state)}, each instance "  # noqa: T201
-          "pinned to one core with one parse worker (the farm and PostgreSQL unpinned)")
+          "pinned to one core with one poll worker (the farm and PostgreSQL unpinned)")
     print("cycle: from the first feed request to the last poll recorded; before it, "  # noqa: T201
           "the wait for the instances' next scheduler tick")
     print(f"{'instances':<10}{'cycle':>10}{'tick wait':>11}{'feeds/s':>9}"  # noqa: T201
@@ -837,7 +839,7 @@ def main() -> int:
             rows = [
                 ("cycle", f"{wall:.2f} s", "<= 10 s" if args.n == 10_000 else "-"),
                 ("feeds/s", f"{args.n / wall:.0f}", ">= 1000"),
-                ("CPU s (main + parse workers)", f"{cpu:.1f} ({wcpu:.1f} in {workers})", "-"),
+                ("CPU s (main + poll workers)", f"{cpu:.1f} ({wcpu:.1f} in {workers})", "-"),
                 ("peak RSS MB (main + workers)", f"{rss:.0f}", "<= 300"),
                 (f"naive loop ({len(sample)} feeds, scaled)", f"{naive_s:.1f} s", "-"),
                 ("ratio (naive / monitor)", f"{naive_s / wall:.1f}x", ">= 50x"),

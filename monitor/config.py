@@ -305,8 +305,8 @@ class PollSettings(_Model):
     # renews it: a dead instance's work is taken over after this. Longer than a
     # poll (timeout, parse, ingest) and than one delivery.
     lease: Duration = timedelta(seconds=60)
-    # Processes that parse feeds; unset: one per core from 1,000 feeds, else none;
-    # 0: parse on a thread.
+    # Processes that fetch and parse feeds (monitor.workers.poll_workers); unset: one
+    # per core from 1,000 feeds, else none; 0: poll on the service's loop.
     parse_workers: int | None = Field(None, ge=0, le=64)
 
     @model_validator(mode="after")

@@ -4,9 +4,9 @@ Header values we keep (ETag, Last-Modified, Content-Type) must be clean
 printable ASCII (:func:`monitor.sanitize.header_value`); a server that sends
 anything else is treated as having sent none, so a stray byte cannot end up
 in the store or in our next request.
-A :class:`Fetcher` owns one aiohttp session for the whole service, a global
-concurrency limit and a per-host one (so ten feeds on one site don't hammer it),
-and waits for the caller's ``room`` before each request.
+A :class:`Fetcher` owns one aiohttp session for the whole service (or for one
+poll worker), a global concurrency limit and a per-host one (so ten feeds on one
+site don't hammer it).
 ``fetch`` returns a :class:`FetchResult`; "not modified" is a result, not an
 exception. Everything that goes wrong with one feed is a
 :class:`~monitor.errors.FetchError` naming the feed, so the caller can log it
@@ -19,7 +19,7 @@ import asyncio
 import email.utils
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,10 +99,8 @@ class Fetcher:
 
     def __init__(self, *, timeout: float = 20.0, max_bytes: int = 10 * 10**6,
                  concurrency: int = 50, per_host: int = 4,
-                 user_agent: str = "news-monitor",
-                 room: Callable[[], Awaitable[None]] | None = None) -> None:
+                 user_agent: str = "news-monitor") -> None:
         self.timeout = timeout
-        self._room = room
         self.max_bytes = max_bytes
         self.user_agent = user_agent
         self._global = asyncio.Semaphore(concurrency)
@@ -138,25 +136,27 @@ class Fetcher:
 
     async def fetch(self, feed: Feed, state: FeedState | None = None) -> FetchResult:
         """GET ``feed.url`` conditionally on ``state``'s validators."""
-        if feed.url.startswith("file://"):
-            return await asyncio.to_thread(self._read_file, feed)
+        return await self.get(feed.url, etag=state.etag if state else None,
+                              last_modified=state.last_modified if state else None)
+
+    async def get(self, url: str, *, etag: str | None = None,
+                  last_modified: str | None = None) -> FetchResult:
+        """GET ``url``, conditionally on the validators of the last answer."""
+        if url.startswith("file://"):
+            return await asyncio.to_thread(self._read_file, url)
         if self._session is None:
             raise RuntimeError("Fetcher used outside its context")
         headers = {"Accept-Encoding": "gzip, deflate"}
-        if state is not None and state.etag:
-            headers["If-None-Match"] = state.etag
-        if state is not None and state.last_modified:
-            headers["If-Modified-Since"] = state.last_modified
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
         # The host's slot first: a slow host's feeds queue for their own slots
-        # without holding global ones. Then, holding both, room for one more body
-        # (``room``: the caller's bound on bodies not yet dealt with), so a backlog
-        # pauses the fetching rather than growing, and no slow host is involved.
-        async with self._host_limit(feed.url), self._global:
-            if self._room is not None:
-                await self._room()
+        # without holding global ones.
+        async with self._host_limit(url), self._global:
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await self._get(feed, headers)
+                    return await self._get(url, headers)
             except TimeoutError:
                 raise FetchError(f"timed out after {self.timeout:g}s") from None
             except aiohttp.ClientConnectorError as exc:
@@ -166,9 +166,9 @@ class Fetcher:
             except aiohttp.ClientError as exc:
                 raise FetchError(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _get(self, feed: Feed, headers: dict[str, str]) -> FetchResult:
+    async def _get(self, url: str, headers: dict[str, str]) -> FetchResult:
         assert self._session is not None
-        async with self._session.get(feed.url, headers=headers, max_redirects=5) as resp:
+        async with self._session.get(url, headers=headers, max_redirects=5) as resp:
             if resp.status == 304:
                 return FetchResult(body=None, etag=header_value(resp.headers.get("ETag")),
                                    last_modified=header_value(resp.headers.get("Last-Modified")),
@@ -198,8 +198,8 @@ class Fetcher:
                 status=resp.status, **_caching(resp.headers),
             )
 
-    def _read_file(self, feed: Feed) -> FetchResult:
-        path = Path(feed.url.removeprefix("file://"))
+    def _read_file(self, url: str) -> FetchResult:
+        path = Path(url.removeprefix("file://"))
         try:
             with path.open("rb") as f:
                 body = f.read(self.max_bytes + 1)

@@ -4,11 +4,13 @@
 
     APScheduler (one job, poll_due, every second)
         └── due feeds from the store (next_poll_at <= now)
-              poll(feed)
-              fetch (conditional GET)          monitor.fetch
-              304 or the same body: stop       (body hash per feed)
-              parse (process pool)             monitor.parse
+              poll: a Job to the poller        monitor.poller, monitor.workers
+                fetch (conditional GET)        monitor.fetch
+                304 or the same body: stop     (body hash per feed)
+                parse, with the feed's memo    monitor.parse
+              its Fetched back, on the loop:
               next poll time                   monitor.schedule.next_poll
+              304 / same body: group commit    monitor.store
               decide new / retitled / alertable  (pure, here: decide())
               assign stories                   monitor.dedupe (StoryIndex)
               match                            monitor.match (Matcher)
@@ -17,12 +19,15 @@
               render                           monitor.render
               send                             monitor.deliver.{slack,email,console}
 
-Threads and processes: the loop's store calls (the outbox's too) run on the
-store's own thread (awaited, so the loop never waits on its lock); the story
-index is owned by one ingest thread (ingest and expiry both run there, and at
-start-up its fill from the store, while the first polls fetch and parse);
-parsing runs in a process pool sized to the cores (for a thousand feeds or
-more; fewer are parsed on a thread of their own).
+Threads and processes: fetching and parsing run in poll workers, processes of
+their own (monitor.workers; for a thousand feeds or more, one per core), or for
+fewer feeds on the loop with parsing on a thread (monitor.poller.LocalPoller).
+At most twice ``poll.concurrency`` polls are under way: a feed's slot is free
+again once its poll is recorded, so fetching waits for storing, not the other
+way round. The loop's store calls (the outbox's too) run on the store's own
+thread (awaited, so the loop never waits on its lock); the story index is owned
+by one ingest thread (ingest and expiry both run there, and at start-up its
+fill from the store, while the first polls fetch and parse).
 
 All resources are opened in :meth:`Service.__aenter__` on an AsyncExitStack and
 closed in reverse on the way out. One broken feed or destination is logged
@@ -48,19 +53,18 @@ SIGHUP and changed files reload the configuration all or nothing
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import hashlib
 import heapq
 import itertools
 import logging
-import multiprocessing
 import os
 import signal
 import socket
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -75,11 +79,11 @@ from monitor.deliver.email import EmailSender
 from monitor.deliver.outbox import Outbox, Outcome
 from monitor.deliver.slack import SlackSender
 from monitor.errors import FetchError, MonitorError, ParseError, StoreError
-from monitor.fetch import Fetcher, FetchResult
+from monitor.fetch import Fetcher
 from monitor.match import Matcher
 from monitor.metrics import Metrics
 from monitor.notify import Notifier, watchdog_interval
-from monitor.parse import ParsedFeed, parse_document
+from monitor.poller import Fetched, Job, LocalPoller, Poller, body_hash
 from monitor.render import Renderer, format_duration
 from monitor.schedule import Outcome as PollOutcome
 from monitor.schedule import Polled, PollLimits, hold_for, next_poll, publish_rate
@@ -104,7 +108,7 @@ from monitor.types import (
     Sender,
     Watchlist,
 )
-from monitor.urls import canonical_url
+from monitor.workers import WorkerPool, WorkerSettings, poll_workers, shares
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +130,6 @@ def utcnow() -> datetime:
 #: most feeds x budget members, whatever a publisher sends.
 INDEX_BUDGET = 10_000
 
-
-#: Bodies fetched whose parse and ingest are not done yet, beyond which fetching
-#: waits (plus those in flight, at most poll.concurrency): a first poll of 10,000
-#: feeds fetches far faster than it can store 50 entries per feed.
-BACKLOG = 64
 
 #: How long a feed's last stored parse vouches for its unchanged items
 #: (ParsedFeed.seen, kept with the feed's state and written in the transaction
@@ -154,39 +153,6 @@ class _Pending:
     records: Ingest
     then: Callable[[list[Alert]], int]
     written: list[Alert] | BaseException | None = None  # the alerts queued, or why not
-
-
-class Backlog:
-    """Counts the bodies a service holds (fetched, not yet parsed and ingested).
-
-    ``room()`` is the Fetcher's hook: awaited with the fetch slots taken, it
-    returns while fewer than ``limit`` bodies are held. On the loop only.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._freed = asyncio.Event()
-
-    async def room(self) -> None:
-        while self.held >= self.limit:  # few wait here: each holds a fetch slot
-            self._freed.clear()
-            await self._freed.wait()
-
-    def hold(self) -> None:
-        self.held += 1
-
-    def release(self) -> None:
-        self.held -= 1
-        self._freed.set()
-
-
-def body_hash(body: bytes) -> str:
-    """What an unchanged body is recognised by (most servers send no validators,
-    or a new ETag for the same bytes)."""
-    # SHA-256 cut to 128 bits: on CPUs with SHA instructions (most servers) it beats
-    # BLAKE2 on bodies of tens of KB, and it runs on the loop for every 200 answer.
-    return hashlib.sha256(body).hexdigest()[:32]
 
 
 def _jitter(name: str, failures: int, now: datetime) -> float:
@@ -228,34 +194,6 @@ def _alive(pid: int) -> bool:
 #: How long one instance's prune claims the job for: an hourly job, run by one
 #: instance of the cluster each hour, whichever looks first.
 PRUNE_EVERY = timedelta(hours=1)
-
-
-#: Feeds from which parsing gets its own processes by default. A worker costs a
-#: start-up (an interpreter and lxml, feedparser and dedupe imported) and about
-#: 50 MB; a changed 40 KB feed costs about 4 ms to parse. Measured on 500 feeds
-#: (run --once, two cores), two workers bought no time and doubled the RSS.
-POOL_FROM_FEEDS = 1000
-
-
-def parse_workers(setting: int | None, feeds: int) -> int:
-    """Processes for parsing: as configured; unset, one per core this process may use
-    for ``feeds`` >= POOL_FROM_FEEDS, else none (parsing on a thread) (pure but for
-    the affinity read)."""
-    if setting is not None:
-        return setting
-    if feeds < POOL_FROM_FEEDS:
-        return 0
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _start_workers(pool: ProcessPoolExecutor, n: int) -> None:
-    """Start the pool's processes (off the loop: the first start waits for the
-    forkserver's imports, and ProcessPoolExecutor starts one in ``submit``)."""
-    for future in [pool.submit(os.getpid) for _ in range(n)]:
-        future.result()
 
 
 # ------------------------------------------------------------------ deciding (pure)
@@ -306,6 +244,20 @@ def decide(
     return Decision(new=tuple(new), alertable=frozenset(alertable), retitled=tuple(retitled))
 
 
+def memo_for(state: FeedState | None, now: datetime, held: str | None) -> bytes | None:
+    """The memo a poll of the feed in ``state`` parses with (pure), as ``Job.seen``:
+    none (b"") for a feed never parsed, or past SEEN_FOR since its last full parse;
+    the poller's own (None) when it holds the one of the last body stored
+    (``held``: the hash of the body it last parsed the feed from); else the one
+    stored."""
+    if (state is None or state.first_polled_at is None or state.seen_since is None
+            or now - state.seen_since >= SEEN_FOR):
+        return b""
+    if held is not None and held == state.body_hash:
+        return None
+    return state.seen
+
+
 def link(stories: dict[str, str], url: str, story: str) -> None:
     """Note in ``stories`` (canonical_url -> story) that an entry of ``story`` has
     ``url``: of several, the smallest id wins, as SqlStore.story_by_url's does."""
@@ -350,6 +302,27 @@ def alerts_for(matches: Sequence[tuple[Match, str]], watchlists: dict[str, Watch
                              created_at=now, status=status, hold_until=until,
                              hold_reason=reason))
     return out
+
+
+class _Round:
+    """Polls started together (one claim, or ``poll_all``): ``done`` once each of them
+    is over, recorded or failed."""
+
+    __slots__ = ("left", "done")
+
+    def __init__(self, left: int, done: asyncio.Future[None]) -> None:
+        self.left = left
+        self.done = done
+
+
+@dataclass(slots=True, eq=False)
+class _Poll:
+    """One feed's poll under way: waiting for a slot, at the poller, or being stored."""
+
+    feed: Feed
+    state: FeedState | None
+    round: _Round
+    now: datetime | None = None  # when it went to the poller
 
 
 @dataclass(slots=True)
@@ -445,11 +418,18 @@ class Service:
         self._indexed: dict[str, list[tuple[datetime, int]]] = {}  # feed -> (poll, added)
         self._stack = AsyncExitStack()
         self.store: SqlStore
-        self.fetcher: Fetcher
+        self.poller: Poller
         self.outbox: Outbox
         self.senders: dict[str, Sender] = {}
         self._inflight: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # per-poll work: a failure, an ingest
         self._polling: set[str] = set()  # feeds with a poll under way (poll_due skips them)
+        self._waiting: collections.deque[_Poll] = collections.deque()  # for a slot
+        self._sent: dict[int, _Poll] = {}  # at the poller, by token
+        self._tokens = itertools.count(1)
+        self._busy = 0  # polls sent and not over yet: at most _window
+        self._sending = False  # a _send is scheduled
+        self._held: dict[str, str] = {}  # feed -> hash of the body the poller's memo is of
         self._more_due = False  # the last claim was cut short: more feeds may be due
         self._renewed: datetime | None = None  # when the claims under way were last extended
         self._stopping = False  # set by _stop: poll_due claims and starts nothing more
@@ -458,12 +438,7 @@ class Service:
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
         self._ingest_queue: list[Any] = []  # heap of (at, seq, call, lookup, future)
         self._ingest_seq = itertools.count()
-        self._parse_pool: Executor | None = None
-        # Without a pool: one thread, not the loop's default executor (a thread per
-        # body at once, all contending for the GIL with the ingest thread).
-        self._parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")
-        self.backlog = Backlog(BACKLOG)
-        self._batch: list[tuple[PollRecord, asyncio.Future[None]]] = []
+        self._batch: list[tuple[PollRecord, Callable[[BaseException | None], None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._scheduler: Any = None  # APScheduler's AsyncIOScheduler while run() runs
         self.tally = Tally()
@@ -481,6 +456,8 @@ class Service:
     def _apply(self, config: cfg.Config) -> None:
         """Take the parts of a config that can change while running."""
         self.config = config
+        self._feeds = {f.name: f for f in config.feeds}
+        self._window = 2 * config.poll.concurrency
         self.watchlists = {w.name: w for w in config.watchlists}
         self.matcher = Matcher.compile(config.watchlists)
         self.renderer = Renderer(config.templates)
@@ -500,25 +477,12 @@ class Service:
         # Registered first, so they are shut down last (after everything using them).
         self._stack.callback(self._db_thread.shutdown)
         self._stack.callback(self._index_thread.shutdown)
-        self._stack.callback(self._parse_thread.shutdown, cancel_futures=True)
         self.store = await self._db(open_store, c.state)
         self._stack.callback(self.store.close)
         self._stack.push_async_callback(self._release)  # before the store closes
         await self._db(self._take_back)
-        workers = parse_workers(c.poll.parse_workers, len(c.feeds))
-        if workers:
-            # forkserver: a fork of this process (threads, sockets) would be unsafe.
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["monitor.parse", "monitor.urls"])
-            pool = ProcessPoolExecutor(workers, mp_context=ctx)
-            self._parse_pool = pool
-            self._stack.callback(pool.shutdown, cancel_futures=True)
-            await asyncio.to_thread(_start_workers, pool, workers)
         await self._db(self.store.sync_feeds, [(f.name, f.url) for f in c.feeds])
-        self.fetcher = await self._stack.enter_async_context(Fetcher(
-            timeout=c.poll.timeout.total_seconds(), max_bytes=c.poll.max_bytes,
-            concurrency=c.poll.concurrency, per_host=c.poll.per_host,
-            user_agent=c.poll.user_agent, room=self.backlog.room))
+        await self._open_poller(await self._db(self.store.count_unpolled))
         for name, dest in c.destinations.items():
             sender = build_sender(name, dest)
             self.senders[name] = sender
@@ -544,6 +508,35 @@ class Service:
         logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s "
                     "instance=%s", len(c.feeds), len(self.matcher), len(self.senders),
                     redact.url(c.state), self.instance)
+
+    async def _open_poller(self, unpolled: int) -> None:
+        """Poll workers (started, not waited for: the first jobs wait in their pipes
+        while they import), or a poller on this loop."""
+        p = self.config.poll
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        n = poll_workers(p.parse_workers, feeds=len(self.config.feeds), unpolled=unpolled,
+                         cores=cores, concurrency=p.concurrency)
+        if n:
+            concurrency, per_host, by_host = shares(n, p.concurrency, p.per_host)
+            pool = WorkerPool(n, WorkerSettings(
+                timeout=p.timeout.total_seconds(), max_bytes=p.max_bytes,
+                concurrency=concurrency, per_host=per_host, user_agent=p.user_agent,
+                max_entries=p.max_entries, log_level=logging.getLogger().getEffectiveLevel()),
+                by_host=by_host, on_results=self._took)
+            self._stack.push_async_callback(pool.aclose)
+            await pool.start()
+            self.poller = pool
+        else:
+            fetcher = await self._stack.enter_async_context(Fetcher(
+                timeout=p.timeout.total_seconds(), max_bytes=p.max_bytes,
+                concurrency=p.concurrency, per_host=p.per_host, user_agent=p.user_agent))
+            local = LocalPoller(fetcher, self._took, max_entries=p.max_entries)
+            self._stack.push_async_callback(local.aclose)
+            self.poller = local
+        logger.debug("poller.start workers=%d", n)
 
     def _new_index(self, dedupe: cfg.DedupeConfig) -> StoryIndex:
         """An empty story index (a missing semantic extra is a ConfigError here)."""
@@ -746,115 +739,196 @@ class Service:
         the others that arrived meanwhile: one transaction for many polls instead of
         one each. Returns once committed, so a poll is over only when it is stored."""
         done = asyncio.get_running_loop().create_future()
-        self._batch.append((replace(poll, by=self.instance), done))
+
+        def then(exc: BaseException | None) -> None:
+            if done.done():
+                return
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+
+        self._commit(poll, then)
+        await done
+
+    def _commit(self, poll: PollRecord, then: Callable[[BaseException | None], None]) -> None:
+        """Put ``poll`` in the next group commit; ``then(None)`` once it is stored, or
+        ``then(error)``."""
+        self._batch.append((replace(poll, by=self.instance), then))
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_batches(), name="commit")
-        await done
 
     async def _commit_batches(self) -> None:
         try:
             while self._batch:
                 batch, self._batch = self._batch, []
+                error: BaseException | None = None
                 try:
                     await self._db(self.store.record_polls, [p for p, _ in batch])
                 except Exception as exc:  # each poll that waits on it reports it
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+                    error = exc
+                for _, then in batch:
+                    then(error)
         finally:
             self._committer = None
 
-    async def _parse(self, body: bytes, feed: Feed, content_type: str | None,
-                     seen: bytes = b"") -> ParsedFeed:
-        """Parse in the process pool (off the GIL), or on a thread without one."""
-        loop = asyncio.get_running_loop()
-        call = functools.partial(parse_document, body, feed.name, content_type=content_type,
-                                 canonicalize=canonical_url, now=self.now(),
-                                 max_entries=self.config.poll.max_entries, seen=seen)
-        return await loop.run_in_executor(self._parse_pool or self._parse_thread, call)
+    # -- polls under way --------------------------------------------------------------
 
-    async def poll(self, feed: Feed, state: FeedState | None = None) -> int:
-        """Poll one feed; returns the number of alerts queued. Never raises for feed trouble:
-        a fetch, parse or store error is recorded as this feed's failure (``feeds`` shows it).
+    async def _poll_feeds(self, items: Sequence[tuple[Feed, FeedState | None]]) -> None:
+        """Poll these feeds; returns once every poll is over (recorded, or failed).
 
-        Reads top to bottom as the pipeline: fetch; a 304 or a body identical to
-        the last one ends there (validators and the next poll recorded); else
-        parse, decide and ingest in one transaction. Every path records when the
-        feed is due next (schedule.next_poll). ``state``: the feed's stored state
-        when the caller has read it already (the tick reads all due ones at once).
+        At most ``_window`` polls are under way at once (sent to the poller, or
+        being stored): the rest wait their turn here, so a first poll of
+        thousands of feeds never holds more bodies than the store keeps up with.
+        Cancelled (a stop cut short), the polls not yet sent are dropped; those
+        at the poller finish on their own if they can.
         """
+        if not items:
+            return
+        rnd = _Round(len(items), asyncio.get_running_loop().create_future())
+        for feed, state in items:
+            self._polling.add(feed.name)
+            self.tally.polled += 1
+            self._waiting.append(_Poll(feed, state, rnd))
+        self._send()
+        try:
+            await rnd.done
+        except asyncio.CancelledError:
+            dropped = [p for p in self._waiting if p.round is rnd]
+            if dropped:
+                self._waiting = collections.deque(p for p in self._waiting if p.round is not rnd)
+                for p in dropped:
+                    self._polling.discard(p.feed.name)
+            raise
+
+    def _send(self) -> None:
+        """Send waiting polls to the poller while fewer than ``_window`` are under way."""
+        self._sending = False
+        room = self._window - self._busy
+        if room <= 0 or not self._waiting:
+            return
         now = self.now()
-        started = time.monotonic()
-        try:
-            return await self._poll(feed, state, now, started)
-        except StoreError as exc:
-            return await self._feed_failed(feed, state, now, exc, started)
+        jobs: list[Job] = []
+        while self._waiting and len(jobs) < room:
+            p = self._waiting.popleft()
+            p.now = now
+            token = next(self._tokens)
+            self._sent[token] = p
+            st = p.state
+            if st is None:
+                jobs.append(Job(p.feed.name, p.feed.url, now, token))
+            else:
+                jobs.append(Job(p.feed.name, p.feed.url, now, token, st.etag, st.last_modified,
+                                st.body_hash, memo_for(st, now, self._held.get(st.name))))
+        self._busy += len(jobs)
+        self.poller.submit(jobs)
 
-    async def _poll(self, feed: Feed, state: FeedState | None, now: datetime,
-                    started: float) -> int:
-        if state is None:
-            state = await self._db(self.store.feed_state, feed.name)
-        try:
-            result = await self.fetcher.fetch(feed, state)
-        except FetchError as exc:
-            return await self._feed_failed(feed, state, now, exc, started)
-        ms = (time.monotonic() - started) * 1000
-        known = state or FeedState(name=feed.name)
+    def _over(self, p: _Poll) -> None:
+        """A poll is over: its slot goes to the next waiting one, its round may be done."""
+        self._busy -= 1
+        self._polling.discard(p.feed.name)
+        rnd = p.round
+        rnd.left -= 1
+        if rnd.left == 0 and not rnd.done.done():
+            rnd.done.set_result(None)
+        if self._waiting and not self._sending:
+            self._sending = True  # once for the many polls a batch of results ends
+            asyncio.get_running_loop().call_soon(self._send)
+        self._pump()
+
+    def _then(self, p: _Poll, work: Coroutine[Any, Any, Any]) -> None:
+        """Finish ``p`` with ``work`` in a task of its own; a bug in it is logged and
+        ends that poll alone."""
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                logger.exception("feed.crash feed=%s (the other feeds go on)", p.feed.name)
+            finally:
+                self._over(p)
+
+        task = asyncio.create_task(run(), name=f"poll:{p.feed.name}")
+        self._tasks.add(task)  # held until done: a bare task could be collected
+        task.add_done_callback(self._tasks.discard)
+
+    def _took(self, results: Sequence[Fetched]) -> None:
+        """The poller's results, on the loop. A 304 or an unchanged body goes into the
+        next group commit from here; a changed body or a failure is finished in a
+        task of its own."""
+        for r in results:
+            p = self._sent.pop(r.token, None)
+            if p is None:
+                continue  # its round was cut off and the service is closing
+            try:
+                if r.polled is Polled.CHANGED:
+                    if r.digest is not None:
+                        self._held[r.feed] = r.digest
+                    self._then(p, self._changed(p, r))
+                elif r.polled is Polled.FAILED:
+                    exc: MonitorError = (ParseError(r.error or "") if r.parse_error else
+                                         FetchError(r.error or "", status=r.status,
+                                                    retry_after=r.retry_after))
+                    assert p.now is not None
+                    self._then(p, self._feed_failed(p.feed, p.state, p.now, exc, r.ms,
+                                                    r.status))
+                else:
+                    self._unchanged(p, r)
+            except Exception:
+                logger.exception("feed.crash feed=%s (the other feeds go on)", r.feed)
+                self._over(p)
+
+    def _unchanged(self, p: _Poll, r: Fetched) -> None:
+        """A 304, or the same body as last time: only the validators and the next poll
+        time are recorded."""
+        feed, state, now = p.feed, p.state, p.now
+        assert now is not None
+        not_modified = r.polled is Polled.NOT_MODIFIED
         # A 304 may leave the validators out: the ones we sent still stand.
-        etag = result.etag or (known.etag if result.not_modified else None)
-        modified = result.last_modified or (known.last_modified if result.not_modified else None)
-        if result.not_modified or (digest := body_hash(result.body or b"")) == known.body_hash:
-            polled = Polled.NOT_MODIFIED if result.not_modified else Polled.UNCHANGED
-            outcome = PollOutcome(polled=polled, status=result.status, max_age=result.max_age,
-                              expires=result.expires, hint=known.hint, per_day=known.per_day)
-            await self._record(PollRecord(
-                feed=feed.name, at=now, status=result.status, response_ms=ms,
-                next_poll_at=self._next_poll(feed, state, outcome, now), etag=etag,
-                last_modified=modified))
-            logger.debug("feed.%s feed=%s", polled.value, feed.name)
-            self.metrics.polls.labels(feed.name, polled.value).inc()
-            await self._recovered(feed, state, now)
-            return 0
-        assert result.body is not None
-        self.backlog.hold()
-        try:
-            return await self._changed(feed, state, result, now, started, ms, digest, etag,
-                                       modified)
-        finally:
-            self.backlog.release()
+        etag = r.etag or (state.etag if not_modified and state else None)
+        modified = r.last_modified or (state.last_modified if not_modified and state else None)
+        outcome = PollOutcome(polled=r.polled, status=r.status, max_age=r.max_age,
+                              expires=r.expires, hint=state.hint if state else None,
+                              per_day=state.per_day if state else None)
+        record = PollRecord(feed=feed.name, at=now, status=r.status, response_ms=r.ms,
+                            next_poll_at=self._next_poll(feed, state, outcome, now), etag=etag,
+                            last_modified=modified)
+        logger.debug("feed.%s feed=%s", r.polled.value, feed.name)
+        self.metrics.polls.labels(feed.name, r.polled.value).inc()
 
-    async def _changed(self, feed: Feed, state: FeedState | None, result: FetchResult,
-                       now: datetime, started: float, ms: float, digest: str,
-                       etag: str | None, modified: str | None) -> int:
-        """A new body: parse, decide and ingest it."""
-        assert result.body is not None
-        seen = b""
-        if (state is not None and state.first_polled_at is not None
-                and state.seen_since is not None and now - state.seen_since < SEEN_FOR):
-            seen = state.seen
+        def then(exc: BaseException | None) -> None:
+            if exc is not None:
+                err = exc if isinstance(exc, MonitorError) else StoreError(str(exc))
+                self._then(p, self._feed_failed(feed, state, now, err, r.ms))
+            elif state is not None and state.ops_alerted:
+                self._then(p, self._recovered(feed, state, now))
+            else:
+                self._over(p)
+
+        self._commit(record, then)
+
+    async def _changed(self, p: _Poll, r: Fetched) -> int:
+        """A new body, parsed: decide and ingest its entries, and record the poll."""
+        feed, state, now, parsed = p.feed, p.state, p.now, r.parsed
+        assert now is not None and parsed is not None
         try:
-            parsed = await self._parse(result.body, feed, result.content_type, seen)
-        except ParseError as exc:
-            return await self._feed_failed(feed, state, now, exc, started, result.status)
-        per_day = publish_rate([datetime.fromtimestamp(t, UTC) for t in parsed.dates], now)
-        outcome = PollOutcome(polled=Polled.CHANGED, status=result.status, max_age=result.max_age,
-                          expires=result.expires, hint=parsed.hint, per_day=per_day)
-        record = PollRecord(feed=feed.name, at=now, status=result.status, response_ms=ms,
-                            next_poll_at=self._next_poll(feed, state, outcome, now),
-                            parsed=True, body_hash=digest, per_day=per_day, hint=parsed.hint,
-                            etag=etag, last_modified=modified, seen=parsed.seen,
-                            seen_since=state.seen_since if seen and state else now)
-        # parsed.entries are the new and edited items (see ParsedFeed.seen), as a rule
-        at = min((event_time(e, now) for e in parsed.entries), default=now)
-        entries = list(parsed.entries)
-        queued = await self._in_time_order(
-            at, self._assign, feed, state, entries, record, parsed.unchanged,
-            lookup=Lookup(feed.name, tuple(e.key for e in entries),
-                          tuple(e.canonical_url for e in entries)))
+            per_day = publish_rate([datetime.fromtimestamp(t, UTC) for t in parsed.dates], now)
+            outcome = PollOutcome(polled=Polled.CHANGED, status=r.status, max_age=r.max_age,
+                                  expires=r.expires, hint=parsed.hint, per_day=per_day)
+            record = PollRecord(
+                feed=feed.name, at=now, status=r.status, response_ms=r.ms,
+                next_poll_at=self._next_poll(feed, state, outcome, now), parsed=True,
+                body_hash=r.digest, per_day=per_day, hint=parsed.hint, etag=r.etag,
+                last_modified=r.last_modified, seen=parsed.seen,
+                seen_since=state.seen_since if not r.full and state else now)
+            # parsed.entries are the new and edited items (see ParsedFeed.seen), as a rule
+            at = min((event_time(e, now) for e in parsed.entries), default=now)
+            entries = list(parsed.entries)
+            queued = await self._in_time_order(
+                at, self._assign, feed, state, entries, record, parsed.unchanged,
+                lookup=Lookup(feed.name, tuple(e.key for e in entries),
+                              tuple(e.canonical_url for e in entries)))
+        except StoreError as exc:
+            return await self._feed_failed(feed, state, now, exc, r.ms, r.status)
         if queued:
             self.outbox.wake()
         await self._recovered(feed, state, now)
@@ -869,8 +943,7 @@ class Service:
                          jitter=_jitter(feed.name, outcome.failures, now))
 
     async def _feed_failed(self, feed: Feed, state: FeedState | None, now: datetime,
-                           exc: MonitorError, started: float, status: int | None = None) -> int:
-        ms = (time.monotonic() - started) * 1000
+                           exc: MonitorError, ms: float, status: int | None = None) -> int:
         failures = (state.failures if state else 0) + 1
         if isinstance(exc, FetchError):
             status = exc.status
@@ -1044,28 +1117,9 @@ class Service:
     async def poll_all(self) -> None:
         """Poll every configured feed once, except those disabled by 410 Gone."""
         states = await self._db(self.store.feed_states)
-        async with asyncio.TaskGroup() as tg:
-            for feed in self.config.feeds:
-                st = states.get(feed.name)
-                if st is not None and st.gone_url == feed.url:
-                    continue
-                tg.create_task(self._poll_guarded(feed, st), name=f"poll:{feed.name}")
-
-    async def _poll_guarded(self, feed: Feed, state: FeedState | None = None) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
-        self._polling.add(feed.name)
-        self.tally.polled += 1
-        try:
-            await self.poll(feed, state)
-        except Exception:
-            logger.exception("feed.crash feed=%s (the other feeds go on)", feed.name)
-        finally:
-            self._polling.discard(feed.name)
-            if task is not None:
-                self._inflight.discard(task)
-            self._pump()
+        items = [(feed, states.get(feed.name)) for feed in self.config.feeds]
+        await self._poll_feeds([(feed, st) for feed, st in items
+                                if st is None or st.gone_url != feed.url])
 
     def _claim_room(self) -> int:
         """How many due feeds the tick may claim now: twice the fetch concurrency,
@@ -1121,21 +1175,17 @@ class Service:
         if self._stopping:  # claimed while stopping: polled by the next to claim (released at exit)
             return 0
         self._more_due = len(due) >= room
-        feeds = {f.name: f for f in self.config.feeds}
-        started = 0
+        items = []
         for st in due:
-            name = st.name
-            feed = feeds.get(name)
-            if feed is None or name in self._polling:
-                continue
-            self._polling.add(name)
-            task = asyncio.create_task(self._poll_guarded(feed, st), name=f"poll:{name}")
+            feed = self._feeds.get(st.name)
+            if feed is not None and st.name not in self._polling:
+                items.append((feed, st))
+        if items:
+            task = asyncio.create_task(self._poll_feeds(items), name="poll_due:polls")
             self._inflight.add(task)  # held until done: a bare task could be collected
             task.add_done_callback(self._inflight.discard)
-            started += 1
-        if started:
-            logger.debug("schedule.tick started=%d", started)
-        return started
+            logger.debug("schedule.tick started=%d", len(items))
+        return len(items)
 
     async def run_once(self, drain_timeout: float = 60.0) -> int:
         """Poll every feed once, deliver what resulted; returns alerts left queued.
@@ -1224,13 +1274,13 @@ class Service:
         bound = self.config.stop_timeout.total_seconds()
         self._stopping = True  # a claim under way starts no polls
         self.notifier.stopping()
-        logger.info("service.stopping timeout=%gs polls_in_flight=%d", bound, len(self._inflight))
+        logger.info("service.stopping timeout=%gs polls_in_flight=%d", bound, len(self._polling))
         if self._scheduler is not None:
             self._scheduler.pause()
         for h in helpers:
             h.cancel()
         self.outbox.stop()
-        _, left = await asyncio.wait({worker, *self._inflight}, timeout=bound)
+        _, left = await asyncio.wait({worker, *self._inflight, *self._tasks}, timeout=bound)
         if left:
             logger.warning("service.stop_timeout cut_off=%d after=%gs", len(left), bound)
             for t in left:

@@ -4,7 +4,7 @@
 (tracking parameters, AMP variants, ``http`` vs ``https``, ``www.``,
 fragments, parameter order, a trailing slash). The parser stores it with each
 entry and story grouping treats two entries with the same one as the same
-story, full stop: a module of its own so that parsing (and the parse workers)
+story, full stop: a module of its own so that parsing (and the poll workers)
 need nothing of grouping.
 """
 

@@ -107,16 +107,3 @@ async def test_a_slow_host_holds_its_own_slots_not_the_global_ones(
         assert (await a2).body is not None  # a1's host slot came free
     with contextlib.suppress(asyncio.CancelledError):
         await a1
-
-
-async def test_room_is_awaited_before_the_request(feed_server: FeedServer) -> None:
-    feed_server.set("/f.xml", RSS)
-    seen: list[int] = []
-
-    async def room() -> None:
-        seen.append(len(feed_server.requests_for("/f.xml")))
-
-    async with Fetcher(timeout=5, room=room) as f:
-        got = await f.fetch(feed(feed_server))
-    assert got.body is not None and seen == [0]
-    assert len(feed_server.requests_for("/f.xml")) == 1

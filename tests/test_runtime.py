@@ -17,14 +17,7 @@ from servers import FeedServer, SlackServer
 from test_delivery import Clock
 
 from monitor import config as cfg
-from monitor.service import (
-    POOL_FROM_FEEDS,
-    Backlog,
-    Service,
-    _Pending,
-    parse_workers,
-    renewing,
-)
+from monitor.service import Service, _Pending, renewing
 from monitor.store import Ingest, PollRecord
 from monitor.store.sql import Hold
 
@@ -40,22 +33,6 @@ def write_config(tmp: Path, server: FeedServer, paths: list[str], extra: str = "
         "poll: {interval: 5m, min_interval: 1m, max_interval: 6h, parse_workers: 1}\n"
         f"feeds: [{feeds}]\n{extra}")
     return tmp / "monitor.yaml"
-
-
-@pytest.mark.parametrize(("setting", "feeds", "want"), [
-    pytest.param(None, 1, 0, id="few-feeds-parse-on-a-thread"),
-    pytest.param(None, POOL_FROM_FEEDS - 1, 0, id="just-below-the-pool"),
-    pytest.param(0, 50_000, 0, id="zero-is-always-a-thread"),
-    pytest.param(3, 1, 3, id="configured-is-taken"),
-])
-def test_parse_workers(setting: int | None, feeds: int, want: int) -> None:
-    assert parse_workers(setting, feeds) == want
-
-
-def test_many_feeds_get_a_worker_per_core() -> None:
-    import os
-
-    assert parse_workers(None, POOL_FROM_FEEDS) == len(os.sched_getaffinity(0))
 
 
 def story_feed(n: int = 3) -> RSS:
@@ -245,20 +222,6 @@ async def test_dead_feed_alert_once_and_on_recovery(
 def test_claims_are_renewed_every_quarter_lease(last: datetime | None, now: datetime,
                                                  expected: bool) -> None:
     assert renewing(last, now, timedelta(seconds=60)) is expected
-
-
-async def test_backlog_lets_a_fetch_through_only_below_its_limit() -> None:
-    backlog = Backlog(2)
-    await backlog.room()  # empty: no wait
-    backlog.hold()
-    backlog.hold()
-    waiting = asyncio.create_task(backlog.room())
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert not waiting.done()
-    backlog.release()
-    await waiting
-    assert backlog.held == 1
 
 
 async def test_ingests_queued_together_run_in_the_order_their_news_happened(

@@ -815,6 +815,12 @@ class SqlStore:
                        f"{_DUE} <= ?", (ts(now),))
         return int(rows[0][0])
 
+    def count_unpolled(self) -> int:
+        """How many feeds were never polled: a first poll parses every item."""
+        rows = self._q("SELECT COUNT(*) FROM feeds WHERE gone_url IS NULL AND "
+                       "first_polled_at IS NULL")
+        return int(rows[0][0])
+
     def make_due(self, names: Sequence[str]) -> None:
         """Poll these feeds at the next look (their config changed)."""
         with self._tx():
