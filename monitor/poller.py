@@ -35,7 +35,7 @@ from typing import NamedTuple, Protocol
 from monitor.errors import FetchError, ParseError
 from monitor.fetch import Fetcher
 from monitor.parse import ParsedFeed, parse_document
-from monitor.schedule import Polled
+from monitor.schedule import Polled, publish_rate
 from monitor.urls import canonical_url
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Fetched(NamedTuple):
     expires: datetime | None = None
     digest: str | None = None
     parsed: ParsedFeed | None = None
+    per_day: float | None = None  # CHANGED: how often the feed publishes, by its items' dates
     full: bool = True  # CHANGED: the parse had no memo to go by
     error: str | None = None
     parse_error: bool = False
@@ -152,7 +153,8 @@ async def _poll_one(fetcher: Fetcher, job: Job, memos: Memos, run: Runner, *,
     memos.keep(job.feed, digest, parsed.seen)
     return Fetched(job.feed, job.token, Polled.CHANGED, ms, status=got.status, etag=got.etag,
                    last_modified=got.last_modified, max_age=got.max_age, expires=got.expires,
-                   digest=digest, parsed=parsed, full=not seen)
+                   digest=digest, parsed=parsed, per_day=publish_rate(parsed.dates, job.now),
+                   full=not seen)
 
 
 class Poller(Protocol):

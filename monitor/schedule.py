@@ -150,16 +150,18 @@ _POLLS_PER_ITEM = 2
 _MAX_STRETCH = 4
 
 
-def publish_rate(published: Sequence[datetime | None], now: datetime) -> float | None:
-    """Items per day the feed publishes, from its entries' dates (None: cannot tell).
+def publish_rate(published: Sequence[float], now: datetime) -> float | None:
+    """Items per day the feed publishes, from its items' dates (POSIX seconds, as
+    ``ParsedFeed.dates``; None: cannot tell).
 
     Measured over the span the feed's items cover (up to ``now``), so a feed that
     keeps 50 items over a month reads as quiet and one with 50 in an hour as busy.
     """
-    dates = sorted(d for d in published if d is not None and d <= now)
+    at = now.timestamp()
+    dates = [d for d in published if d <= at]
     if len(dates) < 2:
         return None
-    span = (now - dates[0]).total_seconds() / 86400
+    span = (at - min(dates)) / 86400
     if span <= 0:
         return None
     return (len(dates) - 1) / span

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import functools
 import hashlib
 import heapq
@@ -86,7 +85,7 @@ from monitor.notify import Notifier, watchdog_interval
 from monitor.poller import Fetched, Job, LocalPoller, Poller, body_hash
 from monitor.render import Renderer, format_duration
 from monitor.schedule import Outcome as PollOutcome
-from monitor.schedule import Polled, PollLimits, hold_for, next_poll, publish_rate
+from monitor.schedule import Polled, PollLimits, hold_for, next_poll
 from monitor.store import (
     Found,
     Ingest,
@@ -158,9 +157,13 @@ class _Pending:
 def _jitter(name: str, failures: int, now: datetime) -> float:
     """A value in [0, 1) from the feed and the moment: deterministic for a test,
     different between feeds that failed together."""
-    digest = hashlib.blake2b(f"{name}\0{failures}\0{now.isoformat()}".encode(),
+    digest = hashlib.blake2b(f"{name}\0{failures}\0{_iso(now)}".encode(),
                              digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+#: The polls sent together share their moment: its text is made once.
+_iso = functools.lru_cache(maxsize=16)(datetime.isoformat)
 
 
 def instance_name(env: Mapping[str, str]) -> str:
@@ -438,6 +441,7 @@ class Service:
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
         self._ingest_queue: list[Any] = []  # heap of (at, seq, call, lookup, future)
         self._ingest_seq = itertools.count()
+        self._ingest_asked = False  # an _ingest_next is on its way to the ingest thread
         self._batch: list[tuple[PollRecord, Callable[[BaseException | None], None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._scheduler: Any = None  # APScheduler's AsyncIOScheduler while run() runs
@@ -458,6 +462,8 @@ class Service:
         self.config = config
         self._feeds = {f.name: f for f in config.feeds}
         self._window = 2 * config.poll.concurrency
+        self._limits = PollLimits(min_interval=config.poll.min_interval,
+                                  max_interval=config.poll.max_interval)
         self.watchlists = {w.name: w for w in config.watchlists}
         self.matcher = Matcher.compile(config.watchlists)
         self.renderer = Renderer(config.templates)
@@ -651,29 +657,35 @@ class Service:
         at once (a cycle's first polls, ``run --once``) are grouped in the order
         their news happened, as one poll's entries are (``decide``). With a
         ``lookup``, what the store finds for it is ``fn``'s last argument."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
         job: tuple[datetime, int, Callable[..., _Pending], Lookup | None,
-                   concurrent.futures.Future[int]] = (
-            at, next(self._ingest_seq), functools.partial(fn, *args), lookup,
-            concurrent.futures.Future())
+                   asyncio.Future[int]] = (
+            at, next(self._ingest_seq), functools.partial(fn, *args), lookup, done)
         heapq.heappush(self._ingest_queue, job)
-        self._index_thread.submit(self._ingest_next)
-        return await asyncio.wrap_future(job[4])
+        if not self._ingest_asked:
+            self._ingest_asked = True  # one call takes all that is queued by then
+            self._index_thread.submit(self._ingest_next, loop)
+        return await done
 
-    def _ingest_next(self) -> None:
+    def _ingest_next(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run the ingests queued now, earliest news first, in one :meth:`_assignment`
         (on the ingest thread). Their store reads go first, together and outside
         the hold: the lock serialises every instance's ingests, and a round trip
-        made under it is one all the others wait for. One call per queued
-        ingest: a call finding the queue emptied by an earlier one's batch has
-        nothing to do. Their writes go last, together (:meth:`_write`). A
-        failing ingest fails its own poll; failing reads or a failing hold,
-        every poll of the batch."""
-        jobs: list[tuple[Callable[..., _Pending], Lookup | None,
-                         concurrent.futures.Future[int]]] = []
+        made under it is one all the others wait for. Their writes go last,
+        together (:meth:`_write`), and their outcomes go back to the loop in one
+        call. A failing ingest fails its own poll; failing reads or a failing
+        hold, every poll of the batch. More than a batch queued: the rest is
+        the next call's."""
+        self._ingest_asked = False  # from here, what is queued asks again
+        jobs: list[tuple[Callable[..., _Pending], Lookup | None, asyncio.Future[int]]] = []
         while self._ingest_queue and len(jobs) < INGEST_BATCH:
             _, _, call, lookup, done = heapq.heappop(self._ingest_queue)
-            if done.set_running_or_notify_cancel():
+            if not done.cancelled():  # its poll was cut off (a stop)
                 jobs.append((call, lookup, done))
+        if self._ingest_queue and not self._ingest_asked:
+            self._ingest_asked = True
+            self._index_thread.submit(self._ingest_next, loop)
         if not jobs:
             return
         outcomes: list[tuple[int, BaseException | None]] = []
@@ -707,11 +719,8 @@ class Service:
                         outcomes.append((0, exc))
         except BaseException as exc:
             outcomes = [(0, exc)] * len(jobs)
-        for (_, _, done), (result, error) in zip(jobs, outcomes, strict=True):
-            if error is None:
-                done.set_result(result)
-            else:
-                done.set_exception(error)
+        loop.call_soon_threadsafe(_settle, [(done, result, error) for (_, _, done),
+                                            (result, error) in zip(jobs, outcomes, strict=True)])
 
     def _write(self) -> None:
         """Write the records decided so far in this hold, in one store call (on the
@@ -754,7 +763,9 @@ class Service:
     def _commit(self, poll: PollRecord, then: Callable[[BaseException | None], None]) -> None:
         """Put ``poll`` in the next group commit; ``then(None)`` once it is stored, or
         ``then(error)``."""
-        self._batch.append((replace(poll, by=self.instance), then))
+        if poll.by != self.instance:
+            poll = replace(poll, by=self.instance)
+        self._batch.append((poll, then))
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_batches(), name="commit")
 
@@ -891,7 +902,7 @@ class Service:
                               per_day=state.per_day if state else None)
         record = PollRecord(feed=feed.name, at=now, status=r.status, response_ms=r.ms,
                             next_poll_at=self._next_poll(feed, state, outcome, now), etag=etag,
-                            last_modified=modified)
+                            last_modified=modified, by=self.instance)
         logger.debug("feed.%s feed=%s", r.polled.value, feed.name)
         self.metrics.polls.labels(feed.name, r.polled.value).inc()
 
@@ -911,7 +922,7 @@ class Service:
         feed, state, now, parsed = p.feed, p.state, p.now, r.parsed
         assert now is not None and parsed is not None
         try:
-            per_day = publish_rate([datetime.fromtimestamp(t, UTC) for t in parsed.dates], now)
+            per_day = r.per_day
             outcome = PollOutcome(polled=Polled.CHANGED, status=r.status, max_age=r.max_age,
                                   expires=r.expires, hint=parsed.hint, per_day=per_day)
             record = PollRecord(
@@ -936,10 +947,7 @@ class Service:
 
     def _next_poll(self, feed: Feed, state: FeedState | None, outcome: PollOutcome,
                    now: datetime) -> datetime | None:
-        p = self.config.poll
-        return next_poll(feed, state, outcome, now,
-                         limits=PollLimits(min_interval=p.min_interval,
-                                           max_interval=p.max_interval),
+        return next_poll(feed, state, outcome, now, limits=self._limits,
                          jitter=_jitter(feed.name, outcome.failures, now))
 
     async def _feed_failed(self, feed: Feed, state: FeedState | None, now: datetime,
@@ -1436,6 +1444,17 @@ class Service:
             logger.warning("store.prune_failed error=%s", redact.text(str(exc)))
             return
         logger.info("store.pruned entries=%d", n)
+
+
+def _settle(outcomes: Sequence[tuple[asyncio.Future[int], int, BaseException | None]]) -> None:
+    """Hand a batch of ingests' outcomes to the polls awaiting them (on the loop)."""
+    for done, result, error in outcomes:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(result)
+        else:
+            done.set_exception(error)
 
 
 def _log_fill(fut: asyncio.Future[int]) -> None:
