@@ -934,9 +934,11 @@ class Service:
             # parsed.entries are the new and edited items (see ParsedFeed.seen), as a rule
             at = min((event_time(e, now) for e in parsed.entries), default=now)
             entries = list(parsed.entries)
+            # A feed's first poll: none of its keys can be known yet, only its links.
+            first = state is None or state.first_polled_at is None
             queued = await self._in_time_order(
                 at, self._assign, feed, state, entries, record, parsed.unchanged,
-                lookup=Lookup(feed.name, tuple(e.key for e in entries),
+                lookup=Lookup(feed.name, () if first else tuple(e.key for e in entries),
                               tuple(e.canonical_url for e in entries)))
         except StoreError as exc:
             return await self._feed_failed(feed, state, now, exc, r.ms, r.status)
@@ -1049,13 +1051,18 @@ class Service:
             # Matched first: what the entry's watchlists all share is no evidence of a story.
             found = self.matcher.match(e)
             topics = [m.watchlist for m in found]
-            join = Join(story_id=by_url.get(e.canonical_url), score=1.0, bar=1.0, how="url")
-            # An index holding no story has none to join: skip the entry's vector.
-            if join.story_id is None and i < room and self.index.stories():
+            join: Join | None = None  # None: the entry opens a story
+            if (by_link := by_url.get(e.canonical_url)) is not None:
+                join = Join(story_id=by_link, score=1.0, bar=1.0, how="url")
+            elif i < room and self.index.stories():  # an empty index has none to join
                 join = self.index.decide(e, now, topics=topics,
                                          terms=[t for m in found for t in m.terms])
-            story = join.story_id or story_id_for(e)
-            if join.story_id is not None:
+                if join.story_id is None:
+                    join = None
+            if join is None:
+                story = story_id_for(e)
+            else:
+                story = join.story_id or story_id_for(e)
                 logger.debug("story.joined feed=%s story=%s how=%s score=%.3f bar=%.3f weak=%d",
                              feed.name, story, join.how, join.score, join.bar, join.weak)
             # Held only if someone watches its story: an entry no watchlist matched
