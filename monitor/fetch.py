@@ -4,9 +4,9 @@ Header values we keep (ETag, Last-Modified, Content-Type) must be clean
 printable ASCII (:func:`monitor.sanitize.header_value`); a server that sends
 anything else is treated as having sent none, so a stray byte cannot end up
 in the store or in our next request.
-A :class:`Fetcher` owns one aiohttp session for the whole service (or for one
-poll worker), a global concurrency limit and a per-host one (so ten feeds on one
-site don't hammer it).
+A :class:`Fetcher` owns one :class:`monitor.http.Client` for the whole service
+(or for one poll worker), a global concurrency limit and a per-host one (so ten
+feeds on one site don't hammer it).
 ``fetch`` returns a :class:`FetchResult`; "not modified" is a result, not an
 exception. Everything that goes wrong with one feed is a
 :class:`~monitor.errors.FetchError` naming the feed, so the caller can log it
@@ -27,8 +27,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
+from monitor import http
 from monitor.errors import FetchError
 from monitor.sanitize import clean_text, header_value
 from monitor.types import Feed, FeedState
@@ -89,13 +88,39 @@ def parse_expires(value: str | None) -> datetime | None:
 
 
 def _caching(headers: Mapping[str, str]) -> dict[str, Any]:
-    max_age = parse_max_age(headers.get("Cache-Control"))
+    """Cache-Control max-age, else Expires, from lower-cased headers."""
+    max_age = parse_max_age(headers.get("cache-control"))
     return {"max_age": max_age,
-            "expires": None if max_age is not None else parse_expires(headers.get("Expires"))}
+            "expires": None if max_age is not None else parse_expires(headers.get("expires"))}
+
+
+def _result(resp: http.Response) -> FetchResult:
+    """What a response means for a poll (pure but for the clock Retry-After is read
+    against): a 304, a body, or a FetchError for 4xx and 5xx."""
+    headers = resp.headers
+    caching = _caching(headers)
+    if resp.status == 304:
+        return FetchResult(body=None, etag=header_value(headers.get("etag")),
+                           last_modified=header_value(headers.get("last-modified")),
+                           status=304, **caching)
+    if resp.status >= 400:
+        raise FetchError(f"HTTP {resp.status} {clean_text(resp.reason, 100)}".rstrip(),
+                         status=resp.status,
+                         retry_after=parse_retry_after(headers.get("retry-after"),
+                                                       datetime.now(UTC)))
+    return FetchResult(body=resp.body, etag=header_value(headers.get("etag")),
+                       last_modified=header_value(headers.get("last-modified")),
+                       content_type=header_value(headers.get("content-type")),
+                       status=resp.status, **caching)
+
+
+#: What we ask servers for, feeds first.
+ACCEPT = ("application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, "
+          "*/*;q=0.5")
 
 
 class Fetcher:
-    """Fetches feeds over one shared aiohttp session. Use as an async context manager."""
+    """Fetches feeds over one shared HTTP client. Use as an async context manager."""
 
     def __init__(self, *, timeout: float = 20.0, max_bytes: int = 10 * 10**6,
                  concurrency: int = 50, per_host: int = 4,
@@ -106,16 +131,12 @@ class Fetcher:
         self._global = asyncio.Semaphore(concurrency)
         self._per_host_limit = per_host
         self._hosts: dict[str, asyncio.Semaphore] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._by_url: dict[str, asyncio.Semaphore] = {}  # the same URLs, poll after poll
+        self._client: http.Client | None = None
 
     async def __aenter__(self) -> Fetcher:
-        self._session = aiohttp.ClientSession(
-            headers={"User-Agent": self.user_agent,
-                     "Accept": "application/rss+xml, application/atom+xml, "
-                               "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"},
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=True,
-        )
+        self._client = http.Client(max_bytes=self.max_bytes, user_agent=self.user_agent,
+                                   accept=ACCEPT)
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -123,15 +144,23 @@ class Fetcher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def _host_limit(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).hostname or ""
-        sem = self._hosts.get(host)
+        sem = self._by_url.get(url)
         if sem is None:
-            sem = self._hosts[host] = asyncio.Semaphore(self._per_host_limit)
+            try:
+                host = urlsplit(url).hostname or ""
+            except ValueError:
+                host = ""
+            sem = self._hosts.get(host)
+            if sem is None:
+                sem = self._hosts[host] = asyncio.Semaphore(self._per_host_limit)
+            if len(self._by_url) >= 100_000:  # more than a poller's feeds
+                self._by_url.clear()
+            self._by_url[url] = sem
         return sem
 
     async def fetch(self, feed: Feed, state: FeedState | None = None) -> FetchResult:
@@ -144,9 +173,9 @@ class Fetcher:
         """GET ``url``, conditionally on the validators of the last answer."""
         if url.startswith("file://"):
             return await asyncio.to_thread(self._read_file, url)
-        if self._session is None:
+        if self._client is None:
             raise RuntimeError("Fetcher used outside its context")
-        headers = {"Accept-Encoding": "gzip, deflate"}
+        headers = {}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
@@ -156,47 +185,18 @@ class Fetcher:
         async with self._host_limit(url), self._global:
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await self._get(url, headers)
+                    resp = await self._client.get(url, headers)
             except TimeoutError:
                 raise FetchError(f"timed out after {self.timeout:g}s") from None
-            except aiohttp.ClientConnectorError as exc:
-                raise FetchError(f"cannot connect: {exc.os_error or exc}") from exc
-            except aiohttp.TooManyRedirects:
+            except http.ConnectError as exc:
+                raise FetchError(f"cannot connect: {exc}") from exc
+            except http.TooManyRedirects:
                 raise FetchError("too many redirects") from None
-            except aiohttp.ClientError as exc:
-                raise FetchError(f"{type(exc).__name__}: {exc}") from exc
-
-    async def _get(self, url: str, headers: dict[str, str]) -> FetchResult:
-        assert self._session is not None
-        async with self._session.get(url, headers=headers, max_redirects=5) as resp:
-            if resp.status == 304:
-                return FetchResult(body=None, etag=header_value(resp.headers.get("ETag")),
-                                   last_modified=header_value(resp.headers.get("Last-Modified")),
-                                   status=304, **_caching(resp.headers))
-            if resp.status >= 400:
-                raise FetchError(
-                    f"HTTP {resp.status} {clean_text(resp.reason or '', 100)}".rstrip(),
-                    status=resp.status,
-                    retry_after=parse_retry_after(resp.headers.get("Retry-After"),
-                                                  datetime.now(UTC)))
-            declared = resp.content_length
-            if declared is not None and declared > self.max_bytes:
-                raise FetchError(f"response of {declared} bytes exceeds max_bytes "
-                                 f"{self.max_bytes}")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in resp.content.iter_chunked(65536):
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise FetchError(f"response exceeds max_bytes {self.max_bytes}")
-                chunks.append(chunk)
-            return FetchResult(
-                body=b"".join(chunks),
-                etag=header_value(resp.headers.get("ETag")),
-                last_modified=header_value(resp.headers.get("Last-Modified")),
-                content_type=header_value(resp.headers.get("Content-Type")),
-                status=resp.status, **_caching(resp.headers),
-            )
+            except http.TooLarge as exc:
+                raise FetchError(str(exc)) from None
+            except http.HTTPError as exc:
+                raise FetchError(f"bad response: {exc}") from exc
+        return _result(resp)
 
     def _read_file(self, url: str) -> FetchResult:
         path = Path(url.removeprefix("file://"))

@@ -3,7 +3,7 @@
 ::
 
     service (its loop)                      worker k (python -m monitor.workers)
-      WorkerPool.submit(jobs) ── stdin ──>    its own loop, aiohttp session, Memos
+      WorkerPool.submit(jobs) ── stdin ──>    its own loop, HTTP client, Memos
                                               poll_one per job (monitor.poller)
       on_results(batch)       <── stdout ──   results (and log records) in batches
 
