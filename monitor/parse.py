@@ -24,7 +24,6 @@ body is wrapped in a BytesIO.
 
 from __future__ import annotations
 
-import calendar
 import codecs
 import hashlib
 import html
@@ -33,7 +32,6 @@ import logging
 import math
 import re
 import struct
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,11 +39,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import feedparser
-from feedparser.datetimes import _parse_date as _feedparser_date
 from feedparser.mixin import _FeedParserMixin
 from lxml import etree
 
 from monitor import sanitize
+from monitor.dates import from_struct_time, parse_date
 from monitor.errors import ParseError
 from monitor.types import Entry
 
@@ -257,19 +255,10 @@ def _when(raw: dict[str, Any]) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
         # dict.get: FeedParserDict maps a missing updated_parsed to published_parsed,
         # with a DeprecationWarning, when published_parsed did not parse.
-        when = _utc(dict.get(raw, key))
+        when = from_struct_time(dict.get(raw, key))
         if when is not None:
             return when
     return None
-
-
-def _utc(value: time.struct_time | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
-    except (OverflowError, ValueError, TypeError):
-        return None
 
 
 def _is_markup(raw: Mapping[str, Any], key: str) -> bool:
@@ -346,7 +335,7 @@ def _local(tag: object) -> str:
 
 
 def _date_text(text: str) -> datetime | None:
-    return _utc(_feedparser_date(text.strip())) if text else None
+    return parse_date(text) if text else None
 
 
 def _inner(el: Any, kind: str, latin1_fix: bool) -> str:
