@@ -87,9 +87,29 @@ def canonical_url(url: str) -> str:
     """
     stripped = url.strip()
     try:
-        return _canonical(stripped)
+        plain = _PLAIN.fullmatch(stripped)
+        return (plain and _canonical_plain(plain)) or _canonical(stripped)
     except ValueError:
         return stripped
+
+
+#: A link in the shape most feeds write: http(s), a host of letters, digits, dots
+#: and hyphens (no user info, port or brackets), a path of characters quote()
+#: leaves as they are (no percent-escape), then a query and a fragment without
+#: whitespace. urlsplit's parts of such a link are the groups of this regex.
+_PLAIN = re.compile(r"https?://([A-Za-z0-9.-]+)(/[A-Za-z0-9/_.~!$&'()*+,;=:@-]*)?"
+                    r"(?:\?([^#\s]*))?(?:#.*)?", re.S)
+
+
+def _canonical_plain(plain: re.Match[str]) -> str:
+    """:func:`_canonical` of a link of the plain shape without urlsplit, quote and
+    urlunsplit, which would leave it as it is; "" for a host that leaves nothing
+    after its prefixes or that Google's AMP cache uses (:func:`_canonical` decides)."""
+    host = _bare_host(plain.group(1).lower())
+    if not host or host == "google.com" or host.endswith(".cdn.ampproject.org"):
+        return ""
+    query = _canonical_query(plain.group(3) or "")
+    return f"https://{host}{_trimmed_path(plain.group(2) or '')}" + (f"?{query}" if query else "")
 
 
 def _canonical(url: str) -> str:
@@ -112,14 +132,7 @@ def _canonical(url: str) -> str:
 
 
 def _canonical_host(parts: SplitResult) -> str:
-    host = (parts.hostname or "").rstrip(".")
-    stripping = True
-    while stripping:
-        stripping = False
-        for prefix in _HOST_PREFIXES:
-            if host.startswith(prefix) and "." in host[len(prefix) :]:
-                host = host[len(prefix) :]
-                stripping = True
+    host = _bare_host(parts.hostname or "")
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     port = parts.port  # raises ValueError on a bad port: caller returns the input
@@ -128,9 +141,28 @@ def _canonical_host(parts: SplitResult) -> str:
     return host
 
 
+def _bare_host(host: str) -> str:
+    """A lowercased host without its trailing dot and its www., amp. and m. prefixes."""
+    host = host.rstrip(".")
+    stripping = host.startswith(_HOST_PREFIXES)
+    while stripping:
+        stripping = False
+        for prefix in _HOST_PREFIXES:
+            if host.startswith(prefix) and "." in host[len(prefix) :]:
+                host = host[len(prefix) :]
+                stripping = True
+    return host
+
+
 def _canonical_path(path: str) -> str:
     path = _PERCENT_ESCAPE.sub(_normalise_escape, path)
-    path = quote(path, safe=_PATH_SAFE)
+    return _trimmed_path(quote(path, safe=_PATH_SAFE))
+
+
+def _trimmed_path(path: str) -> str:
+    """A quoted path without its trailing slashes and AMP suffixes; ``/`` if empty."""
+    if not path.endswith(("/", "amp", ".amp.html")):
+        return path or "/"
     while True:
         before = path
         path = path.rstrip("/")
