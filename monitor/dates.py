@@ -74,10 +74,12 @@ def _instant(year: int, month: int, day: int, hour: int, minute: int, second: in
     if not 1900 <= year <= 2999:
         return None
     try:
-        return (datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-                - timedelta(hours=zone_hours, minutes=zone_minutes))
+        local = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:
         return None
+    if zone_hours or zone_minutes:
+        return local - timedelta(hours=zone_hours, minutes=zone_minutes)
+    return local
 
 
 def from_struct_time(value: time.struct_time | None) -> datetime | None:

@@ -51,17 +51,27 @@ logger = logging.getLogger(__name__)
 
 _TAG = re.compile(r"<[^>]*>")
 _BLOCK = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
+_BLOCK_START = re.compile(r"<[sS]")  # where a _BLOCK match can start
 
 
 def plain_text(markup: str) -> str:
     """Markup -> one line of plain text (tags dropped, entities decoded)."""
     if "<" in markup:
-        if "<s" in markup or "<S" in markup:
+        if _BLOCK_START.search(markup):
             markup = _BLOCK.sub(" ", markup)
         markup = _TAG.sub(" ", markup)
     if "&" in markup:
         markup = html.unescape(markup)
-    return " ".join(markup.split())
+    return _one_line(markup)
+
+
+def _one_line(text: str) -> str:
+    """``" ".join(text.split())``, without splitting text that is one line already:
+    only a space is both whitespace and printable."""
+    trimmed = text.strip(" ")
+    if "  " not in trimmed and sanitize.printable(trimmed):
+        return trimmed
+    return " ".join(text.split())
 
 
 def _text(value: str, markup: bool, limit: int) -> str:
@@ -70,9 +80,7 @@ def _text(value: str, markup: bool, limit: int) -> str:
     (the renderers escape them). Only the first ``limit * RAW_FACTOR`` characters
     are looked at, so an oversize field costs no more than a capped one."""
     value = value[: limit * sanitize.RAW_FACTOR]
-    if markup:
-        value = plain_text(value)
-    return sanitize.clean_text(" ".join(value.split()), limit)
+    return sanitize.clean_text(plain_text(value) if markup else _one_line(value), limit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -323,9 +331,12 @@ class _Decline(Exception):
 
 def _urljoin(base: str | None, uri: str) -> str:
     """feedparser's join: a relative link against xml:base (nothing to join without)."""
-    uri = _URIFIX.sub(r"\1\3", uri)
+    if ":///" in uri:  # what _URIFIX changes: slashes beyond two after the scheme
+        uri = _URIFIX.sub(r"\1\3", uri)
+    if not base:
+        return uri
     try:
-        return urllib.parse.urljoin(base or "", uri)
+        return urllib.parse.urljoin(base, uri)
     except ValueError:
         return ""
 
@@ -346,13 +357,21 @@ def _inner(el: Any, kind: str, latin1_fix: bool) -> str:
         parts += [etree.tostring(c, encoding="unicode", with_tail=True) for c in div]
         return "".join(parts).strip()
     text = "".join(el.itertext()) if len(el) else (el.text or "")
-    if latin1_fix:
-        # feedparser's repair for UTF-8 that was read as ISO-8859-1 and encoded again.
-        try:
-            text = text.encode("iso-8859-1").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            pass
+    if latin1_fix and not text.isascii():
+        # feedparser's repair for UTF-8 that was read as ISO-8859-1 and encoded again,
+        # for text all in ISO-8859-1 (ignoring the rest shows it without an exception)
+        raw = text.encode("iso-8859-1", "ignore")
+        if len(raw) == len(text):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
     return text.strip()
+
+
+def _looks_like_html(text: str) -> bool:
+    """feedparser's test, which needs an end tag or an entity to say yes."""
+    return ("<" in text or "&" in text) and bool(_FeedParserMixin.looks_like_html(text))
 
 
 def _check_no_stray_fields(child: Any) -> None:
@@ -376,7 +395,7 @@ def _rss_item(item: Any, utf8: bool) -> RawEntry:
             raise _Decline(f"markup inside {tag}")
         if tag == "title":
             title = _inner(child, "text/plain", utf8)
-            title_markup = bool(_FeedParserMixin.looks_like_html(title))
+            title_markup = _looks_like_html(title)
         elif tag == "link":
             # feedparser's repair of "&b;=2" in query strings, as it does it.
             text = (child.text or "").strip()

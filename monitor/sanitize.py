@@ -52,6 +52,21 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _SPACES = re.compile(r"[ \t]*[\t\n\r][ \t\n\r]*")
 
 
+#: What an ASCII string must not hold to be printable: the C0 controls and DEL.
+_ASCII_CONTROL = bytes(range(0x20)) + b"\x7f"
+
+
+def printable(text: str) -> bool:
+    """``text.isprintable()``, sooner for long ASCII text (most of what feeds send):
+    an ASCII character is printable unless it is a C0 control or DEL, which
+    bytes.translate finds without looking each character up in Unicode's tables.
+    Short text is not worth the encoding."""
+    if len(text) > 80 and text.isascii():
+        raw = text.encode("ascii")
+        return len(raw.translate(None, _ASCII_CONTROL)) == len(raw)
+    return text.isprintable()
+
+
 def strip_control(text: str, *, keep_lines: bool = False) -> str:
     """``text`` without control characters or lone surrogates.
 
@@ -59,7 +74,7 @@ def strip_control(text: str, *, keep_lines: bool = False) -> str:
     breaks too (a run of them becomes one space); ``keep_lines`` keeps tab and
     newline, for summaries.
     """
-    if text.isprintable():  # no Cc (C0, DEL, C1, tab, line breaks) and no Cs: nothing to do
+    if printable(text):  # no Cc (C0, DEL, C1, tab, line breaks) and no Cs: nothing to do
         return text
     if keep_lines:
         return _CONTROL_KEEP_LINES.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
@@ -99,6 +114,8 @@ def cap(text: str, limit: int) -> str:
 def cap_bytes(text: str, limit: int) -> str:
     """``text`` within ``limit`` UTF-8 bytes. A cut value keeps a hash of the whole,
     so that values sharing a long prefix stay distinct (GUIDs and keys identify)."""
+    if len(text) * 4 <= limit:  # UTF-8 takes at most 4 bytes a character
+        return text
     raw = text.encode("utf-8", "replace")
     if len(raw) <= limit:
         return text
@@ -127,6 +144,8 @@ def plausible(when: datetime | None, now: datetime | None) -> datetime | None:
 
 def clean_text(text: str, limit: int, *, keep_lines: bool = False) -> str:
     """Control characters removed, outer space trimmed, then capped."""
+    if len(text) <= limit and printable(text) and text[:1] != " " and text[-1:] != " ":
+        return text  # nothing to do: only a space is both whitespace and printable
     if len(text) > limit * RAW_FACTOR:  # don't scan a megabyte to keep a thousand
         text = text[: limit * RAW_FACTOR]
     return cap(strip_control(text, keep_lines=keep_lines).strip(), limit)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monitor import redact, sanitize
 from monitor.store.sql import dt, ts
@@ -168,3 +170,9 @@ def test_log_lines_show_control_characters_escaped() -> None:
         line = formatter.format(record)
         assert not any(c in line for c in "\x1b\x07\x9b"), line
     assert "\x1b" in json.loads(JsonFormatter().format(record))["error"]  # escaped, not lost
+
+
+@given(st.text(st.one_of(st.characters(max_codepoint=0x7f), st.characters()), max_size=300)
+       | st.text(st.characters(max_codepoint=0x7f), min_size=81, max_size=300))
+def test_printable_is_isprintable(text: str) -> None:
+    assert sanitize.printable(text) == text.isprintable()
