@@ -13,10 +13,10 @@ checks that they agree on every feed in tests/data and on a corpus of edge
 cases.
 
 Both paths produce :class:`RawEntry` values and go through one final step,
-:func:`to_entries`, which makes the :class:`~monitor.types.Entry` values
-(plain text, keys) and ends in :func:`monitor.sanitize.clean_entries`
-(control characters, caps, plausible dates, repeats, max_entries): whatever
-that step does applies to both paths.
+:func:`to_entries`, which makes the :class:`~monitor.types.Entry` values with
+:func:`monitor.sanitize.make_entry` (plain text, keys, control characters,
+caps, plausible dates) and keeps them with :func:`monitor.sanitize.keep_entries`
+(repeats, max_entries): whatever that step does applies to both paths.
 
 We never hand feedparser a string (it would treat it as a URL or a path): the
 body is wrapped in a BytesIO.
@@ -33,7 +33,7 @@ import math
 import re
 import struct
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,13 +74,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _text(value: str, markup: bool, limit: int) -> str:
-    """A field as plain text. Markup is stripped only where the feed says it is markup:
-    a plain-text title like "Why <!channel> pings everyone" keeps its angle brackets
-    (the renderers escape them). Only the first ``limit * RAW_FACTOR`` characters
-    are looked at, so an oversize field costs no more than a capped one."""
-    value = value[: limit * sanitize.RAW_FACTOR]
-    return sanitize.clean_text(plain_text(value) if markup else _one_line(value), limit)
+def _text(value: str, markup: bool) -> str:
+    """A field as one line of plain text. Markup is stripped only where the feed says
+    it is markup: a plain-text title like "Why <!channel> pings everyone" keeps its
+    angle brackets (the renderers escape them)."""
+    return plain_text(value) if markup else _one_line(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,63 +167,67 @@ def _unpacked(data: bytes) -> datetime | None:
         return None
 
 
-def to_entries(raws: Iterable[RawEntry], feed: str,
+def _entry(raw: RawEntry, when: datetime | None, feed: str,
+           canonicalize: Callable[[str], str], now: datetime | None) -> Entry | None:
+    """An item's entry (None: neither a title nor a link). Only the first ``limit *
+    RAW_FACTOR`` characters of a text are looked at, so an oversize field costs no
+    more than a capped one."""
+    factor = sanitize.RAW_FACTOR
+    return sanitize.make_entry(
+        feed=feed, title=_text(raw.title[:sanitize.TITLE_MAX * factor], raw.title_markup),
+        link=raw.link, summary=_text(raw.summary[:sanitize.SUMMARY_MAX * factor],
+                                     raw.summary_markup),
+        guid=raw.guid, published=when, canonicalize=canonicalize, now=now)
+
+
+def to_entries(raws: Sequence[RawEntry], feed: str,
                canonicalize: Callable[[str], str] = _identity, *,
                now: datetime | None = None,
                max_entries: int = sanitize.DEFAULT_MAX_ENTRIES,
                seen: bytes = b"") -> ToEntries:
-    """The one step from raw fields to entries, shared by both parsers; it ends in
-    :func:`monitor.sanitize.clean_entries` (dates after ``now`` plus a day are
-    dropped, at most ``max_entries`` kept, the rest logged).
+    """The one step from raw fields to entries, shared by both parsers: each made by
+    :func:`monitor.sanitize.make_entry` (dates after ``now`` plus a day are
+    dropped), then :func:`monitor.sanitize.keep_entries` (repeats dropped, at most
+    ``max_entries`` kept, the rest logged).
 
     An item whose :func:`fingerprint` is in ``seen`` (a previous parse's
     ``ParsedFeed.seen``) is made into nothing: the same fields make the same
-    entry, which the caller has. Most of a changed body is items unchanged since
-    the last poll, and plain text, links and keys are most of a parse's cost."""
+    entry, which the caller has. It still holds its place and its key among the
+    items, so that repeats and ``max_entries`` come out as in a full parse.
+    Most of a changed body is items unchanged since the last poll, and plain
+    text, links and keys are most of a parse's cost."""
     known = _vouched(seen)
-    # per item yielded: its fingerprint, and its memo record's rest (key id, date) if
-    # recognised, else its date as parsed
-    marks: list[tuple[bytes, bytes | None, datetime | None]] = []
-
-    def items() -> Iterator[Entry | sanitize.Recognised]:
-        for raw in raws:
-            mark = fingerprint(raw)
-            rest = known.get(mark)
-            if rest is not None:
-                marks.append((mark, rest, None))
-                yield sanitize.Recognised(rest[:8])
-                continue
-            title = _text(raw.title, raw.title_markup, sanitize.TITLE_MAX)
-            link = sanitize.clean_text(raw.link, sanitize.LINK_MAX)
-            if not title and not link:
-                continue
-            summary = _text(raw.summary, raw.summary_markup, sanitize.SUMMARY_MAX)
-            canonical = canonicalize(link) if link else ""
-            guid = sanitize.strip_control(raw.guid).strip() or None
-            key = guid or canonical or "title:" + hashlib.sha1(title.encode()).hexdigest()[:16]
-            published = raw.when()
-            marks.append((mark, None, published))
-            yield Entry(feed=feed, key=key, guid=guid, link=link, canonical_url=canonical,
-                        title=title or link, summary=summary, published=published)
-
-    cleaned = sanitize.clean_entries(items(), now=now, max_entries=max_entries)
+    marks = [fingerprint(raw) for raw in raws]
+    items = [known.get(mark) or raw for raw, mark in zip(raws, marks, strict=True)]
+    inputs: list[Entry | sanitize.Recognised | None] = []  # per item
+    parsed: dict[int, datetime | None] = {}  # per item made, its date as parsed
+    add = inputs.append
+    for i, item in enumerate(items):
+        if isinstance(item, bytes):
+            add(item[:8])
+        else:
+            parsed[i] = when = item.when()
+            add(_entry(item, when, feed, canonicalize, now))
+    cleaned = sanitize.keep_entries(inputs, max_entries=max_entries)
     if cleaned.dropped:
         logger.warning("feed.capped feed=%s kept=%d dropped=%d (poll.max_entries)",
                        feed, len(cleaned.kept), cleaned.dropped)
     made = iter(cleaned.entries)
-    memo: list[bytes] = []
+    records: list[bytes] = []
     dates: list[float] = []
-    for i in cleaned.kept:
-        mark, rest, parsed = marks[i]
-        if rest is None:  # made now: its key id and (checked) date are the entry's
-            entry = next(made)
-            rest, when = sanitize.key_id(entry.key) + _packed(parsed), entry.published
-        else:
-            when = sanitize.plausible(_unpacked(rest[8:]), now)
-        memo.append(mark + rest)
+    record, date = records.append, dates.append
+    for i, ident in zip(cleaned.kept, cleaned.ids, strict=True):
+        item = items[i]
+        record(marks[i])
+        if isinstance(item, bytes):  # recognised: its record as it was, its date re-checked
+            record(item)
+            when = sanitize.plausible(_unpacked(item[8:]), now)
+        else:  # made now: its key id and (checked) date are the entry's
+            record(ident + _packed(parsed[i]))
+            when = next(made).published
         if when is not None:
-            dates.append(when.timestamp())
-    return ToEntries(cleaned=cleaned, seen=_MEMO + b"".join(memo) if memo else b"",
+            date(when.timestamp())
+    return ToEntries(cleaned=cleaned, seen=_MEMO + b"".join(records) if records else b"",
                      dates=tuple(dates))
 
 
@@ -535,8 +537,8 @@ def parse_document(
 
     ``feed`` is the feed's configured name (Entry.feed). ``canonicalize`` maps a
     link to its canonical form (``monitor.urls.canonical_url`` in the service).
-    Every entry goes through :func:`monitor.sanitize.clean_entries`: dates
-    after ``now`` plus a day are dropped (``now`` None: no upper bound), and at
+    Every entry is made clean by :func:`monitor.sanitize.make_entry`: dates
+    after ``now`` plus a day are dropped (``now`` None: no upper bound); at
     most ``max_entries`` are returned (the rest are logged). ``fast=False``
     goes straight to feedparser. Raises ParseError when the body is not a feed
     at all. ``seen``: the last parse's :attr:`ParsedFeed.seen` for this feed; the

@@ -1,9 +1,10 @@
 """Untrusted feed values -> values every later stage can hold (pure).
 
 A feed's publisher controls its titles, summaries, links, GUIDs and dates.
-Every parse path ends in :func:`clean_entries` (or :func:`clean_entry` for
-one entry), so the matcher, grouping, the store and every renderer only ever
-see entries that are:
+Every parse path makes its entries with :func:`make_entry` and keeps them with
+:func:`keep_entries` (an entry from anywhere else goes through
+:func:`clean_entry`, or :func:`clean_entries` for a poll's worth), so the
+matcher, grouping, the store and every renderer only ever see entries that are:
 
 * free of control characters: C0 (tab and newline survive in summaries
   only), DEL, C1 and lone surrogates are removed. They would reach terminals
@@ -27,9 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeAlias
 
 from monitor.types import Entry
 
@@ -170,14 +172,12 @@ def clean_entry(entry: Entry, now: datetime | None) -> Entry:
                    canonical_url=canonical, key=key, published=published)
 
 
-@dataclass(frozen=True, slots=True)
-class Recognised:
-    """An item the parser recognised as one it made an entry of before, byte for byte
-    (see :func:`monitor.parse.parse_document`'s ``seen``): it is not made again, but it
-    still holds its place, its key (``key_id``, :func:`key_id`) and its share of
-    ``max_entries``, so the entries kept are the ones a full parse would keep."""
-
-    key_id: bytes
+#: An item the parser recognised as one it made an entry of before, byte for byte
+#: (see :func:`monitor.parse.parse_document`'s ``seen``), given as its key id
+#: (:func:`key_id`): it is not made again, but it still holds its place, its key
+#: and its share of ``max_entries``, so the entries kept are the ones a full parse
+#: would keep. Plain bytes: a changed body is mostly recognised items.
+Recognised: TypeAlias = bytes
 
 
 def key_id(key: str) -> bytes:
@@ -187,40 +187,76 @@ def key_id(key: str) -> bytes:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cleaned:
-    """A poll's entries after :func:`clean_entries`; ``dropped`` were over ``max_entries``.
+    """A poll's entries after :func:`keep_entries`; ``dropped`` were over ``max_entries``.
     ``kept``: the positions in the input of every item kept, in order (the
-    entries, and the :class:`Recognised` items, which are not in ``entries``)."""
+    entries, and the :data:`Recognised` items, which are not in ``entries``);
+    ``ids``: their key ids, in the same order."""
 
     entries: tuple[Entry, ...]
     dropped: int = 0
     kept: tuple[int, ...] = ()
+    ids: tuple[bytes, ...] = ()
+
+
+def make_entry(*, feed: str, title: str, link: str, summary: str, guid: str,
+               published: datetime | None, canonicalize: Callable[[str], str],
+               now: datetime | None) -> Entry | None:
+    """The entry of an item as a parser read it (``title`` and ``summary`` as plain
+    text), clean: what :func:`clean_entry` makes of it, each field cleaned once.
+    Its key is the GUID, else the canonical link, else a hash of the title; an
+    item with neither a title nor a link makes none."""
+    title = clean_text(title, TITLE_MAX)
+    link = clean_text(link, LINK_MAX)
+    if not title and not link:
+        return None
+    canonical = canonicalize(link) if link else ""
+    stripped = strip_control(guid).strip()
+    key = stripped or canonical or "title:" + hashlib.sha1(title.encode()).hexdigest()[:16]
+    return Entry(feed=feed, key=cap_bytes(strip_control(key), KEY_MAX_BYTES) or "empty",
+                 guid=cap_bytes(stripped, KEY_MAX_BYTES) if stripped else None, link=link,
+                 canonical_url=clean_text(canonical, LINK_MAX),
+                 title=title or clean_text(link, TITLE_MAX),
+                 summary=clean_text(summary, SUMMARY_MAX), published=plausible(published, now))
 
 
 def clean_entries(entries: Iterable[Entry | Recognised], *, now: datetime | None,
                   max_entries: int = DEFAULT_MAX_ENTRIES) -> Cleaned:
-    """Every parse path's last step: each entry cleaned, repeats of a key dropped
-    (the first one wins), at most ``max_entries`` kept in document order."""
+    """A poll's entries from anywhere, each cleaned, then kept as :func:`keep_entries`
+    keeps them."""
+    return keep_entries((raw if isinstance(raw, bytes) else clean_entry(raw, now)
+                         for raw in entries), max_entries=max_entries)
+
+
+def keep_entries(entries: Iterable[Entry | Recognised | None], *,
+                 max_entries: int = DEFAULT_MAX_ENTRIES) -> Cleaned:
+    """Every parse path's last step, on clean entries: repeats of a key dropped (the
+    first one wins), at most ``max_entries`` kept in document order. None stands for
+    an item that made no entry: it only holds its place."""
     kept: list[Entry] = []
     positions: list[int] = []
+    ids: list[bytes] = []
     seen: set[bytes] = set()
     dropped = 0
-    for i, raw in enumerate(entries):
+    for i, e in enumerate(entries):
+        if e is None:
+            continue
         if len(positions) >= max_entries:
             dropped += 1
             continue
-        if isinstance(raw, Recognised):
-            if raw.key_id not in seen:
-                seen.add(raw.key_id)
-                positions.append(i)
+        entry = None
+        if isinstance(e, bytes):  # Recognised
+            ident = e
+        elif e.title or e.link:
+            ident, entry = key_id(e.key), e
+        else:
             continue
-        e = clean_entry(raw, now)
-        ident = key_id(e.key)
-        if ident in seen or not (e.title or e.link):
-            continue
-        seen.add(ident)
-        kept.append(e)
-        positions.append(i)
-    return Cleaned(entries=tuple(kept), dropped=dropped, kept=tuple(positions))
+        if ident not in seen:
+            seen.add(ident)
+            positions.append(i)
+            ids.append(ident)
+            if entry is not None:
+                kept.append(entry)
+    return Cleaned(entries=tuple(kept), dropped=dropped, kept=tuple(positions), ids=tuple(ids))
 
 
 def header_value(value: str | None, limit: int = 1000) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -176,3 +178,40 @@ def test_log_lines_show_control_characters_escaped() -> None:
        | st.text(st.characters(max_codepoint=0x7f), min_size=81, max_size=300))
 def test_printable_is_isprintable(text: str) -> None:
     assert sanitize.printable(text) == text.isprintable()
+
+
+def made_the_long_way(*, feed: str, title: str, link: str, summary: str, guid: str,
+                      published: datetime | None, canonicalize: Callable[[str], str],
+                      now: datetime | None) -> Entry | None:
+    """make_entry as the parser did it before make_entry: each field cleaned, the entry
+    made of them, then cleaned whole."""
+    title = sanitize.clean_text(title, sanitize.TITLE_MAX)
+    link = sanitize.clean_text(link, sanitize.LINK_MAX)
+    if not title and not link:
+        return None
+    summary = sanitize.clean_text(summary, sanitize.SUMMARY_MAX)
+    canonical = canonicalize(link) if link else ""
+    stripped = sanitize.strip_control(guid).strip() or None
+    key = stripped or canonical or "title:" + hashlib.sha1(title.encode()).hexdigest()[:16]
+    return sanitize.clean_entry(Entry(feed=feed, key=key, guid=stripped, link=link,
+                                      canonical_url=canonical, title=title or link,
+                                      summary=summary, published=published), now)
+
+
+_nasty = st.one_of(st.characters(codec=None),
+                   st.sampled_from("\x00\x1b\x07\x9b\ud800\u202e \xa0\u3000\t\n\r\u200b…"))
+_field = st.text(_nasty, max_size=40) | st.builds(lambda c, n: c * n, _nasty,
+                                                    st.integers(400, 2600))
+_canonicalizers = st.sampled_from([lambda u: u, lambda u: " " + u + "\x00",
+                                   lambda u: u * 3, lambda u: ""])
+
+
+@given(title=_field, link=_field, summary=_field, guid=_field,
+       published=st.none() | st.datetimes(timezones=st.just(UTC))
+       | st.datetimes(), canonicalize=_canonicalizers)
+def test_make_entry_is_the_long_way(title: str, link: str, summary: str, guid: str,
+                                    published: datetime | None,
+                                    canonicalize: Callable[[str], str]) -> None:
+    fields = dict(feed="f", title=title, link=link, summary=summary, guid=guid,
+                  published=published, canonicalize=canonicalize, now=NOW)
+    assert sanitize.make_entry(**fields) == made_the_long_way(**fields)  # type: ignore[arg-type]
