@@ -1,6 +1,6 @@
 """Feed bytes -> entries (pure).
 
-Two parsers, one result. A fast path (:func:`_fast_raw`, lxml) reads
+Two parsers, one result. A fast path (:func:`_fast_read`, lxml) reads
 well-formed RSS 2.0 and Atom 1.0 with the elements it knows; anything else
 (ill-formed XML, a DOCTYPE, a charset the HTTP header and the document
 disagree on, RSS 1.0, Atom 0.3, an item element feedparser would read into a
@@ -18,6 +18,15 @@ Both paths produce :class:`RawEntry` values and go through one final step,
 caps, plausible dates) and keeps them with :func:`monitor.sanitize.keep_entries`
 (repeats, max_entries): whatever that step does applies to both paths.
 
+Most bodies a feed serves are its last one with an item or two added, so a
+parse is told what the last one made (``seen``, :attr:`ParsedFeed.seen`) and
+makes only the items it does not recognise. Where the fast path read the last
+body and its items lined up with the bytes between their end tags, the memo
+holds a hash of each item's bytes (:mod:`monitor.rawitems`), and the known
+items are not even parsed: only the rest of the body is. Elsewhere it holds a
+hash of each item's fields (:func:`fingerprint`), which recognises an item
+after parsing it but before the costlier making of its entry.
+
 We never hand feedparser a string (it would treat it as a URL or a path): the
 body is wrapped in a BytesIO.
 """
@@ -34,15 +43,15 @@ import re
 import struct
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import feedparser
 from feedparser.mixin import _FeedParserMixin
 from lxml import etree
 
-from monitor import sanitize
+from monitor import rawitems, sanitize
 from monitor.dates import from_struct_time, parse_date
 from monitor.errors import ParseError
 from monitor.types import Entry
@@ -116,7 +125,7 @@ class ParsedFeed:
     entries: tuple[Entry, ...]
     hint: timedelta | None = None
     fast: bool = False  # which parser read it (for logs and the bench)
-    #: What to pass as ``seen`` next time: per item kept, its fingerprint and key id.
+    #: What to pass as ``seen`` next time: per item kept, its mark, key id and date.
     seen: bytes = b""
     #: Items kept but left out of ``entries``: ``seen`` recognised them.
     unchanged: int = 0
@@ -128,12 +137,43 @@ def _identity(url: str) -> str:
     return url.strip()
 
 
-#: ParsedFeed.seen: this format byte, then per item kept its fingerprint (8 bytes),
-#: key id (8) and date as parsed (a double, NaN for none), so that a recognised
-#: item's date is read back rather than parsed again.
-_MEMO = b"\x02"
+# ------------------------------------------------------------------ the memo
+
+#: ParsedFeed.seen: this format byte, what its marks hash (``f``: an item's
+#: fields, :func:`fingerprint`; ``i``/``e``: the bytes of an RSS item / Atom
+#: entry, :mod:`monitor.rawitems`), the 8-byte hash of the context those bytes
+#: were read in (:func:`_context`; zeros for fields), then per item kept its
+#: mark (8 bytes), key id (8) and date as parsed (a double, NaN for none), so
+#: that a recognised item's date is read back rather than parsed again.
+_MEMO = b"\x03"
+_KIND = {b"": b"f", b"item": b"i", b"entry": b"e"}
+_NAME = {kind: name for name, kind in _KIND.items()}
+_HEAD = 10
 _SEEN = 24
 _DATE = struct.Struct("<d")
+_RECORD = struct.Struct("8s16s")
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """A memo read back. ``name``: the item element whose bytes its marks hash (b""
+    if they hash fields); ``records``: mark -> key id and packed date."""
+
+    name: bytes = b""
+    context: bytes = rawitems.NO_MARK
+    records: Mapping[bytes, bytes] = field(default_factory=dict)
+
+
+def _read_memo(seen: bytes) -> _Memo:
+    """``seen`` read back. A memo of another format (an earlier release's: 24 bytes an
+    item behind format byte 2, hashing fields only) vouches for nothing, and the
+    parse is a full one."""
+    name = _NAME.get(seen[1:2])
+    if seen[:1] != _MEMO or name is None or (len(seen) - _HEAD) % _SEEN:
+        return _Memo()
+    records = dict(_RECORD.iter_unpack(memoryview(seen)[_HEAD:]))
+    records.pop(rawitems.NO_MARK, None)  # the mark of no bytes at all recognises nothing
+    return _Memo(name, seen[2:_HEAD], records)
 
 
 def fingerprint(raw: RawEntry) -> bytes:
@@ -142,15 +182,6 @@ def fingerprint(raw: RawEntry) -> bytes:
                       raw.published_text, raw.updated_text,
                       "m" if raw.title_markup else "p", "m" if raw.summary_markup else "p"))
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-
-
-def _vouched(seen: bytes) -> dict[bytes, bytes]:
-    """A memo read back: fingerprint -> key id and packed date. A memo of another
-    format (an earlier release wrote 16 bytes an item, without dates) vouches for
-    nothing, and the parse is a full one."""
-    if seen[:1] != _MEMO or len(seen) % _SEEN != 1:
-        return {}
-    return {seen[i:i + 8]: seen[i + 8:i + _SEEN] for i in range(1, len(seen), _SEEN)}
 
 
 def _packed(when: datetime | None) -> bytes:
@@ -167,6 +198,27 @@ def _unpacked(data: bytes) -> datetime | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What a parser read. Per item: its fields, or for an item the memo recognised
+    the rest of its memo record (key id, packed date), and its mark; ``memo``: the
+    head of the memo to write (format, kind, context)."""
+
+    items: list[RawEntry | bytes]
+    marks: list[bytes]
+    memo: bytes
+    hint: timedelta | None
+    fast: bool
+
+
+def _by_fields(raws: list[RawEntry], memo: _Memo) -> tuple[list[RawEntry | bytes], list[bytes]]:
+    """Items marked by their fields (:func:`fingerprint`), and recognised by them (a
+    memo that hashed bytes recognises none: a full parse, once)."""
+    marks = [fingerprint(raw) for raw in raws]
+    known = memo.records
+    return [known.get(mark) or raw for raw, mark in zip(raws, marks, strict=True)], marks
+
+
 def _entry(raw: RawEntry, when: datetime | None, feed: str,
            canonicalize: Callable[[str], str], now: datetime | None) -> Entry | None:
     """An item's entry (None: neither a title nor a link). Only the first ``limit *
@@ -180,25 +232,20 @@ def _entry(raw: RawEntry, when: datetime | None, feed: str,
         guid=raw.guid, published=when, canonicalize=canonicalize, now=now)
 
 
-def to_entries(raws: Sequence[RawEntry], feed: str,
-               canonicalize: Callable[[str], str] = _identity, *,
+def to_entries(items: Sequence[RawEntry | bytes], marks: Sequence[bytes], memo: bytes,
+               feed: str, canonicalize: Callable[[str], str] = _identity, *,
                now: datetime | None = None,
-               max_entries: int = sanitize.DEFAULT_MAX_ENTRIES,
-               seen: bytes = b"") -> ToEntries:
+               max_entries: int = sanitize.DEFAULT_MAX_ENTRIES) -> ToEntries:
     """The one step from raw fields to entries, shared by both parsers: each made by
     :func:`monitor.sanitize.make_entry` (dates after ``now`` plus a day are
     dropped), then :func:`monitor.sanitize.keep_entries` (repeats dropped, at most
     ``max_entries`` kept, the rest logged).
 
-    An item whose :func:`fingerprint` is in ``seen`` (a previous parse's
-    ``ParsedFeed.seen``) is made into nothing: the same fields make the same
-    entry, which the caller has. It still holds its place and its key among the
-    items, so that repeats and ``max_entries`` come out as in a full parse.
-    Most of a changed body is items unchanged since the last poll, and plain
-    text, links and keys are most of a parse's cost."""
-    known = _vouched(seen)
-    marks = [fingerprint(raw) for raw in raws]
-    items = [known.get(mark) or raw for raw, mark in zip(raws, marks, strict=True)]
+    An item the memo recognised (its record's key id and date instead of its
+    fields) is made into nothing: the same item makes the same entry, which the
+    caller has. It still holds its place and its key among the items, so that
+    repeats and ``max_entries`` come out as in a full parse. The memo written
+    for next time is ``memo`` then, per item kept, its mark and record."""
     inputs: list[Entry | sanitize.Recognised | None] = []  # per item
     parsed: dict[int, datetime | None] = {}  # per item made, its date as parsed
     add = inputs.append
@@ -215,20 +262,37 @@ def to_entries(raws: Sequence[RawEntry], feed: str,
     made = iter(cleaned.entries)
     records: list[bytes] = []
     dates: list[float] = []
-    record, date = records.append, dates.append
+    record, date, unpack = records.append, dates.append, _DATE.unpack_from
+    earliest, latest = _EARLIEST, _latest_stamp(now)
     for i, ident in zip(cleaned.kept, cleaned.ids, strict=True):
         item = items[i]
         record(marks[i])
         if isinstance(item, bytes):  # recognised: its record as it was, its date re-checked
             record(item)
-            when = sanitize.plausible(_unpacked(item[8:]), now)
+            (stamp,) = unpack(item, 8)
+            if earliest <= stamp <= latest and stamp.is_integer():
+                date(stamp)  # what the datetime below would say, for a whole second
+            elif (when := sanitize.plausible(_unpacked(item[8:]), now)) is not None:
+                date(when.timestamp())
         else:  # made now: its key id and (checked) date are the entry's
             record(ident + _packed(parsed[i]))
             when = next(made).published
-        if when is not None:
-            date(when.timestamp())
-    return ToEntries(cleaned=cleaned, seen=_MEMO + b"".join(records) if records else b"",
+            if when is not None:
+                date(when.timestamp())
+    return ToEntries(cleaned=cleaned, seen=memo + b"".join(records) if records else b"",
                      dates=tuple(dates))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+_EARLIEST = (sanitize.EARLIEST - _EPOCH) // _SECOND
+_LATEST = (datetime(3000, 1, 1, tzinfo=UTC) - _EPOCH) // _SECOND
+
+
+def _latest_stamp(now: datetime | None) -> int:
+    """The last whole second :func:`monitor.sanitize.plausible` takes, in POSIX time
+    (without ``now``, the start of 3000: later dates take the long way)."""
+    return _LATEST if now is None else (now + sanitize.FUTURE_SLACK - _EPOCH) // _SECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +387,7 @@ _ATOM_FIELDS = frozenset(_ATOM + n for n in ("title", "link", "id", "summary", "
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                           huge_tree=False, remove_comments=True, remove_pis=True)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.I)
+_BOM = b"\xef\xbb\xbf"
 _AMP = re.compile(r"&([A-Za-z0-9_]+);")
 _URIFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
 
@@ -488,10 +553,9 @@ def _same_charset(a: str, b: str) -> bool:
         return False
 
 
-def _fast_raw(body: bytes, content_type: str | None) -> tuple[list[RawEntry],
-                                                                timedelta | None]:
-    """Read well-formed RSS 2.0 / Atom 1.0, or raise _Decline."""
-    if body[:3] != b"\xef\xbb\xbf" and body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+def _encoding(body: bytes, content_type: str | None) -> bool:
+    """Whether the body is UTF-8 (else ISO-8859-1, lxml's other encoding we take)."""
+    if body[:3] != _BOM and body[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise _Decline("UTF-16")
     declared = _declared(body)
     m = _CHARSET.search(content_type or "")
@@ -499,24 +563,146 @@ def _fast_raw(body: bytes, content_type: str | None) -> tuple[list[RawEntry],
         raise _Decline(f"charset {m.group(1)} in the header, {declared} in the document")
     if not _same_charset(declared, "utf-8") and not _same_charset(declared, "iso-8859-1"):
         raise _Decline(f"encoding {declared}")
+    return _same_charset(declared, "utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class _Tree:
+    """A parsed document: its root, the items' parent, their element name, the items."""
+
+    root: Any
+    parent: Any
+    name: bytes
+    items: list[Any]
+
+
+def _tree(doc: bytes) -> _Tree:
     try:
-        root = etree.fromstring(body, _PARSER)
+        root = etree.fromstring(doc, _PARSER)
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise _Decline(f"not well-formed: {exc}") from None
     if root.getroottree().docinfo.doctype:
         raise _Decline("DOCTYPE")
-    utf8 = _same_charset(declared, "utf-8")
     if root.tag == "rss" and root.get("version", "2.0").startswith("2."):
         channel = root.find("channel")
         if channel is None:
             raise _Decline("rss without channel")
-        raws = [_rss_item(item, utf8) for item in channel.iterfind("item")]
-        hint = poll_hint(channel.findtext("ttl"), channel.findtext(_SY + "updatePeriod"),
-                         channel.findtext(_SY + "updateFrequency"))
-        return raws, hint
+        return _Tree(root, channel, b"item", channel.findall("item"))
     if root.tag == _ATOM + "feed":
-        return [_atom_item(item, utf8) for item in root.iterfind(_ATOM + "entry")], None
+        return _Tree(root, root, b"entry", root.findall(_ATOM + "entry"))
     raise _Decline(f"root element {root.tag}")
+
+
+def _raws(tree: _Tree, utf8: bool) -> list[RawEntry]:
+    read = _rss_item if tree.name == b"item" else _atom_item
+    return [read(el, utf8) for el in tree.items]
+
+
+def _marked(raws: Sequence[RawEntry], marks: Sequence[bytes], memo: _Memo,
+            context: bytes, name: bytes) -> list[RawEntry | bytes]:
+    """Items read and marked by their bytes (``name`` elements in ``context``), each
+    recognised by its mark if the memo hashed bytes read in the same context, else
+    by its fields if the memo hashed fields (the last body did not line up)."""
+    known = memo.records
+    if memo.name == name and memo.context == context:
+        return [known.get(mark) or raw for raw, mark in zip(raws, marks, strict=True)]
+    if memo.name or not known:
+        return list(raws)
+    return [known.get(fingerprint(raw)) or raw for raw in raws]
+
+
+def _hint(tree: _Tree) -> timedelta | None:
+    if tree.name != b"item":
+        return None
+    channel = tree.parent
+    return poll_hint(channel.findtext("ttl"), channel.findtext(_SY + "updatePeriod"),
+                     channel.findtext(_SY + "updateFrequency"))
+
+
+#: Whether a tree has an xml:id attribute (see :func:`_aligned`).
+_HAS_ID = etree.XPath("boolean(//@xml:id)")
+
+
+def _aligned(doc: bytes, tree: _Tree) -> bool:
+    """:func:`monitor.rawitems.aligned` for a parsed document whose exact end tags are
+    as many as its items, once the tree shows what it takes: every item written
+    without a prefix and none empty. And none for a document with an xml:id:
+    libxml2 refuses two elements with one ID, so an item holding one, once known,
+    could be put back twice into a body lxml refuses."""
+    items = tree.items
+    if tree.name == b"entry" and any(el.prefix is not None for el in items):
+        return False
+    if not all(len(el) or el.text for el in items) or _HAS_ID(tree.root):
+        return False
+    return rawitems.aligned(doc, tree.name, len(items))
+
+
+def _context(body: bytes, content_type: str | None, tree: _Tree) -> bytes:
+    """A hash of everything, besides an item's own bytes, that decides how lxml and
+    the fast path read it: the encoding (declared, a byte order mark, the header's
+    charset) and the start tags it sits in (their names, attributes, such as
+    xml:base, and the namespaces in scope). An item's bytes are recognised only in
+    the context they were read in."""
+    m = _CHARSET.search(content_type or "")
+    facts = (tree.name, _declared(body), body[:3] == _BOM, m.group(1).lower() if m else "",
+             tree.root.tag, sorted(tree.root.attrib.items()), tree.parent.tag,
+             sorted(tree.parent.attrib.items()),
+             sorted((prefix or "", uri) for prefix, uri in tree.parent.nsmap.items()))
+    return hashlib.blake2b(repr(facts).encode("utf-8", "surrogatepass"),
+                           digest_size=8).digest()
+
+
+def _read_whole(body: bytes, content_type: str | None, utf8: bool, memo: _Memo) -> _Read:
+    """Parse the whole body. Mark its items by their bytes if they line up with the
+    pieces between their end tags (:func:`_aligned`), else by their fields;
+    recognise those the memo knows."""
+    tree = _tree(body)
+    raws = _raws(tree, utf8)
+    cut = rawitems.split(body, tree.name)
+    if len(cut.marks) != len(raws) or not _aligned(body, tree):
+        items, marks = _by_fields(raws, memo)
+        return _Read(items, marks, _MEMO + _KIND[b""] + rawitems.NO_MARK, _hint(tree), True)
+    context = _context(body, content_type, tree)
+    items = _marked(raws, cut.marks, memo, context, tree.name)
+    return _Read(items, cut.marks, _MEMO + _KIND[tree.name] + context, _hint(tree), True)
+
+
+def _read_reduced(body: bytes, content_type: str | None, utf8: bool, memo: _Memo,
+                  cut: rawitems.Split, known: list[bytes | None]) -> _Read | None:
+    """Parse the body with the items the memo knows by their bytes left out (see
+    :mod:`monitor.rawitems` for why the result is the whole body's). None where the
+    checks fail or the fast path declines: then the whole body decides."""
+    doc, at = rawitems.reduced(cut, [rest is not None for rest in known])
+    try:
+        tree = _tree(doc)
+    except _Decline:
+        return None
+    if (tree.name != cut.name or len(tree.items) != len(at) or not _aligned(doc, tree)
+            or _context(body, content_type, tree) != memo.context):
+        return None
+    read = _rss_item if tree.name == b"item" else _atom_item
+    items: list[RawEntry | bytes | None] = list(known)
+    try:
+        for el, i in zip(tree.items, at, strict=True):
+            if i >= 0:  # a new item: the memo, of bytes, cannot know it by its fields
+                items[i] = read(el, utf8)
+    except _Decline:
+        return None
+    return _Read(cast(list[RawEntry | bytes], items), cut.marks,
+                 _MEMO + _KIND[cut.name] + memo.context, _hint(tree), True)
+
+
+def _fast_read(body: bytes, content_type: str | None, memo: _Memo) -> _Read:
+    """Read well-formed RSS 2.0 / Atom 1.0, or raise _Decline."""
+    utf8 = _encoding(body, content_type)
+    if memo.name:
+        cut = rawitems.split(body, memo.name)
+        known = [memo.records.get(mark) for mark in cut.marks]
+        if known.count(None) < len(known):
+            read = _read_reduced(body, content_type, utf8, memo, cut, known)
+            if read is not None:
+                return read
+    return _read_whole(body, content_type, utf8, memo)
 
 
 # ------------------------------------------------------------------ the entry point
@@ -544,18 +730,21 @@ def parse_document(
     at all. ``seen``: the last parse's :attr:`ParsedFeed.seen` for this feed; the
     items it recognises are counted in ``unchanged``, not made into entries again.
     """
-    used_fast = False
+    memo = _read_memo(seen)
+    read = None
     if fast:
         try:
-            raws, hint = _fast_raw(body, content_type)
-            used_fast = True
+            read = _fast_read(body, content_type, memo)
         except _Decline as why:
             logger.debug("parse.fallback feed=%s reason=%s", feed, _problem(why))
-    if not used_fast:
+    if read is None:
         raws, hint = _feedparser(body, content_type)
-    made = to_entries(raws, feed, canonicalize, now=now, max_entries=max_entries, seen=seen)
+        items, marks = _by_fields(raws, memo)
+        read = _Read(items, marks, _MEMO + _KIND[b""] + rawitems.NO_MARK, hint, False)
+    made = to_entries(read.items, read.marks, read.memo, feed, canonicalize, now=now,
+                      max_entries=max_entries)
     entries = made.cleaned.entries
-    return ParsedFeed(entries=entries, hint=hint, fast=used_fast, seen=made.seen,
+    return ParsedFeed(entries=entries, hint=read.hint, fast=read.fast, seen=made.seen,
                       unchanged=len(made.cleaned.kept) - len(entries), dates=made.dates)
 
 
