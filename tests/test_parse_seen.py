@@ -454,3 +454,33 @@ def test_a_hostile_change_to_a_body_is_no_crash(before: bytes, data: st.DataObje
                                             PLAIN_ITEMS[0].encode()]))
         after[at:at + cut] = insert
     check_never_wrong(before, bytes(after))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seen=st.binary(max_size=80) | st.builds(lambda kind, rest: b"\x03" + kind + rest,
+                                               st.sampled_from([b"f", b"i", b"e", b"x"]),
+                                               st.binary(max_size=200)),
+       fast=st.booleans())
+def test_a_memo_of_garbage_recognises_nothing_and_breaks_nothing(seen: bytes,
+                                                                 fast: bool) -> None:
+    """The memo is read back from the store: whatever bytes come back, the parse is
+    a full one (a random record matching an item is a 2**-64 chance)."""
+    body = doc(ITEMS)
+    full = parse(body, fast=fast)
+    got = parse(body, seen, fast=fast)
+    assert (got.entries, got.unchanged, got.seen, got.dates) == (full.entries, 0, full.seen,
+                                                                 full.dates)
+
+
+@settings(max_examples=100, deadline=None)
+@given(stamps=st.lists(st.binary(min_size=8, max_size=8), min_size=7, max_size=7))
+def test_a_memo_with_garbage_dates_still_recognises_its_items(stamps: list[bytes]) -> None:
+    body = doc(ITEMS)
+    seen = bytearray(parse(body).seen)
+    for n, stamp in enumerate(stamps):
+        at = 10 + 24 * n + 16
+        seen[at:at + 8] = stamp
+    got = parse(body, bytes(seen))
+    assert got.entries == () and got.unchanged == 7
+    assert all(datetime(1990, 1, 1, tzinfo=UTC).timestamp() <= t <= NOW.timestamp() + 86400
+               for t in got.dates)
