@@ -412,11 +412,12 @@ async def _rounds(config: Path, base: str, rounds: list[int]) -> tuple[list[Cycl
     running alongside). Returns the cycles, the peak RSS MB of this process plus
     the poll workers, and the number of workers."""
     from monitor import config as cfg
-    from monitor.service import Service
+    from monitor.service import Service, settle_memory
     from monitor.workers import WorkerPool
 
     cycles: list[Cycle] = []
     async with Service(cfg.load(config)) as s:
+        settle_memory()  # as `news-monitor run` does
         outbox = asyncio.create_task(s.outbox.run())
 
         def workers() -> list[int]:

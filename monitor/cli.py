@@ -96,12 +96,13 @@ def _print_config_error(exc: ConfigError) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """The service; with --once one poll of every feed, exiting 1 when every feed
     failed and 75 (EX_TEMPFAIL) when alerts stay queued, so cron can tell."""
-    from monitor.service import Service, exit_code, summary_line
+    from monitor.service import Service, exit_code, settle_memory, summary_line
 
     config = _load(args)
 
     async def main() -> int:
         async with Service(config, watch_files=not args.once) as service:
+            settle_memory()
             if args.once:
                 left = await service.run_once(drain_timeout=args.drain.total_seconds())
                 code = exit_code(service.tally, left)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -84,6 +85,23 @@ class Metrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600), registry=r)
         self.reloads = Counter("news_monitor_reloads", "Configuration reloads, by result",
                                ["result"], registry=r)
+        # Each poll counts under its feed's labels: the labelled children are kept,
+        # not looked up (and their labels checked) once a poll.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, counter: Counter, *labels: str) -> Any:
+        key = (counter, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        return child
+
+    def polled(self, feed: str, result: str) -> None:
+        self._child(self.polls, feed, result).inc()
+
+    def parsed(self, feed: str, entries: int, new: int) -> None:
+        self._child(self.entries, feed).inc(entries)
+        self._child(self.new_entries, feed).inc(new)
 
     def watch_store(self, counts: Callable[[], dict[tuple[str, AlertStatus], int]],
                     feeds: Callable[[], Sequence[tuple[str, FeedState | None]]],
@@ -91,7 +109,7 @@ class Metrics:
         self.registry.register(_StoreGauges(counts, feeds, now))
 
     def feed_failed(self, feed: str, exc: MonitorError) -> None:
-        self.polls.labels(feed, "error").inc()
+        self.polled(feed, "error")
         self.fetch_errors.labels(feed, error_kind(exc)).inc()
 
     def delivered(self, outcome: str, alert: Alert, now: datetime) -> None:

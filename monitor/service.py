@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import gc
 import hashlib
 import heapq
 import itertools
@@ -164,6 +165,22 @@ def _jitter(name: str, failures: int, now: datetime) -> float:
 
 #: The polls sent together share their moment: its text is made once.
 _iso = functools.lru_cache(maxsize=16)(datetime.isoformat)
+
+
+#: Allocations between collections of the youngest generation (Python's default
+#: is 700): a poll cycle makes tens of thousands of short-lived objects.
+GC_YOUNG = 10_000
+
+
+def settle_memory() -> None:
+    """For the process that runs a Service, once it is open: what exists then
+    (modules, the configuration, compiled watchlists, the store's caches) lives
+    as long as the process, so the collector's full passes stop walking it
+    (gc.freeze; it is still freed the usual way when nothing refers to it),
+    and the youngest generation is collected less often. Full passes over
+    everything had cost a tenth of the service's CPU in a 10,000-feed cycle."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, 10, 10)
 
 
 def instance_name(env: Mapping[str, str]) -> str:
@@ -904,7 +921,7 @@ class Service:
                             next_poll_at=self._next_poll(feed, state, outcome, now), etag=etag,
                             last_modified=modified, by=self.instance)
         logger.debug("feed.%s feed=%s", r.polled.value, feed.name)
-        self.metrics.polls.labels(feed.name, r.polled.value).inc()
+        self.metrics.polled(feed.name, r.polled.value)
 
         def then(exc: BaseException | None) -> None:
             if exc is not None:
@@ -1104,9 +1121,8 @@ class Service:
                        len(queued), f" unchanged={unchanged}" if unchanged else "",
                        " first_poll=1" if first else "")
             self.tally.new += len(d.new)
-            self.metrics.polls.labels(feed.name, "ok").inc()
-            self.metrics.entries.labels(feed.name).inc(len(entries) + unchanged)
-            self.metrics.new_entries.labels(feed.name).inc(len(d.new))
+            self.metrics.polled(feed.name, "ok")
+            self.metrics.parsed(feed.name, len(entries) + unchanged, len(d.new))
             for m, _ in matches:
                 self.metrics.matches.labels(m.watchlist).inc()
             return len(queued)
