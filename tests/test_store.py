@@ -273,3 +273,34 @@ def test_feed_health_is_recorded(store: SqlStore) -> None:
     assert [st.name for st in store.due_feeds(NOW + timedelta(days=1))] == ["b"]  # a is gone
     store.sync_feeds([("a", "https://a.example/moved")])  # a new URL revives it
     assert "a" in [st.name for st in store.due_feeds(NOW)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_schema_8_memos_in_base64_come_through_as_bytes(backend: str, tmp_path: Path) -> None:
+    """Migration 9: a feed's parse memo, stored as base64 text by schema 8, is read
+    back byte for byte after the upgrade; new memos are stored as bytes."""
+    import base64
+
+    from stores import state_url
+
+    memo = bytes(range(256)) * 3
+    with state_url(backend, tmp_path) as url:
+        old = open_store(url, upgrade=False)
+        old.upgrade(8)
+        old._x("INSERT INTO feeds (name, failures, seen, seen_since, first_polled_at) "
+               "VALUES ('a', 0, ?, '2026-11-25T11:00:00.000000Z', "
+               "'2026-11-25T11:00:00.000000Z'), ('b', 0, NULL, NULL, NULL)",
+               (base64.b64encode(memo).decode("ascii"),))
+        old.close()
+        store = open_store(url)
+        try:
+            assert store.get_meta("schema") == str(SCHEMA_VERSION)
+            a, b = store.feed_state("a"), store.feed_state("b")
+            assert a is not None and a.seen == memo and a.seen_since is not None
+            assert b is not None and b.seen == b""
+            store.record_poll(PollRecord(feed="b", at=NOW, status=200, parsed=True,
+                                         body_hash="h", seen=b"\x00\xffnew", seen_since=NOW))
+            b = store.feed_state("b")
+            assert b is not None and b.seen == b"\x00\xffnew"
+        finally:
+            store.close()

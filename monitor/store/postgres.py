@@ -70,6 +70,7 @@ def _serial_plans(conn: Any) -> None:
 class PostgresStore(SqlStore):
     dialect = "postgres"
     serial = "BIGSERIAL PRIMARY KEY"
+    blob = "BYTEA"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     materialized = " MATERIALIZED"
     #: Connections: the service's store thread, its ingest thread (and the one

@@ -55,7 +55,7 @@ from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source,
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 # A feed's place in the due order: never polled ('') first, then by due time. One
@@ -77,6 +77,20 @@ def _room_to_update_in_place(store: SqlStore) -> None:
     rows in place anyway."""
     if store.dialect == "postgres":
         store._x("ALTER TABLE feeds SET (fillfactor = 50)")
+
+
+def _memo_as_bytes(store: SqlStore) -> None:
+    """Each feed's parse memo as bytes (``memo``) instead of base64 text (``seen``):
+    every claim reads the memos of the feeds it takes, and decoding them was a
+    third of the store's work in a 10,000-feed cycle."""
+    store._x(f"ALTER TABLE feeds ADD COLUMN memo {store.blob}")
+    if store.dialect == "postgres":
+        store._x("UPDATE feeds SET memo = decode(seen, 'base64') WHERE seen IS NOT NULL")
+    else:
+        rows = store._q("SELECT name, seen FROM feeds WHERE seen IS NOT NULL")
+        store._xmany("UPDATE feeds SET memo = ? WHERE name = ?",
+                     [(base64.b64decode(seen), name) for name, seen in rows])
+    store._x("ALTER TABLE feeds DROP COLUMN seen")
 
 
 #: A step is SQL, or a function for what SQL alone cannot say on both backends.
@@ -161,6 +175,8 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "CREATE INDEX entries_url_story ON entries (canonical_url, story_id)",
         "DROP INDEX entries_url",
     ),
+    # 9: the parse memo as bytes, not base64 text.
+    9: (_memo_as_bytes,),
 }
 
 
@@ -333,7 +349,7 @@ class Ingest:
 
 _FEED_COLS = ("name, etag, last_modified, first_polled_at, last_polled_at, last_error, failures, "
               "last_success_at, failing_since, status, next_poll_at, per_day, response_ms, "
-              "body_hash, hint_s, gone_url, ops_alerted, polled_by, seen, seen_since")
+              "body_hash, hint_s, gone_url, ops_alerted, polled_by, memo, seen_since")
 # Mean response time, weighted to the last ten polls or so.
 _EWMA = ("CASE WHEN excluded.response_ms IS NULL THEN feeds.response_ms "
          "WHEN feeds.response_ms IS NULL THEN excluded.response_ms "
@@ -350,7 +366,7 @@ def _feed_state(r: Sequence[Any]) -> FeedState:
                      next_poll_at=dt(r[10]), per_day=r[11], response_ms=r[12], body_hash=r[13],
                      hint=timedelta(seconds=r[14]) if r[14] is not None else None,
                      gone_url=r[15], ops_alerted=bool(r[16]), polled_by=r[17],
-                     seen=base64.b64decode(r[18]) if r[18] else b"", seen_since=dt(r[19]))
+                     seen=bytes(r[18]) if r[18] else b"", seen_since=dt(r[19]))
 
 
 _ALERT_COLS = (
@@ -371,12 +387,12 @@ def _poll_row(poll: PollRecord) -> tuple[str, tuple[Any, ...]]:
     at = ts(poll.at)
     if poll.error is None:
         content = ("body_hash = excluded.body_hash, per_day = excluded.per_day, "
-                   "hint_s = excluded.hint_s, seen = excluded.seen, "
+                   "hint_s = excluded.hint_s, memo = excluded.memo, "
                    "seen_since = excluded.seen_since, " if poll.parsed else "")
         return (
             "INSERT INTO feeds (name, etag, last_modified, first_polled_at, last_polled_at, "
             "last_success_at, failures, status, next_poll_at, response_ms, body_hash, "
-            "per_day, hint_s, polled_by, seen, seen_since) "
+            "per_day, hint_s, polled_by, memo, seen_since) "
             "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             f"ON CONFLICT (name) DO UPDATE SET {_RELEASE}"
             "etag = excluded.etag, last_modified = excluded.last_modified, "
@@ -388,7 +404,7 @@ def _poll_row(poll: PollRecord) -> tuple[str, tuple[Any, ...]]:
             (poll.feed, poll.etag, poll.last_modified, at, at, at,
              poll.status, ts(poll.next_poll_at), poll.response_ms, poll.body_hash,
              poll.per_day, hint, poll.by,
-             base64.b64encode(poll.seen).decode("ascii") if poll.seen else None,
+             poll.seen or None,
              ts(poll.seen_since)))
     return (
         "INSERT INTO feeds (name, last_polled_at, last_error, failures, failing_since, "
@@ -468,6 +484,7 @@ class SqlStore:
 
     dialect: ClassVar[str]
     serial: ClassVar[str]
+    blob: ClassVar[str]  # the type of a column of bytes
     #: Appended to the SELECT that picks rows to claim: PostgreSQL's row locks let
     #: instances claim side by side; SQLite's one writer serialises claims anyway.
     skip_locked: ClassVar[str] = ""

@@ -21,6 +21,7 @@ from monitor.store.sql import SqlStore
 class SQLiteStore(SqlStore):
     dialect = "sqlite"
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    blob = "BLOB"
 
     def __init__(self, path: str, *, upgrade: bool = True) -> None:
         if path != ":memory:":
