@@ -618,7 +618,9 @@ class Service:
         by_url = found.by_url
         for url in {e.canonical_url for e in entries} & self._linked.keys():
             link(by_url, url, self._linked[url])
-        return self._ingest(feed, state, entries, replace(poll, by=self.instance),
+        if poll.by != self.instance:
+            poll = replace(poll, by=self.instance)
+        return self._ingest(feed, state, entries, poll,
                             found.known, unchanged, by_url)
 
     @contextmanager
@@ -947,7 +949,7 @@ class Service:
                 next_poll_at=self._next_poll(feed, state, outcome, now), parsed=True,
                 body_hash=r.digest, per_day=per_day, hint=parsed.hint, etag=r.etag,
                 last_modified=r.last_modified, seen=parsed.seen,
-                seen_since=state.seen_since if not r.full and state else now)
+                seen_since=state.seen_since if not r.full and state else now, by=self.instance)
             # parsed.entries are the new and edited items (see ParsedFeed.seen), as a rule
             at = min((event_time(e, now) for e in parsed.entries), default=now)
             entries = list(parsed.entries)

@@ -178,3 +178,19 @@ async def test_a_host_goes_to_one_worker_when_its_limit_cannot_be_split(
                     for i in range(6)}) == 1
     finally:
         await pool.aclose()
+
+
+def test_an_entry_crosses_the_pipe_whole() -> None:
+    """Entry pickles its fields as a tuple (for speed): every field, in order, and a
+    field added to the class must be added to the tuple too."""
+    import dataclasses
+    import pickle
+
+    from monitor.types import _ENTRY_FIELDS, Entry
+
+    assert tuple(f.name for f in dataclasses.fields(Entry)) == _ENTRY_FIELDS
+    e = Entry(feed="f", key="k", guid=None, link="https://x.example/1",
+              canonical_url="https://x.example/1", title="T", summary="S", published=T0)
+    back = pickle.loads(pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL))
+    assert back == e and hash(back) == hash(e)
+    assert all(getattr(back, f) == getattr(e, f) for f in _ENTRY_FIELDS)
