@@ -128,6 +128,7 @@ class Fetcher:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.user_agent = user_agent
+        self._concurrency = concurrency
         self._global = asyncio.Semaphore(concurrency)
         self._per_host_limit = per_host
         self._hosts: dict[str, asyncio.Semaphore] = {}
@@ -136,7 +137,7 @@ class Fetcher:
 
     async def __aenter__(self) -> Fetcher:
         self._client = http.Client(max_bytes=self.max_bytes, user_agent=self.user_agent,
-                                   accept=ACCEPT)
+                                   accept=ACCEPT, max_idle=self._concurrency)
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import ssl
 import zlib
 from collections.abc import Mapping
@@ -93,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.done: asyncio.Future[tuple[int, str, dict[str, str], bytes]] | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.pooled = False  # in the client's idle pool
         self._reset()
 
     def _reset(self) -> None:
@@ -335,13 +337,20 @@ class Client:
     """GETs over kept-alive connections, per origin. Use as an async context manager."""
 
     def __init__(self, *, max_bytes: int, user_agent: str, accept: str = "*/*",
-                 max_redirects: int = 5, ssl_context: ssl.SSLContext | None = None) -> None:
+                 max_redirects: int = 5, ssl_context: ssl.SSLContext | None = None,
+                 max_idle: int = 100) -> None:
         self.max_bytes = max_bytes
         self.user_agent = user_agent
         self.accept = accept
         self.max_redirects = max_redirects
+        self.max_idle = max_idle
         self._ssl = ssl_context
+        # Idle connections by origin, and all of them oldest first: feeds on
+        # thousands of hosts would otherwise leave a socket open to each.
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._order: collections.deque[tuple[tuple[str, str, int], _Connection]] = (
+            collections.deque())
+        self._pooled = 0
         self._targets: dict[str, _Target] = {}  # a poller asks for the same URLs again
 
     async def __aenter__(self) -> Client:
@@ -355,6 +364,32 @@ class Client:
             for conn in conns:
                 conn.close()
         self._idle.clear()
+        self._order.clear()
+        self._pooled = 0
+
+    def _put(self, origin: tuple[str, str, int], conn: _Connection) -> None:
+        """Keep ``conn`` for the origin's next request; beyond ``max_idle`` idle
+        connections the oldest is closed."""
+        conn.idle_since = conn.loop.time()
+        conn.pooled = True
+        self._idle.setdefault(origin, []).append(conn)
+        self._order.append((origin, conn))
+        self._pooled += 1
+        while self._pooled > self.max_idle:
+            old_origin, old = self._order.popleft()
+            if old.pooled:
+                self._unpool(old_origin, old)
+                old.close()
+        if len(self._order) > 4 * self.max_idle + 16:  # entries of connections taken back
+            self._order = collections.deque(item for item in self._order if item[1].pooled)
+
+    def _unpool(self, origin: tuple[str, str, int], conn: _Connection) -> None:
+        conn.pooled = False
+        self._pooled -= 1
+        conns = self._idle[origin]
+        conns.remove(conn)
+        if not conns:
+            del self._idle[origin]
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -416,17 +451,16 @@ class Client:
                 conn.close()
                 raise
             if conn.reusable and not conn.closed:
-                conn.idle_since = conn.loop.time()
-                self._idle.setdefault(target.origin, []).append(conn)
+                self._put(target.origin, conn)
             return got
         raise AssertionError("unreachable")
 
     async def _connection(self, target: _Target, *,
                           fresh: bool = False) -> tuple[_Connection, bool]:
         loop = asyncio.get_running_loop()
-        idle = self._idle.get(target.origin)
-        while idle and not fresh:
-            conn = idle.pop()
+        while not fresh and (idle := self._idle.get(target.origin)):
+            conn = idle[-1]
+            self._unpool(target.origin, conn)
             if not conn.closed and loop.time() - conn.idle_since < IDLE:
                 return conn, True
             conn.close()

@@ -259,3 +259,22 @@ async def test_https_with_a_trusted_certificate_only() -> None:
                 await c.get(srv.url(scheme="https"))
 
 
+
+
+async def test_idle_connections_are_bounded_oldest_closed_first() -> None:
+    servers = [RawServer(lambda head: ok(b"x")) for _ in range(4)]
+    for srv in servers:
+        await srv.__aenter__()
+    try:
+        async with client(max_idle=2) as c:
+            for srv in servers:  # four origins, one kept-alive connection each
+                await c.get(srv.url())
+            assert c._pooled == 2
+            for srv in servers:  # the two oldest were closed: new connections
+                await c.get(srv.url())
+            assert [srv.connections for srv in servers] == [2, 2, 2, 2]
+            await c.get(servers[3].url())  # the newest is still kept
+            assert servers[3].connections == 2 and c._pooled == 2
+    finally:
+        for srv in servers:
+            await srv.__aexit__()
