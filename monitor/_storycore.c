@@ -4,11 +4,11 @@
  * entries), packed: its document count, and per story holding it the number
  * of the story's members with it and its weight in the story's centroid.
  * Held as Python dicts of dicts and tuples this was most of the index's
- * memory; here a feature is one 32-byte slot, keyed by the str's own hash
- * (the index lives and dies with the process, and two of a window's features
- * sharing a 64-bit hash by chance is as likely as a cosmic-ray bit flip), and
- * a feature held by several stories points at one array of 16-byte postings
- * sorted by story number.
+ * memory; here a feature is one 32-byte slot, keyed by the str's own hash and
+ * width (see key_of: the index lives and dies with the process, and two of a
+ * window's features sharing a 64-bit key by chance is as likely as a cosmic-ray
+ * bit flip), and a feature held by several stories points at one array of
+ * 16-byte postings sorted by story number.
  *
  * Stories are numbers (StoryIndex hands them out). Table.scores is the
  * candidate loop of StoryIndex._most_similar: the same steps, in the same
@@ -60,7 +60,11 @@ static int key_of(PyObject *feature, uint64_t *key) {
     }
     Py_hash_t h = PyObject_Hash(feature);
     if (h == -1) return -1;
-    *key = (uint64_t)h;
+    /* A str hashes its characters as stored, one, two or four bytes each, so "al"
+     * and U+6C61 (stored as the bytes 61 6C) hash alike, whatever the hash seed.
+     * Strings stored at different widths are never equal: the width tells them
+     * apart, and hashes of one width collide only by chance. */
+    *key = (uint64_t)h ^ (uint64_t)(PyUnicode_KIND(feature) - 1) * 0x9E3779B97F4A7C15u;
     return 0;
 }
 

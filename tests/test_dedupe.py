@@ -932,3 +932,23 @@ def test_c_and_python_tables_cluster_alike(monkeypatch: pytest.MonkeyPatch) -> N
     with_core = replay_sample(StoryIndex(DedupeSettings()))[0]
     without = _without_core(monkeypatch, lambda: StoryIndex(DedupeSettings()))
     assert with_core == replay_sample(without)[0]
+
+
+@needs_core
+@pytest.mark.parametrize(("held", "other"), [
+    pytest.param("al", "\u6c61", id="ascii-and-cjk"),  # U+6C61 is stored as the bytes 61 6C
+    pytest.param("\ud400\x01", "\U0001d400", id="hangul-and-astral"),  # 00 D4 01 00
+    pytest.param("a\x00\x01\x00", "\U00010061", id="ascii-and-astral"),  # 61 00 01 00
+    pytest.param("\u6c61", "\u6c61", id="the-same-str"),
+])
+def test_c_table_tells_apart_strings_that_hash_alike(held: str, other: str) -> None:
+    """A str hashes its characters as stored (one, two or four bytes each), so a
+    CJK character and two Latin letters can hash alike under every seed; the C
+    table keys a feature by its width too, as the Python one keys it by the str."""
+    table = dedupe_module._storycore.Table()
+    python = dedupe_module._PyTable()
+    for t in (table, python):
+        t.accumulate(0, (held,), array("f", [0.5]))
+    assert hash(held) == hash(other)
+    for t in (table, python):
+        assert (t.df(other), t.count(other, 0)) == ((1, 1) if other == held else (0, 0))
