@@ -15,7 +15,7 @@ setup(
     ext_modules=[
         Extension("monitor._matchcore", sources=["monitor/_matchcore.c"],
                   extra_compile_args=FLAGS, optional=True),
-        Extension("monitor._storycore", sources=["monitor/_storycore.c"],
+        Extension("monitor._storycore", sources=["monitor/_storycore.c"], libraries=["m"],
                   extra_compile_args=FLAGS, optional=True),
     ]
 )

@@ -19,6 +19,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -404,6 +405,284 @@ static PyObject *Table_nbytes(Table *t, PyObject *unused) {
     return PyLong_FromSize_t(t->cap * sizeof(Slot) + t->posts * sizeof(Post) + sizeof(Table));
 }
 
+/* ---- an entry's side: its vector, and what a story holds of it -------------
+ *
+ * StoryIndex's questions about one entry, one call each instead of one Python
+ * call per feature: the same steps in the same order as dedupe's _PyTable
+ * (vector, holding, frequent) and _filter_words, so the same floats to the
+ * last bit and the same words.
+ */
+
+/* "a b": a word pair as dedupe's _grams spells it (f"{a} {b}"). */
+static PyObject *pair_of(PyObject *a, PyObject *b) {
+    Py_ssize_t la = PyUnicode_GET_LENGTH(a), lb = PyUnicode_GET_LENGTH(b);
+    if (la > PY_SSIZE_T_MAX - 1 - lb) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    /* Both are canonical, so the wider of their kinds is the pair's. */
+    Py_UCS4 max = Py_MAX(PyUnicode_MAX_CHAR_VALUE(a), PyUnicode_MAX_CHAR_VALUE(b));
+    PyObject *pair = PyUnicode_New(la + 1 + lb, max);
+    if (!pair) return NULL;
+    if (PyUnicode_CopyCharacters(pair, 0, a, 0, la) < 0 ||
+        PyUnicode_CopyCharacters(pair, la + 1, b, 0, lb) < 0) {
+        Py_DECREF(pair);
+        return NULL;
+    }
+    PyUnicode_WRITE(PyUnicode_KIND(pair), PyUnicode_DATA(pair), la, ' ');
+    return pair;
+}
+
+/* feats[key] = value unless it holds as much already (a missing key holds 0.0). */
+static int raise_to(PyObject *feats, PyObject *key, PyObject *value, double weight) {
+    PyObject *have = PyDict_GetItemWithError(feats, key);
+    if (!have && PyErr_Occurred()) return -1;
+    if ((have ? PyFloat_AS_DOUBLE(have) : 0.0) < weight) return PyDict_SetItem(feats, key, value);
+    return 0;
+}
+
+/* dedupe's _grams: each word of texts[i] at weights[i], each pair of neighbours at
+ * weights[i] * pair_weight, each feature at the highest weight it gets, in the
+ * order first met; NULL on error. */
+static PyObject *grams(PyObject *texts, PyObject *weights, double pair_weight) {
+    PyObject *feats = PyDict_New(), *ts = NULL, *ws = NULL, *words = NULL;
+    PyObject *wobj = NULL, *pobj = NULL;
+    if (!feats) return NULL;
+    /* Tuples, which no code run below (a weight's __float__) can change. */
+    ts = PySequence_Tuple(texts);
+    ws = ts ? PySequence_Tuple(weights) : NULL;
+    if (!ws) goto error;
+    Py_ssize_t n = Py_MIN(PyTuple_GET_SIZE(ts), PyTuple_GET_SIZE(ws));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double weight = PyFloat_AsDouble(PyTuple_GET_ITEM(ws, i));
+        if (weight == -1.0 && PyErr_Occurred()) goto error;
+        double pweight = weight * pair_weight;
+        words = PySequence_Tuple(PyTuple_GET_ITEM(ts, i));
+        wobj = words ? PyFloat_FromDouble(weight) : NULL;
+        pobj = wobj ? PyFloat_FromDouble(pweight) : NULL;
+        if (!pobj) goto error;
+        Py_ssize_t m = PyTuple_GET_SIZE(words);
+        PyObject **w = &PyTuple_GET_ITEM(words, 0);
+        /* Exact str only, so that hashing and comparing them runs no Python code. */
+        for (Py_ssize_t j = 0; j < m; j++) {
+            if (!PyUnicode_CheckExact(w[j])) {
+                PyErr_SetString(PyExc_TypeError, "words are str");
+                goto error;
+            }
+        }
+        for (Py_ssize_t j = 0; j < m; j++)
+            if (raise_to(feats, w[j], wobj, weight) < 0) goto error;
+        for (Py_ssize_t j = 1; j < m; j++) {
+            PyObject *pair = pair_of(w[j - 1], w[j]);
+            if (!pair) goto error;
+            int rc = raise_to(feats, pair, pobj, pweight);
+            Py_DECREF(pair);
+            if (rc < 0) goto error;
+        }
+        Py_CLEAR(words);
+        Py_CLEAR(wobj);
+        Py_CLEAR(pobj);
+    }
+    Py_DECREF(ts);
+    Py_DECREF(ws);
+    return feats;
+error:
+    Py_XDECREF(words);
+    Py_XDECREF(wobj);
+    Py_XDECREF(pobj);
+    Py_XDECREF(ts);
+    Py_XDECREF(ws);
+    Py_DECREF(feats);
+    return NULL;
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+/* From 3.12 on, sum() of floats compensates its rounding: the norm is summed by
+ * sum() itself, as _PyTable.vector sums it. */
+static int sum_of_squares(const double *weighted, Py_ssize_t n, double *out) {
+    PyObject *squares = PyList_New(n), *builtins = NULL, *sum = NULL, *total = NULL;
+    if (!squares) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *sq = PyFloat_FromDouble(weighted[i] * weighted[i]);
+        if (!sq) goto done;
+        PyList_SET_ITEM(squares, i, sq);
+    }
+    builtins = PyImport_ImportModule("builtins");
+    sum = builtins ? PyObject_GetAttrString(builtins, "sum") : NULL;
+    total = sum ? PyObject_CallOneArg(sum, squares) : NULL;
+    if (total) *out = PyFloat_AsDouble(total);
+done:
+    Py_XDECREF(total);
+    Py_XDECREF(sum);
+    Py_XDECREF(builtins);
+    Py_DECREF(squares);
+    return total && !(*out == -1.0 && PyErr_Occurred()) ? 0 : -1;
+}
+#endif
+
+/* vector(texts, weights, pair_weight, total) -> (unit vector, features): see
+ * _PyTable.vector. */
+static PyObject *Table_vector(Table *t, PyObject *args) {
+    PyObject *texts, *weights;
+    double pair_weight;
+    Py_ssize_t total;
+    if (!PyArg_ParseTuple(args, "OOdn", &texts, &weights, &pair_weight, &total)) return NULL;
+    if (total < 1) {
+        PyErr_SetString(PyExc_ValueError, "total must be positive");
+        return NULL;
+    }
+    PyObject *feats = grams(texts, weights, pair_weight);
+    if (!feats) return NULL;
+    Py_ssize_t n = PyDict_GET_SIZE(feats);
+    double *weighted = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    PyObject *keys = PyTuple_New(n), *vector = PyDict_New();
+    if (!weighted || !keys || !vector) {
+        if (!weighted) PyErr_NoMemory();
+        goto error;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *feature, *value;
+    double norm2 = 0.0;
+    while (PyDict_Next(feats, &pos, &feature, &value)) {
+        uint64_t key;
+        if (key_of(feature, &key) < 0) goto error;
+        Slot *s = find(t, key);
+        uint64_t df = s ? s->df : 0;
+        /* total / (df + 1) divides two ints that doubles hold exactly: as Python does */
+        weighted[i] = PyFloat_AS_DOUBLE(value) * log((double)total / (double)(df + 1));
+        norm2 += weighted[i] * weighted[i];
+        Py_INCREF(feature);
+        PyTuple_SET_ITEM(keys, i, feature);
+        i++;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (sum_of_squares(weighted, n, &norm2) < 0) goto error;
+#endif
+    double norm = sqrt(norm2);
+    if (norm != 0.0) {
+        for (i = 0; i < n; i++) {
+            PyObject *unit = PyFloat_FromDouble(weighted[i] / norm);
+            int rc = unit ? PyDict_SetItem(vector, PyTuple_GET_ITEM(keys, i), unit) : -1;
+            Py_XDECREF(unit);
+            if (rc < 0) goto error;
+        }
+    }
+    PyMem_Free(weighted);
+    Py_DECREF(feats);
+    PyObject *out = PyTuple_Pack(2, vector, keys);
+    Py_DECREF(vector);
+    Py_DECREF(keys);
+    return out;
+error:
+    PyMem_Free(weighted);
+    Py_XDECREF(keys);
+    Py_XDECREF(vector);
+    Py_DECREF(feats);
+    return NULL;
+}
+
+/* holding(story, features) -> the set of those features the story holds. */
+static PyObject *Table_holding(Table *t, PyObject *args) {
+    PyObject *story_obj, *features;
+    int32_t story;
+    if (!PyArg_ParseTuple(args, "OO", &story_obj, &features) || story_arg(story_obj, &story) < 0)
+        return NULL;
+    PyObject *fs = PySequence_Tuple(features);  /* a str subclass's __hash__ cannot change it */
+    PyObject *held = fs ? PySet_New(NULL) : NULL;
+    if (!held) goto error;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fs); i++) {
+        PyObject *feature = PyTuple_GET_ITEM(fs, i);
+        uint64_t key;
+        if (key_of(feature, &key) < 0) goto error;
+        Slot *s = find(t, key);
+        if (s && post_find(s, story) && PySet_Add(held, feature) < 0) goto error;
+    }
+    Py_DECREF(fs);
+    return held;
+error:
+    Py_XDECREF(fs);
+    Py_XDECREF(held);
+    return NULL;
+}
+
+/* frequent(texts, limit) -> the set of the texts' words held by at least limit members. */
+static PyObject *Table_frequent(Table *t, PyObject *args) {
+    PyObject *texts;
+    double limit;
+    if (!PyArg_ParseTuple(args, "Od", &texts, &limit)) return NULL;
+    PyObject *ts = PySequence_Tuple(texts);  /* tuples: a str subclass's __hash__ cannot */
+    PyObject *words = NULL, *out = ts ? PySet_New(NULL) : NULL;  /* change them */
+    if (!out) goto error;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ts); i++) {
+        words = PySequence_Tuple(PyTuple_GET_ITEM(ts, i));
+        if (!words) goto error;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(words); j++) {
+            PyObject *word = PyTuple_GET_ITEM(words, j);
+            uint64_t key;
+            if (key_of(word, &key) < 0) goto error;
+            Slot *s = find(t, key);
+            if ((double)(s ? s->df : 0) >= limit && PySet_Add(out, word) < 0) goto error;
+        }
+        Py_CLEAR(words);
+    }
+    Py_DECREF(ts);
+    return out;
+error:
+    Py_XDECREF(words);
+    Py_XDECREF(ts);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+/* words(tokens, stopwords, prefix): dedupe's _filter_words, which see. */
+static PyObject *story_words(PyObject *module, PyObject *args) {
+    PyObject *tokens, *stop;
+    Py_ssize_t prefix;
+    if (!PyArg_ParseTuple(args, "O!On", &PyList_Type, &tokens, &stop, &prefix)) return NULL;
+    if (!PyAnySet_Check(stop)) {
+        PyErr_SetString(PyExc_TypeError, "stopwords: a set");
+        return NULL;
+    }
+    if (prefix < 1) {
+        PyErr_SetString(PyExc_ValueError, "prefix must be positive");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tokens); i++) {
+        PyObject *token = PyList_GET_ITEM(tokens, i);
+        if (!PyUnicode_CheckExact(token)) {
+            PyErr_SetString(PyExc_TypeError, "tokens are str");
+            goto error;
+        }
+        Py_INCREF(token);
+        int stopword = PySet_Contains(stop, token);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(token);
+        int kind = PyUnicode_KIND(token);
+        const void *data = PyUnicode_DATA(token);
+        int ascii = PyUnicode_IS_ASCII(token), keep = stopword == 0;
+        if (keep && len == 1) {  /* a stray letter or digit, or a lone mark */
+            Py_UCS4 ch = PyUnicode_READ(kind, data, 0);
+            keep = Py_UNICODE_ISALNUM(ch) && !ascii;
+        }
+        int alpha = keep && ascii && len > 0;
+        for (Py_ssize_t j = 0; alpha && j < len; j++)
+            alpha = Py_UNICODE_ISALPHA(PyUnicode_READ(kind, data, j));
+        PyObject *word = token;
+        if (alpha && len > prefix) {  /* an ASCII word: its first letters */
+            word = PyUnicode_Substring(token, 0, prefix);
+            Py_DECREF(token);
+        }
+        int rc = stopword < 0 || !word ? -1 : keep ? PyList_Append(out, word) : 0;
+        Py_XDECREF(word);
+        if (rc < 0) goto error;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* ---- scores: the candidate loop -------------------------------------------
  *
  * scores(vector, norms, seen, horizon, posting_limit, candidates, shortlist):
@@ -619,6 +898,13 @@ static PyMethodDef Table_methods[] = {
     {"scores", (PyCFunction)Table_scores, METH_VARARGS,
      "scores(vector, norms, seen, horizon, posting_limit, candidates, shortlist) -> "
      "{story: score}: the candidate loop."},
+    {"vector", (PyCFunction)Table_vector, METH_VARARGS,
+     "vector(texts, weights, pair_weight, total) -> (unit vector, features): an entry's "
+     "TF-IDF vector over its words and word pairs ({} if it is 0), and every feature it has."},
+    {"holding", (PyCFunction)Table_holding, METH_VARARGS,
+     "holding(story, features) -> the set of the features the story holds."},
+    {"frequent", (PyCFunction)Table_frequent, METH_VARARGS,
+     "frequent(texts, limit) -> the set of the texts' words held by >= limit members."},
     {"nbytes", (PyCFunction)Table_nbytes, METH_NOARGS, "nbytes() -> bytes allocated."},
     {NULL, NULL, 0, NULL},
 };
@@ -637,10 +923,17 @@ static PyTypeObject TableType = {
     .tp_as_sequence = &Table_as_sequence,
 };
 
+static PyMethodDef module_methods[] = {
+    {"words", (PyCFunction)story_words, METH_VARARGS,
+     "words(tokens, stopwords, prefix) -> list: the content words of a list of tokens "
+     "(monitor.dedupe._filter_words)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "monitor._storycore",
     "The story index's feature table and candidate loop in C (see monitor.dedupe._PyTable).",
-    -1, NULL, NULL, NULL, NULL, NULL,
+    -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__storycore(void) {

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
-from monitor.text import tokenize
+from monitor.text import token_string
 from monitor.types import Entry
 from monitor.urls import canonical_url
 
@@ -258,8 +258,18 @@ _EMBED_SUFFIX = re.compile(r"\s*(?:\.\.\.|\u2026)\s*$")
 def _words(text: str) -> list[str]:
     """Content words of ``text``; ASCII words cut to their first ``_PREFIX`` letters,
     a crude stemmer that needs no dictionary and no language detection."""
+    # token_string is tokenize's words joined by spaces (tests/test_text.py), faster.
+    tokens = token_string(text).split()
+    if _storycore is not None:
+        words: list[str] = _storycore.words(tokens, _STOPWORDS, _PREFIX)
+        return words
+    return _filter_words(tokens)
+
+
+def _filter_words(tokens: list[str]) -> list[str]:
+    """:func:`_words` of a text's tokens (monitor/_storycore.c's ``words`` in C)."""
     out = []
-    for token in tokenize(text):
+    for token in tokens:
         if token in _STOPWORDS:
             continue
         if len(token) == 1 and not token.isalnum():
@@ -280,32 +290,38 @@ def _features(entry: Entry) -> tuple[dict[str, float], tuple[tuple[str, ...], ..
     at half weight: they add the names a short headline leaves out, but
     outlets that only repeat the headline must not outweigh it.
     """
-    texts: list[tuple[str, ...]] = []
+    texts = _texts(entry)
+    return _grams(texts), texts
+
+
+def _texts(entry: Entry) -> tuple[tuple[str, ...], ...]:
+    """:func:`_features`' words of an entry: its title's, then its summary's."""
     summary = entry.summary.strip()
-    parts = [entry.title]
-    if summary:
-        sentences = _SENTENCE_END.split(summary, maxsplit=_SUMMARY_SENTENCES)
-        first = " ".join(sentences[:_SUMMARY_SENTENCES])
-        parts.append(first[:_SUMMARY_CHARS])
-    for text in parts:
-        texts.append(tuple(_words(text)))
-    return _grams(texts), tuple(texts)
+    if not summary:
+        return (tuple(_words(entry.title)),)
+    sentences = _SENTENCE_END.split(summary, maxsplit=_SUMMARY_SENTENCES)
+    first = " ".join(sentences[:_SUMMARY_SENTENCES])
+    return tuple(_words(entry.title)), tuple(_words(first[:_SUMMARY_CHARS]))
 
 
-def _grams(texts: Sequence[Sequence[str]]) -> dict[str, float]:
+_TEXT_WEIGHTS = (1.0, _SUMMARY_WEIGHT)  # of a title's words, a summary's
+
+
+def _grams(texts: Sequence[Sequence[str]], weights: Sequence[float] = _TEXT_WEIGHTS,
+           pair_weight: float = _PAIR_WEIGHT) -> dict[str, float]:
     """:func:`_features`' weighted words and pairs of an entry's words (its title's,
     then its summary's): each at the highest weight it has."""
     feats: dict[str, float] = {}
     get = feats.get
-    for words, weight in zip(texts, (1.0, _SUMMARY_WEIGHT), strict=False):
+    for words, weight in zip(texts, weights, strict=False):
         for word in words:
             if get(word, 0.0) < weight:
                 feats[word] = weight
-        pair_weight = weight * _PAIR_WEIGHT
+        weight_of_pair = weight * pair_weight
         for a, b in zip(words, words[1:], strict=False):
             pair = f"{a} {b}"
-            if get(pair, 0.0) < pair_weight:
-                feats[pair] = pair_weight
+            if get(pair, 0.0) < weight_of_pair:
+                feats[pair] = weight_of_pair
     return feats
 
 
@@ -419,7 +435,9 @@ def _embed_text(entry: Entry) -> str:
     return title or entry.title.strip()
 
 
-_Prepared = tuple[dict[str, float], tuple[tuple[str, ...], ...]]  # unit vector, words per text
+# An entry's unit vector, its words per text, and all its features (the vector's
+# keys, even where the vector is empty): what _FeatureTable.vector gives.
+_Prepared = tuple[dict[str, float], tuple[tuple[str, ...], ...], tuple[str, ...]]
 
 
 def event_time(entry: Entry, seen_at: datetime) -> datetime:
@@ -537,6 +555,10 @@ class _FeatureTable(Protocol):
     def withdraw(self, story: int, features: tuple[str, ...],
                  weights: _Weights) -> tuple[float, float]: ...
     def df(self, feature: str) -> int: ...
+    def vector(self, texts: tuple[tuple[str, ...], ...], weights: Sequence[float],
+               pair_weight: float, total: int) -> tuple[dict[str, float], tuple[str, ...]]: ...
+    def holding(self, story: int, features: Sequence[str]) -> set[str]: ...
+    def frequent(self, texts: tuple[tuple[str, ...], ...], limit: float) -> set[str]: ...
     def size(self, feature: str) -> int: ...
     def count(self, feature: str, story: int) -> int: ...
     def weight(self, feature: str, story: int) -> float: ...
@@ -544,20 +566,6 @@ class _FeatureTable(Protocol):
                horizon: float, posting_limit: int, candidates: int,
                shortlist: int) -> dict[int, float]: ...
     def nbytes(self) -> int: ...
-
-
-class _Holds:
-    """A story's features as a container: ``feature in story`` for the rules that
-    ask what a story holds (:func:`_concepts`, :func:`_shared_words`)."""
-
-    __slots__ = ("_count", "_story")
-
-    def __init__(self, table: _FeatureTable, story: int) -> None:
-        self._count = table.count
-        self._story = story
-
-    def __contains__(self, feature: object) -> bool:
-        return isinstance(feature, str) and self._count(feature, self._story) > 0
 
 
 @dataclass(slots=True)
@@ -822,7 +830,7 @@ class StoryIndex:
         self._last = array("d")
         self._queue: deque[_Member] = deque()  # expiry order: by seen, as added
         self._changes = 0  # bumped by every add and removal: IDF may have moved
-        self._cached: tuple[Entry | None, int, _Prepared] = (None, 0, ({}, ()))
+        self._cached: tuple[Entry | None, int, _Prepared] = (None, 0, ({}, (), ()))
         # watchlist -> word -> its matches in the window holding the word; and their number
         self._topic_words: dict[str, dict[str, int]] = {}
         self._topic_size: dict[str, int] = {}
@@ -870,17 +878,17 @@ class StoryIndex:
                 return Join(story_id=story_id, score=1.0, bar=1.0, how="url")
         if self.settings.method is Method.URL:
             return Join(story_id=None)
-        full, texts = self._entry_vector(entry)
+        full, texts, features = self._entry_vector(entry)
         subject = self._subject(texts, topics, terms)
         vector = _without(full, subject) if subject else full
         at = event_time(entry, seen_at).timestamp()
         if self._centroids is None:
-            return self._most_similar(vector, texts, horizon, at, subject)
-        meaning = self._most_similar_meaning(self._embedding(entry), vector, texts, horizon, at,
-                                             subject)
+            return self._most_similar(vector, texts, features, horizon, at, subject)
+        meaning = self._most_similar_meaning(self._embedding(entry), vector, texts, features,
+                                             horizon, at, subject)
         if meaning.story_id is not None:
             return meaning
-        lexical = self._most_similar(vector, texts, horizon, at, subject)
+        lexical = self._most_similar(vector, texts, features, horizon, at, subject)
         if lexical.story_id is not None and lexical.score < (
                 _FALLBACK if subject else _FALLBACK_UNWATCHED):
             return meaning  # what the model refused, only near-copies' words may join
@@ -949,7 +957,7 @@ class StoryIndex:
 
     def _most_similar_meaning(
         self, embedding: Vector, vector: dict[str, float], texts: tuple[tuple[str, ...], ...],
-        horizon: datetime, at: float, subject: frozenset[str],
+        features: tuple[str, ...], horizon: datetime, at: float, subject: frozenset[str],
     ) -> Join:
         """Best open story by one score: the average embedding cosine between
         the entry and the story's members, plus the lexical TF-IDF cosine to
@@ -976,7 +984,7 @@ class StoryIndex:
             if story.size == 1 and average < settings.semantic_single_threshold:
                 continue  # one headline is thin evidence of what a story is about
             bar = self._semantic_bar(story_id, story.size)
-            holds = _Holds(self._table, story.no)
+            holds = self._table.holding(story.no, features)
             shared = _concepts(texts, holds, everywhere)
             score = average
             if shared >= _SEMANTIC_CONCEPTS:  # one shared name ("North Korea") is no evidence
@@ -1067,13 +1075,12 @@ class StoryIndex:
 
     def _everywhere(self, texts: tuple[tuple[str, ...], ...]) -> set[str]:
         """Words in more than _RARE of the entries held: not evidence of one event."""
-        limit = max((len(self._members) + _IDF_PRIOR) * _RARE, _RARE_MIN)
-        df = self._table.df
-        return {word for words in texts for word in words if df(word) >= limit}
+        return self._table.frequent(texts, max((len(self._members) + _IDF_PRIOR) * _RARE,
+                                               _RARE_MIN))
 
     def _most_similar(
         self, vector: dict[str, float], texts: tuple[tuple[str, ...], ...],
-        horizon: datetime, at: float, subject: frozenset[str],
+        features: tuple[str, ...], horizon: datetime, at: float, subject: frozenset[str],
     ) -> Join:
         """Best story by cosine to its centroid, accumulated along the postings.
 
@@ -1123,7 +1130,7 @@ class StoryIndex:
             assert everywhere is not None
             checked += 1
             score = min(-negative, 1.0)
-            holds = _Holds(self._table, story.no)
+            holds = self._table.holding(story.no, features)
             concepts = _concepts(texts, holds, everywhere, story.titles)
             bar = threshold
             if concepts < 2:
@@ -1151,24 +1158,16 @@ class StoryIndex:
         the service calls :meth:`add` right after :meth:`assign` with the same entry."""
         cached_entry, changes, prepared = self._cached
         if cached_entry is not entry or changes != self._changes:
-            features, texts = _features(entry)
-            prepared = (self._vector(features), texts)
+            texts = _texts(entry)
+            vector, features = self._table.vector(texts, _TEXT_WEIGHTS, _PAIR_WEIGHT,
+                                                  len(self._members) + _IDF_PRIOR)
+            prepared = (vector, texts, features)
             self._cached = (entry, self._changes, prepared)
         return prepared
 
     def _is_open(self, story_id: str, horizon: datetime) -> bool:
         story = self._stories.get(story_id)
         return story is not None and self._last[story.no] >= horizon.timestamp()
-
-    def _vector(self, features: dict[str, float]) -> dict[str, float]:
-        """Unit TF-IDF vector, IDF smoothed by ``_IDF_PRIOR`` pseudo-documents."""
-        total = len(self._members) + _IDF_PRIOR
-        df = self._table.df
-        weighted = {f: w * math.log(total / (df(f) + 1)) for f, w in features.items()}
-        norm = math.sqrt(sum(w * w for w in weighted.values()))
-        if norm == 0.0:
-            return {}
-        return {f: w / norm for f, w in weighted.items()}
 
     # -- recording --------------------------------------------------------
 
@@ -1189,7 +1188,7 @@ class StoryIndex:
         words: tuple[str, ...] = ()
         n_title = 0
         if self.settings.method is not Method.URL:
-            vector, texts = self._entry_vector(entry)
+            vector, texts, _ = self._entry_vector(entry)
             if vector:
                 words = tuple(map(sys.intern, (w for part in texts[:2] for w in part)))
                 n_title = len(texts[0])
@@ -1394,6 +1393,29 @@ class _PyTable:
     def df(self, feature: str) -> int:
         return self._df.get(feature, 0)
 
+    def vector(self, texts: tuple[tuple[str, ...], ...], weights: Sequence[float],
+               pair_weight: float, total: int) -> tuple[dict[str, float], tuple[str, ...]]:
+        """An entry's unit TF-IDF vector over its features (:func:`_grams` of its
+        ``texts``), with IDF smoothed to ``total`` documents (the members held and
+        ``_IDF_PRIOR`` pseudo-documents); and all its features, in order."""
+        features = _grams(texts, weights, pair_weight)
+        df = self._df.get
+        weighted = {f: w * math.log(total / (df(f, 0) + 1)) for f, w in features.items()}
+        norm = math.sqrt(sum(w * w for w in weighted.values()))
+        if norm == 0.0:
+            return {}, tuple(features)
+        return {f: w / norm for f, w in weighted.items()}, tuple(features)
+
+    def holding(self, story: int, features: Sequence[str]) -> set[str]:
+        """Those of ``features`` that a member of ``story`` holds."""
+        posts = self._posts
+        return {f for f in features if story in posts.get(f, ())}
+
+    def frequent(self, texts: tuple[tuple[str, ...], ...], limit: float) -> set[str]:
+        """The words of ``texts`` that at least ``limit`` members hold."""
+        df = self._df.get
+        return {word for words in texts for word in words if df(word, 0) >= limit}
+
     def size(self, feature: str) -> int:
         return len(self._posts.get(feature, ()))
 
@@ -1404,7 +1426,6 @@ class _PyTable:
     def weight(self, feature: str, story: int) -> float:
         post = self._posts.get(feature, {}).get(story)
         return 0.0 if post is None else float(post[1])
-
     def nbytes(self) -> int:
         return 0  # not measured: bench/dedupe.py measures resident memory
 

@@ -4,16 +4,19 @@ hand-written and real headlines."""
 from __future__ import annotations
 
 import csv
+import functools
 import random
+import struct
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import hypothesis
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -28,6 +31,7 @@ from monitor.dedupe import (
     story_id_for,
 )
 from monitor.match import Matcher
+from monitor.text import tokenize
 from monitor.types import Entry, Watchlist
 from monitor.urls import TRACKING_PARAMS, TRACKING_PREFIXES, canonical_url
 
@@ -853,7 +857,7 @@ def test_c_scores_are_the_python_ones_to_the_bit(monkeypatch: pytest.MonkeyPatch
     found = 0
     for i, (_, e, _) in enumerate(rows[500:]):
         horizon = late if i % 2 else rows[0][2].timestamp()
-        vector, _ = index._entry_vector(e)
+        vector = index._entry_vector(e)[0]
         args = (vector, index._norms, index._last, horizon, limit, candidates, shortlist)
         expected = python._table.scores(*args)
         got = index._table.scores(*args)
@@ -952,3 +956,158 @@ def test_c_table_tells_apart_strings_that_hash_alike(held: str, other: str) -> N
     assert hash(held) == hash(other)
     for t in (table, python):
         assert (t.df(other), t.count(other, 0)) == ((1, 1) if other == held else (0, 0))
+
+
+# --------------------------------------------------------------------------- an entry's side in C
+
+
+def _bits(values: Iterable[float]) -> list[bytes]:
+    """Floats to the bit (== takes 0.0 for -0.0)."""
+    return [struct.pack("<d", v) for v in values]
+
+
+# The sample's headline words, stopwords, stray letters and marks, CJK and text
+# that hashes alike at different widths ("al", U+6C61), and anything at all.
+_SAMPLE_WORDS = sorted({w for _, e, _ in load_sample() for w in _features(e)[1][0]})
+_WORD = st.one_of(
+    st.sampled_from(_SAMPLE_WORDS),
+    st.sampled_from(["al", "\u6c61", "朝", "鲜", "・", "a", "7", "2024", "000", "é", "the"]),
+    st.text(max_size=6),
+)
+_TEXTS = st.lists(st.lists(_WORD, max_size=30).map(tuple), max_size=3).map(tuple)
+
+
+@functools.cache
+def _filled_tables() -> tuple[Any, dedupe_module._PyTable]:
+    """A C and a Python table holding the same members: the sample's headlines in
+    37 stories, every fifth withdrawn again."""
+    assert dedupe_module._storycore is not None
+    tables = (dedupe_module._storycore.Table(), dedupe_module._PyTable())
+    rng = random.Random(11)
+    members = []
+    for i, (_, e, _) in enumerate(load_sample()[:300]):
+        features = tuple(_features(e)[0])
+        weights = array("f", [rng.random() for _ in features])
+        members.append((i % 37, features, weights))
+        for table in tables:
+            table.accumulate(i % 37, features, weights)
+    for story, features, weights in members[::5]:
+        for table in tables:
+            table.withdraw(story, features, weights)
+    return tables
+
+
+@needs_core
+@hypothesis.settings(max_examples=300, deadline=None)
+@given(texts=_TEXTS, total=st.integers(1, 5000),
+       weights=st.sampled_from([(1.0, 0.5), (0.5,), (2.0, 0.3, 7.0)]),
+       pair_weight=st.sampled_from([0.5, 1.0, 0.1]), limit=st.sampled_from([0, 1, 2.5, 4, 12]))
+@example(texts=(("al", "troop"), ("\u6c61",)), total=1, weights=(1.0, 0.5), pair_weight=0.5,
+         limit=1)  # total 1: every new feature weighs 0, the vector is empty
+def test_c_entry_side_is_the_python_one_to_the_bit(
+        texts: tuple[tuple[str, ...], ...], total: int, weights: tuple[float, ...],
+        pair_weight: float, limit: float) -> None:
+    """An entry's vector (the same features in the same order, the same weights to the
+    bit), what each story holds of it and which of its words are frequent: the C
+    table's answers are the Python table's."""
+    table, python = _filled_tables()
+    vector, features = table.vector(texts, weights, pair_weight, total)
+    expected, expected_features = python.vector(texts, weights, pair_weight, total)
+    assert features == expected_features
+    assert list(vector) == list(expected)
+    assert _bits(vector.values()) == _bits(expected.values())
+    for story in (0, 5, 36, 37):
+        assert table.holding(story, features) == python.holding(story, features)
+    assert table.frequent(texts, limit) == python.frequent(texts, limit)
+
+
+@needs_core
+def test_c_entry_side_refuses_what_it_cannot_read() -> None:
+    core = dedupe_module._storycore
+    assert core is not None
+    table = core.Table()
+    table.accumulate(0, ("a",), array("f", [0.5]))
+    weights = (1.0, 0.5)
+    with pytest.raises(TypeError):
+        table.vector((("a", 1),), weights, 0.5, 10)  # words are str
+    with pytest.raises(TypeError):
+        table.vector((("a",),), ("heavy",), 0.5, 10)
+    with pytest.raises(TypeError):
+        table.vector(None, weights, 0.5, 10)
+    with pytest.raises(ValueError):
+        table.vector((("a",),), weights, 0.5, 0)  # math.log(0) in Python
+    with pytest.raises(TypeError):
+        table.holding(0, ("a", None))
+    with pytest.raises(ValueError):
+        table.holding(-1, ("a",))
+    with pytest.raises(TypeError):
+        table.frequent((("a", 2),), 1)
+    assert table.vector(((), ("a", "b")), weights, 0.5, 10)[1] == ("a", "b", "a b")
+    assert table.vector((), weights, 0.5, 10) == ({}, ())
+    assert table.holding(0, ["a", "b"]) == {"a"} and table.frequent([["a", "b"]], 1) == {"a"}
+    with pytest.raises(TypeError):
+        core.words(("a",), dedupe_module._STOPWORDS, 5)  # tokens: a list
+    with pytest.raises(TypeError):
+        core.words(["troops", 7], dedupe_module._STOPWORDS, 5)
+    with pytest.raises(TypeError):
+        core.words(["troops"], ["the"], 5)
+    with pytest.raises(ValueError):
+        core.words(["troops"], dedupe_module._STOPWORDS, 0)
+    assert core.words(["the", "troops", "", "x", "朝"], dedupe_module._STOPWORDS, 5) == [
+        "troop", "", "朝"]
+
+
+_TOKEN = st.one_of(
+    st.sampled_from(sorted(dedupe_module._STOPWORDS)),
+    st.sampled_from(["a", "7", "・", "ー", "é", "朝", "troops", "ukrainian", "2024", "x1", "ǅ"]),
+    st.text(max_size=8),
+)
+
+
+@needs_core
+@given(st.lists(_TOKEN, max_size=40))
+def test_c_words_are_the_python_ones(tokens: list[str]) -> None:
+    assert dedupe_module._storycore is not None
+    got = dedupe_module._storycore.words(tokens, dedupe_module._STOPWORDS,
+                                         dedupe_module._PREFIX)
+    assert got == dedupe_module._filter_words(tokens)
+
+
+@given(st.text(st.one_of(st.sampled_from(list("aZ9 _-'.,’“—éÉß\u0301朝鲜한かЁж・𝐀")),
+                         st.characters())))
+@example("The U.S. and N. Korea: 2 a.m. talks")
+def test_words_are_the_content_words_of_tokenize(text: str) -> None:
+    """_words reads token_string's words, which are tokenize's (tests/test_text.py)."""
+    assert dedupe_module._words(text) == dedupe_module._filter_words(tokenize(text))
+
+
+def _decide_all(settings: DedupeSettings) -> list[str]:
+    """Every decision on the sample, with summaries and expiry, and with a watchlist
+    subject for half the entries, as exact reprs."""
+    rows = load_sample()[:400]
+    index = StoryIndex(settings)
+    out = []
+    for i, (_, e, _) in enumerate(rows):
+        if i % 3:  # a summary of two sentences from other headlines
+            e = replace(e, summary=f"{rows[i - 1][1].title}. {rows[i - 2][1].title}")
+        topics, terms = (["all"], [e.title.split()[0]]) if i % 2 else ([], [])
+        seen_at = NOW + timedelta(minutes=i)
+        if i % 10 == 0:
+            index.expire(seen_at)
+        join = index.decide(e, seen_at, topics=topics, terms=terms)
+        index.add(join.story_id or story_id_for(e), e, seen_at, topics=topics)
+        out.append(repr(join))
+    return out
+
+
+@needs_core
+def test_c_and_python_paths_decide_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every decision (story, score and bar to the bit, evidence, weak), with
+    summaries, watchlist subjects and expiry, whether the C core is used or not."""
+    settings = DedupeSettings(window=timedelta(hours=3))
+    with_core = _decide_all(settings)
+    with monkeypatch.context() as m:
+        m.setattr(dedupe_module, "_storycore", None)
+        without = _decide_all(settings)
+    assert with_core == without
+    assert sum("story_id=None" not in j for j in with_core) > 50  # joins, not only new stories

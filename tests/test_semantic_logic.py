@@ -29,8 +29,6 @@ from monitor.dedupe import (
     Method,
     StoryIndex,
     _concepts,
-    _features,
-    _Holds,
     story_id_for,
 )
 from monitor.types import Entry
@@ -200,8 +198,8 @@ def test_the_score_is_the_average_plus_the_lexical_share_of_two_concepts(
     tight, loose = one_story(index, TIGHT), one_story(index, LOOSE)
 
     def concepts(e: Entry, story_id: str) -> float:
-        texts = _features(e)[1]
-        holds = _Holds(index._table, index._stories[story_id].no)
+        _, texts, features = index._entry_vector(e)
+        holds = index._table.holding(index._stories[story_id].no, features)
         return _concepts(texts, holds, index._everywhere(texts))
 
     one = entry("Time Warner to spin off Time Inc magazines")
