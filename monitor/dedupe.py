@@ -299,9 +299,19 @@ def _texts(entry: Entry) -> tuple[tuple[str, ...], ...]:
     summary = entry.summary.strip()
     if not summary:
         return (tuple(_words(entry.title)),)
-    sentences = _SENTENCE_END.split(summary, maxsplit=_SUMMARY_SENTENCES)
-    first = " ".join(sentences[:_SUMMARY_SENTENCES])
-    return tuple(_words(entry.title)), tuple(_words(first[:_SUMMARY_CHARS]))
+    return tuple(_words(entry.title)), tuple(_words(_summary_head(summary)))
+
+
+def _summary_head(summary: str) -> str:
+    """What :func:`_features` reads of a summary: its first ``_SUMMARY_SENTENCES``
+    sentences, cut to ``_SUMMARY_CHARS``."""
+    head = summary[:_SUMMARY_CHARS]
+    # Where no sentence ends in what is kept (CJK, a long first sentence), splitting
+    # would only scan the rest of the summary for one.
+    if "." in head or "!" in head or "?" in head:
+        sentences = _SENTENCE_END.split(summary, maxsplit=_SUMMARY_SENTENCES)
+        head = " ".join(sentences[:_SUMMARY_SENTENCES])[:_SUMMARY_CHARS]
+    return head
 
 
 _TEXT_WEIGHTS = (1.0, _SUMMARY_WEIGHT)  # of a title's words, a summary's

@@ -1081,6 +1081,22 @@ def test_words_are_the_content_words_of_tokenize(text: str) -> None:
     assert dedupe_module._words(text) == dedupe_module._filter_words(tokenize(text))
 
 
+_SUMMARY = st.one_of(
+    st.text(st.sampled_from(list("ab .!?\n\t\u3002\u00a0")), max_size=900),
+    st.tuples(st.integers(0, 800), st.text(st.sampled_from(list("a .!?\n")), max_size=200))
+    .map(lambda t: "x" * t[0] + t[1]),
+)
+
+
+@given(_SUMMARY)
+@example("x" * 398 + ". Next")
+@example("x" * 399 + ". Next")
+@example("x" * 400 + ". Next")
+def test_summary_head_is_its_first_sentences_cut(summary: str) -> None:
+    sentences = dedupe_module._SENTENCE_END.split(summary, maxsplit=2)
+    assert dedupe_module._summary_head(summary) == " ".join(sentences[:2])[:400]
+
+
 def _decide_all(settings: DedupeSettings) -> list[str]:
     """Every decision on the sample, with summaries and expiry, and with a watchlist
     subject for half the entries, as exact reprs."""
