@@ -605,6 +605,32 @@ error:
     return NULL;
 }
 
+/* weights(story, features) -> [the story's centroid weight of each feature (0.0 if none)]. */
+static PyObject *Table_weights(Table *t, PyObject *args) {
+    PyObject *story_obj, *features;
+    int32_t story;
+    if (!PyArg_ParseTuple(args, "OO", &story_obj, &features) || story_arg(story_obj, &story) < 0)
+        return NULL;
+    PyObject *fs = PySequence_Tuple(features);  /* in a set's order, for a set */
+    PyObject *out = fs ? PyList_New(PyTuple_GET_SIZE(fs)) : NULL;
+    if (!out) goto error;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fs); i++) {
+        uint64_t key;
+        if (key_of(PyTuple_GET_ITEM(fs, i), &key) < 0) goto error;
+        Slot *s = find(t, key);
+        Post *p = s ? post_find(s, story) : NULL;
+        PyObject *weight = PyFloat_FromDouble(p ? p->weight : 0.0);
+        if (!weight) goto error;
+        PyList_SET_ITEM(out, i, weight);
+    }
+    Py_DECREF(fs);
+    return out;
+error:
+    Py_XDECREF(fs);
+    Py_XDECREF(out);
+    return NULL;
+}
+
 /* frequent(texts, limit) -> the set of the texts' words held by at least limit members. */
 static PyObject *Table_frequent(Table *t, PyObject *args) {
     PyObject *texts;
@@ -901,6 +927,8 @@ static PyMethodDef Table_methods[] = {
     {"vector", (PyCFunction)Table_vector, METH_VARARGS,
      "vector(texts, weights, pair_weight, total) -> (unit vector, features): an entry's "
      "TF-IDF vector over its words and word pairs ({} if it is 0), and every feature it has."},
+    {"weights", (PyCFunction)Table_weights, METH_VARARGS,
+     "weights(story, features) -> [weight(feature, story) for each feature]."},
     {"holding", (PyCFunction)Table_holding, METH_VARARGS,
      "holding(story, features) -> the set of the features the story holds."},
     {"frequent", (PyCFunction)Table_frequent, METH_VARARGS,

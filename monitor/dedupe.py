@@ -572,6 +572,7 @@ class _FeatureTable(Protocol):
     def size(self, feature: str) -> int: ...
     def count(self, feature: str, story: int) -> int: ...
     def weight(self, feature: str, story: int) -> float: ...
+    def weights(self, story: int, features: Iterable[str]) -> list[float]: ...
     def scores(self, vector: dict[str, float], norms: array[float], seen: array[float],
                horizon: float, posting_limit: int, candidates: int,
                shortlist: int) -> dict[int, float]: ...
@@ -609,6 +610,21 @@ class _Story:
     @property
     def size(self) -> int:
         return len(self.members)
+
+    def pairs_with(self, subject: frozenset[str]) -> list[str]:
+        """Its features that are word pairs holding a ``subject`` word, in the order
+        of :meth:`features`, made from its members' words alone (:func:`_grams`)."""
+        pairs: dict[str, None] = {}
+        for member in self.members:
+            words = member.words
+            if subject.isdisjoint(words):
+                continue
+            n = member.n_title
+            for part in (words[:n], words[n:]):
+                for a, b in zip(part, part[1:], strict=False):
+                    if a in subject or b in subject:
+                        pairs[f"{a} {b}"] = None
+        return list(pairs)
 
     def features(self) -> dict[str, int]:
         """Feature -> members holding it, in the order the members came."""
@@ -1048,14 +1064,14 @@ class StoryIndex:
         story = self._stories[story_id]
         if not subject:
             return self._norms[story.no]
-        weight_of = self._table.weight
+        weights = self._table.weights
         no = story.no
         norm2 = story.norm2
-        for word in subject:
-            norm2 -= weight_of(word, no) ** 2  # 0.0 for a word the story lacks
-        for feature in story.features() if story.size <= 8 else ():
-            if " " in feature and not subject.isdisjoint(feature.split(" ")):
-                norm2 -= weight_of(feature, no) ** 2
+        for weight in weights(no, subject):  # in the set's order
+            norm2 -= weight ** 2  # 0.0 for a word the story lacks
+        if story.size <= 8:
+            for weight in weights(no, story.pairs_with(subject)):
+                norm2 -= weight ** 2
         return math.sqrt(norm2) if norm2 > 1e-12 else 0.0
 
     def _conflicts(self, texts: tuple[tuple[str, ...], ...], story_id: str,
@@ -1436,6 +1452,11 @@ class _PyTable:
     def weight(self, feature: str, story: int) -> float:
         post = self._posts.get(feature, {}).get(story)
         return 0.0 if post is None else float(post[1])
+
+    def weights(self, story: int, features: Iterable[str]) -> list[float]:
+        """:meth:`weight` of each of ``features``, in their order."""
+        return [self.weight(f, story) for f in features]
+
     def nbytes(self) -> int:
         return 0  # not measured: bench/dedupe.py measures resident memory
 

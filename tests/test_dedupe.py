@@ -1018,6 +1018,9 @@ def test_c_entry_side_is_the_python_one_to_the_bit(
     assert _bits(vector.values()) == _bits(expected.values())
     for story in (0, 5, 36, 37):
         assert table.holding(story, features) == python.holding(story, features)
+        assert _bits(table.weights(story, features)) == _bits(python.weights(story, features))
+        unordered = frozenset(features)  # in the set's order, whichever table reads it
+        assert _bits(table.weights(story, unordered)) == _bits(python.weights(story, unordered))
     assert table.frequent(texts, limit) == python.frequent(texts, limit)
 
 
@@ -1042,6 +1045,8 @@ def test_c_entry_side_refuses_what_it_cannot_read() -> None:
         table.holding(-1, ("a",))
     with pytest.raises(TypeError):
         table.frequent((("a", 2),), 1)
+    with pytest.raises(TypeError):
+        table.weights(0, (b"a",))
     assert table.vector(((), ("a", "b")), weights, 0.5, 10)[1] == ("a", "b", "a b")
     assert table.vector((), weights, 0.5, 10) == ({}, ())
     assert table.holding(0, ["a", "b"]) == {"a"} and table.frequent([["a", "b"]], 1) == {"a"}
@@ -1095,6 +1100,28 @@ _SUMMARY = st.one_of(
 def test_summary_head_is_its_first_sentences_cut(summary: str) -> None:
     sentences = dedupe_module._SENTENCE_END.split(summary, maxsplit=2)
     assert dedupe_module._summary_head(summary) == " ".join(sentences[:2])[:400]
+
+
+def test_a_storys_subject_pairs_are_the_pairs_among_its_features() -> None:
+    """_Story.pairs_with makes from its members' words the pairs that features() holds
+    with a subject word, in the same order (the order a norm subtracts them in)."""
+    index = StoryIndex(DedupeSettings())
+    rows = load_sample()
+    for i, (_, e, seen) in enumerate(rows):
+        if i % 2:
+            e = replace(e, summary=f"{rows[i - 1][1].title}. {rows[i - 3][1].title}")
+        index.add(index.assign(e, seen)[0] or story_id_for(e), e, seen)
+    rng = random.Random(5)
+    checked = 0
+    for story in index._stories.values():
+        words = sorted({w for m in story.members for w in m.words})
+        for k in (1, 2, 4):
+            subject = frozenset(rng.sample(words, min(k, len(words))) + ["absent"])
+            expected = [f for f in story.features()
+                        if " " in f and not subject.isdisjoint(f.split(" "))]
+            assert story.pairs_with(subject) == expected
+            checked += bool(expected)
+    assert checked > 100
 
 
 def _decide_all(settings: DedupeSettings) -> list[str]:
