@@ -425,12 +425,8 @@ def _misses_core(texts: tuple[tuple[str, ...], ...], story: _Story,
 def _shared_words(texts: tuple[tuple[str, ...], ...], held: Container[str],
                   common: Container[str]) -> tuple[str, ...]:
     """The words the entry shares with a story that count as evidence, in order."""
-    out: list[str] = []
-    for words in texts:
-        for w in words:
-            if w in held and w not in common and w not in out:
-                out.append(w)
-    return tuple(out)
+    return tuple(dict.fromkeys(
+        w for words in texts for w in words if w in held and w not in common))
 
 
 def _embed_text(entry: Entry) -> str:
@@ -1138,7 +1134,7 @@ class StoryIndex:
         # join: most candidates are not.
         passing = sorted((-score, story_id) for story_id, score in scores.items()
                          if score >= threshold)
-        top = Join(story_id=None, score=min(max(scores.values()), 1.0), bar=threshold)
+        top = min(max(scores.values()), 1.0)  # the score of a new story
         everywhere: set[str] | None = None
         numbers = _numbers(texts)
         checked = 0
@@ -1151,7 +1147,7 @@ class StoryIndex:
             if checked == _GATED:
                 break
             if not checked:
-                top = Join(story_id=None, score=min(-negative, 1.0), bar=threshold)
+                top = min(-negative, 1.0)
                 everywhere = self._everywhere(texts) | subject
             assert everywhere is not None
             checked += 1
@@ -1177,7 +1173,7 @@ class StoryIndex:
                 return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
                             evidence=evidence,
                             weak=score < bar * (1.0 + _WEAK_MARGIN) or len(evidence) < _STRONG)
-        return top
+        return Join(story_id=None, score=top, bar=threshold)
 
     def _entry_vector(self, entry: Entry) -> _Prepared:
         """The entry's unit vector and words, remembered while nothing changes:
