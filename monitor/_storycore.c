@@ -405,12 +405,12 @@ static PyObject *Table_nbytes(Table *t, PyObject *unused) {
     return PyLong_FromSize_t(t->cap * sizeof(Slot) + t->posts * sizeof(Post) + sizeof(Table));
 }
 
-/* ---- an entry's side: its vector, and what a story holds of it -------------
+/* ---- an entry's side: its vector, and what a story shares with it ------------
  *
  * StoryIndex's questions about one entry, one call each instead of one Python
- * call per feature: the same steps in the same order as dedupe's _PyTable
- * (vector, holding, frequent) and _filter_words, so the same floats to the
- * last bit and the same words.
+ * call per word or feature: the same steps in the same order as dedupe's
+ * _PyTable (vector, concepts, shared, holding, weights, frequent) and
+ * _filter_words, so the same floats to the last bit and the same words.
  */
 
 /* "a b": a word pair as dedupe's _grams spells it (f"{a} {b}"). */
@@ -435,10 +435,16 @@ static PyObject *pair_of(PyObject *a, PyObject *b) {
 
 /* feats[key] = value unless it holds as much already (a missing key holds 0.0). */
 static int raise_to(PyObject *feats, PyObject *key, PyObject *value, double weight) {
-    PyObject *have = PyDict_GetItemWithError(feats, key);
-    if (!have && PyErr_Occurred()) return -1;
-    if ((have ? PyFloat_AS_DOUBLE(have) : 0.0) < weight) return PyDict_SetItem(feats, key, value);
-    return 0;
+    PyObject *have;
+    if (weight > 0.0) {  /* a new key goes in: one look-up for it */
+        have = PyDict_SetDefault(feats, key, value);
+        if (!have) return -1;
+        if (have == value) return 0;
+    } else {
+        have = PyDict_GetItemWithError(feats, key);
+        if (!have) return PyErr_Occurred() ? -1 : 0;
+    }
+    return PyFloat_AS_DOUBLE(have) < weight ? PyDict_SetItem(feats, key, value) : 0;
 }
 
 /* dedupe's _grams: each word of texts[i] at weights[i], each pair of neighbours at
@@ -520,8 +526,7 @@ done:
 }
 #endif
 
-/* vector(texts, weights, pair_weight, total) -> (unit vector, features): see
- * _PyTable.vector. */
+/* vector(texts, weights, pair_weight, total) -> unit vector: see _PyTable.vector. */
 static PyObject *Table_vector(Table *t, PyObject *args) {
     PyObject *texts, *weights;
     double pair_weight;
@@ -535,9 +540,8 @@ static PyObject *Table_vector(Table *t, PyObject *args) {
     if (!feats) return NULL;
     Py_ssize_t n = PyDict_GET_SIZE(feats);
     double *weighted = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
-    PyObject *keys = PyTuple_New(n), *vector = PyDict_New();
-    if (!weighted || !keys || !vector) {
-        if (!weighted) PyErr_NoMemory();
+    if (!weighted) {
+        PyErr_NoMemory();
         goto error;
     }
     Py_ssize_t pos = 0, i = 0;
@@ -551,33 +555,246 @@ static PyObject *Table_vector(Table *t, PyObject *args) {
         /* total / (df + 1) divides two ints that doubles hold exactly: as Python does */
         weighted[i] = PyFloat_AS_DOUBLE(value) * log((double)total / (double)(df + 1));
         norm2 += weighted[i] * weighted[i];
-        Py_INCREF(feature);
-        PyTuple_SET_ITEM(keys, i, feature);
         i++;
     }
 #if PY_VERSION_HEX >= 0x030C0000
     if (sum_of_squares(weighted, n, &norm2) < 0) goto error;
 #endif
     double norm = sqrt(norm2);
-    if (norm != 0.0) {
-        for (i = 0; i < n; i++) {
+    if (norm == 0.0) {
+        PyDict_Clear(feats);
+    } else {  /* the unit weights in place of the grams' weights: same keys, same order */
+        for (pos = 0, i = 0; PyDict_Next(feats, &pos, &feature, &value); i++) {
             PyObject *unit = PyFloat_FromDouble(weighted[i] / norm);
-            int rc = unit ? PyDict_SetItem(vector, PyTuple_GET_ITEM(keys, i), unit) : -1;
+            int rc = unit ? PyDict_SetItem(feats, feature, unit) : -1;
             Py_XDECREF(unit);
             if (rc < 0) goto error;
         }
     }
     PyMem_Free(weighted);
-    Py_DECREF(feats);
-    PyObject *out = PyTuple_Pack(2, vector, keys);
-    Py_DECREF(vector);
-    Py_DECREF(keys);
-    return out;
+    return feats;
 error:
     PyMem_Free(weighted);
-    Py_XDECREF(keys);
-    Py_XDECREF(vector);
     Py_DECREF(feats);
+    return NULL;
+}
+
+/* 1 if a member of story holds feature, 0 if not, -1 on error. */
+static int holds(const Table *t, int32_t story, PyObject *feature) {
+    uint64_t key;
+    if (key_of(feature, &key) < 0) return -1;
+    Slot *s = find(t, key);
+    return s && post_find(s, story) ? 1 : 0;
+}
+
+/* texts as a tuple of tuples of str (exact, so that comparing them runs no Python
+ * code), and the number of words in all; NULL on error. */
+static PyObject *word_texts(PyObject *texts, Py_ssize_t *words) {
+    PyObject *ts = PySequence_Tuple(texts);
+    if (!ts) return NULL;
+    PyObject *out = PyTuple_New(PyTuple_GET_SIZE(ts));
+    *words = 0;
+    for (Py_ssize_t i = 0; out && i < PyTuple_GET_SIZE(ts); i++) {
+        PyObject *text = PySequence_Tuple(PyTuple_GET_ITEM(ts, i));
+        if (!text) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, i, text);
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(text); j++) {
+            if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(text, j))) {
+                PyErr_SetString(PyExc_TypeError, "words are str");
+                Py_CLEAR(out);
+                break;
+            }
+        }
+        *words += PyTuple_GET_SIZE(text);
+    }
+    Py_DECREF(ts);
+    return out;
+}
+
+/* Distinct words, each with its parent in a union-find forest: an open-addressing
+ * table sized for every word of the texts at most, so it never grows. */
+typedef struct { PyObject *word; Py_hash_t hash; Py_ssize_t parent; } Node;
+typedef struct { Node *nodes; Py_ssize_t *slots; Py_ssize_t n; size_t mask; } Nodes;
+
+static int nodes_init(Nodes *ns, Py_ssize_t most) {
+    size_t cap = 8;
+    while (cap < 2 * (size_t)most) cap <<= 1;
+    ns->n = 0;
+    ns->mask = cap - 1;
+    ns->nodes = PyMem_Malloc((size_t)(most ? most : 1) * sizeof(Node));
+    ns->slots = PyMem_Malloc(cap * sizeof(Py_ssize_t));
+    if (!ns->nodes || !ns->slots) {
+        PyMem_Free(ns->nodes);
+        PyMem_Free(ns->slots);
+        ns->nodes = NULL;
+        ns->slots = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t j = 0; j < cap; j++) ns->slots[j] = -1;
+    return 0;
+}
+
+static void nodes_free(Nodes *ns) {
+    PyMem_Free(ns->nodes);
+    PyMem_Free(ns->slots);
+}
+
+static int same_str(PyObject *a, PyObject *b) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(a);
+    int kind = PyUnicode_KIND(a);
+    return a == b || (len == PyUnicode_GET_LENGTH(b) && kind == PyUnicode_KIND(b) &&
+                      !memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len * (size_t)kind));
+}
+
+/* The node of word (an exact str), made if add and absent; -1 if absent, -2 on error. */
+static Py_ssize_t nodes_get(Nodes *ns, PyObject *word, int add) {
+    Py_hash_t h = PyObject_Hash(word);
+    if (h == -1) return -2;
+    size_t j = (size_t)h & ns->mask;
+    for (;; j = (j + 1) & ns->mask) {
+        Py_ssize_t i = ns->slots[j];
+        if (i < 0) break;
+        if (ns->nodes[i].hash == h && same_str(ns->nodes[i].word, word)) return i;
+    }
+    if (!add) return -1;
+    ns->slots[j] = ns->n;
+    ns->nodes[ns->n] = (Node){word, h, ns->n};
+    return ns->n++;
+}
+
+static Py_ssize_t root(Nodes *ns, Py_ssize_t i) {
+    while (ns->nodes[i].parent != i) {
+        ns->nodes[i].parent = ns->nodes[ns->nodes[i].parent].parent;
+        i = ns->nodes[i].parent;
+    }
+    return i;
+}
+
+/* concepts(story, texts, common, titled): dedupe's _concepts of texts and what the
+ * story holds: runs of shared words whose pairs it holds too are one concept. */
+static PyObject *Table_concepts(Table *t, PyObject *args) {
+    PyObject *story_obj, *texts, *common, *titled;
+    int32_t story;
+    if (!PyArg_ParseTuple(args, "OOOO", &story_obj, &texts, &common, &titled) ||
+        story_arg(story_obj, &story) < 0)
+        return NULL;
+    Py_ssize_t most;
+    PyObject *ts = word_texts(texts, &most);
+    if (!ts) return NULL;
+    Nodes ns;
+    char *marked = NULL;
+    if (nodes_init(&ns, most) < 0) {
+        Py_DECREF(ts);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ts); i++) {
+        PyObject *words = PyTuple_GET_ITEM(ts, i), *prev_word = NULL;
+        Py_ssize_t prev = -1;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(words); j++) {
+            PyObject *word = PyTuple_GET_ITEM(words, j);
+            int shared = holds(t, story, word);
+            if (shared > 0) {
+                int everywhere = PySequence_Contains(common, word);
+                shared = everywhere < 0 ? -1 : !everywhere;
+            }
+            if (shared < 0) goto error;
+            if (!shared) {
+                prev = -1;
+                continue;
+            }
+            Py_ssize_t k = nodes_get(&ns, word, 1);
+            if (k < 0) goto error;
+            if (prev >= 0) {
+                PyObject *pair = pair_of(prev_word, word);
+                int joined = pair ? holds(t, story, pair) : -1;
+                Py_XDECREF(pair);
+                if (joined < 0) goto error;
+                if (joined) ns.nodes[root(&ns, k)].parent = root(&ns, prev);
+            }
+            prev = k;
+            prev_word = word;
+        }
+    }
+    Py_ssize_t roots = 0, in_title = 0;
+    for (Py_ssize_t k = 0; k < ns.n; k++) roots += root(&ns, k) == k;
+    marked = PyMem_Calloc((size_t)(ns.n ? ns.n : 1), 1);
+    if (!marked) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    PyObject *title = PyTuple_GET_SIZE(ts) ? PyTuple_GET_ITEM(ts, 0) : NULL;
+    for (Py_ssize_t j = 0; title && j < PyTuple_GET_SIZE(title); j++) {
+        PyObject *word = PyTuple_GET_ITEM(title, j);
+        Py_ssize_t k = nodes_get(&ns, word, 0);
+        if (k == -2) goto error;
+        if (k < 0) continue;
+        if (titled != Py_None) {
+            int in = PySequence_Contains(titled, word);
+            if (in < 0) goto error;
+            if (!in) continue;
+        }
+        Py_ssize_t r = root(&ns, k);
+        in_title += !marked[r];
+        marked[r] = 1;
+    }
+    PyMem_Free(marked);
+    nodes_free(&ns);
+    Py_DECREF(ts);
+    return PyFloat_FromDouble((double)in_title + 0.5 * (double)(roots - in_title));
+error:
+    PyMem_Free(marked);
+    nodes_free(&ns);
+    Py_DECREF(ts);
+    return NULL;
+}
+
+/* shared(story, texts, common) -> dedupe's _shared_words of texts and what the story
+ * holds: the words it holds, not common, once each, in order. */
+static PyObject *Table_shared(Table *t, PyObject *args) {
+    PyObject *story_obj, *texts, *common;
+    int32_t story;
+    if (!PyArg_ParseTuple(args, "OOO", &story_obj, &texts, &common) ||
+        story_arg(story_obj, &story) < 0)
+        return NULL;
+    Py_ssize_t most;
+    PyObject *ts = word_texts(texts, &most);
+    if (!ts) return NULL;
+    PyObject *out = PyList_New(0);
+    Nodes seen;
+    if (!out || nodes_init(&seen, most) < 0) {
+        Py_XDECREF(out);
+        Py_DECREF(ts);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ts); i++) {
+        PyObject *words = PyTuple_GET_ITEM(ts, i);
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(words); j++) {
+            PyObject *word = PyTuple_GET_ITEM(words, j);
+            int shared = holds(t, story, word);
+            if (shared > 0) {
+                int everywhere = PySequence_Contains(common, word);
+                shared = everywhere < 0 ? -1 : !everywhere;
+            }
+            if (shared < 0) goto error;
+            if (!shared) continue;
+            Py_ssize_t before = seen.n, k = nodes_get(&seen, word, 1);
+            if (k < 0) goto error;
+            if (seen.n > before && PyList_Append(out, word) < 0) goto error;
+        }
+    }
+    nodes_free(&seen);
+    Py_DECREF(ts);
+    PyObject *tuple = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return tuple;
+error:
+    nodes_free(&seen);
+    Py_DECREF(ts);
+    Py_DECREF(out);
     return NULL;
 }
 
@@ -925,8 +1142,14 @@ static PyMethodDef Table_methods[] = {
      "scores(vector, norms, seen, horizon, posting_limit, candidates, shortlist) -> "
      "{story: score}: the candidate loop."},
     {"vector", (PyCFunction)Table_vector, METH_VARARGS,
-     "vector(texts, weights, pair_weight, total) -> (unit vector, features): an entry's "
-     "TF-IDF vector over its words and word pairs ({} if it is 0), and every feature it has."},
+     "vector(texts, weights, pair_weight, total) -> unit vector: an entry's TF-IDF vector "
+     "over its words and word pairs ({} if it is 0)."},
+    {"concepts", (PyCFunction)Table_concepts, METH_VARARGS,
+     "concepts(story, texts, common, titled) -> float: the concepts the words of texts "
+     "share with the story (monitor.dedupe._concepts)."},
+    {"shared", (PyCFunction)Table_shared, METH_VARARGS,
+     "shared(story, texts, common) -> the words of texts the story holds, less common, "
+     "once each, in order."},
     {"weights", (PyCFunction)Table_weights, METH_VARARGS,
      "weights(story, features) -> [weight(feature, story) for each feature]."},
     {"holding", (PyCFunction)Table_holding, METH_VARARGS,

@@ -441,9 +441,7 @@ def _embed_text(entry: Entry) -> str:
     return title or entry.title.strip()
 
 
-# An entry's unit vector, its words per text, and all its features (the vector's
-# keys, even where the vector is empty): what _FeatureTable.vector gives.
-_Prepared = tuple[dict[str, float], tuple[tuple[str, ...], ...], tuple[str, ...]]
+_Prepared = tuple[dict[str, float], tuple[tuple[str, ...], ...]]  # unit vector, words per text
 
 
 def event_time(entry: Entry, seen_at: datetime) -> datetime:
@@ -562,8 +560,12 @@ class _FeatureTable(Protocol):
                  weights: _Weights) -> tuple[float, float]: ...
     def df(self, feature: str) -> int: ...
     def vector(self, texts: tuple[tuple[str, ...], ...], weights: Sequence[float],
-               pair_weight: float, total: int) -> tuple[dict[str, float], tuple[str, ...]]: ...
-    def holding(self, story: int, features: Sequence[str]) -> set[str]: ...
+               pair_weight: float, total: int) -> dict[str, float]: ...
+    def concepts(self, story: int, texts: tuple[tuple[str, ...], ...], common: Container[str],
+                 titled: Container[str] | None) -> float: ...
+    def shared(self, story: int, texts: tuple[tuple[str, ...], ...],
+               common: Container[str]) -> tuple[str, ...]: ...
+    def holding(self, story: int, features: Iterable[str]) -> set[str]: ...
     def frequent(self, texts: tuple[tuple[str, ...], ...], limit: float) -> set[str]: ...
     def size(self, feature: str) -> int: ...
     def count(self, feature: str, story: int) -> int: ...
@@ -852,7 +854,7 @@ class StoryIndex:
         self._last = array("d")
         self._queue: deque[_Member] = deque()  # expiry order: by seen, as added
         self._changes = 0  # bumped by every add and removal: IDF may have moved
-        self._cached: tuple[Entry | None, int, _Prepared] = (None, 0, ({}, (), ()))
+        self._cached: tuple[Entry | None, int, _Prepared] = (None, 0, ({}, ()))
         # watchlist -> word -> its matches in the window holding the word; and their number
         self._topic_words: dict[str, dict[str, int]] = {}
         self._topic_size: dict[str, int] = {}
@@ -900,17 +902,17 @@ class StoryIndex:
                 return Join(story_id=story_id, score=1.0, bar=1.0, how="url")
         if self.settings.method is Method.URL:
             return Join(story_id=None)
-        full, texts, features = self._entry_vector(entry)
+        full, texts = self._entry_vector(entry)
         subject = self._subject(texts, topics, terms)
         vector = _without(full, subject) if subject else full
         at = event_time(entry, seen_at).timestamp()
         if self._centroids is None:
-            return self._most_similar(vector, texts, features, horizon, at, subject)
-        meaning = self._most_similar_meaning(self._embedding(entry), vector, texts, features,
-                                             horizon, at, subject)
+            return self._most_similar(vector, texts, horizon, at, subject)
+        meaning = self._most_similar_meaning(self._embedding(entry), vector, texts, horizon, at,
+                                             subject)
         if meaning.story_id is not None:
             return meaning
-        lexical = self._most_similar(vector, texts, features, horizon, at, subject)
+        lexical = self._most_similar(vector, texts, horizon, at, subject)
         if lexical.story_id is not None and lexical.score < (
                 _FALLBACK if subject else _FALLBACK_UNWATCHED):
             return meaning  # what the model refused, only near-copies' words may join
@@ -979,7 +981,7 @@ class StoryIndex:
 
     def _most_similar_meaning(
         self, embedding: Vector, vector: dict[str, float], texts: tuple[tuple[str, ...], ...],
-        features: tuple[str, ...], horizon: datetime, at: float, subject: frozenset[str],
+        horizon: datetime, at: float, subject: frozenset[str],
     ) -> Join:
         """Best open story by one score: the average embedding cosine between
         the entry and the story's members, plus the lexical TF-IDF cosine to
@@ -1006,8 +1008,7 @@ class StoryIndex:
             if story.size == 1 and average < settings.semantic_single_threshold:
                 continue  # one headline is thin evidence of what a story is about
             bar = self._semantic_bar(story_id, story.size)
-            holds = self._table.holding(story.no, features)
-            shared = _concepts(texts, holds, everywhere)
+            shared = self._table.concepts(story.no, texts, everywhere, None)
             score = average
             if shared >= _SEMANTIC_CONCEPTS:  # one shared name ("North Korea") is no evidence
                 score += _LEXICAL_WEIGHT * self._cosine(vector, story_id, subject)
@@ -1023,7 +1024,7 @@ class StoryIndex:
             if score > top.score:
                 top = Join(story_id=None, score=score, bar=bar)
             if score >= bar and (best is None or score - bar > best[0]):
-                evidence = _shared_words(texts, holds, everywhere)
+                evidence = self._table.shared(story.no, texts, everywhere)
                 weak = (score < bar * (1.0 + _WEAK_MARGIN) or shared < 1.0
                         or len(evidence) < _STRONG)
                 best = (score - bar, Join(story_id=story_id, score=score, bar=bar,
@@ -1102,7 +1103,7 @@ class StoryIndex:
 
     def _most_similar(
         self, vector: dict[str, float], texts: tuple[tuple[str, ...], ...],
-        features: tuple[str, ...], horizon: datetime, at: float, subject: frozenset[str],
+        horizon: datetime, at: float, subject: frozenset[str],
     ) -> Join:
         """Best story by cosine to its centroid, accumulated along the postings.
 
@@ -1152,8 +1153,7 @@ class StoryIndex:
             assert everywhere is not None
             checked += 1
             score = min(-negative, 1.0)
-            holds = self._table.holding(story.no, features)
-            concepts = _concepts(texts, holds, everywhere, story.titles)
+            concepts = self._table.concepts(story.no, texts, everywhere, story.titles)
             bar = threshold
             if concepts < 2:
                 bar = one_concept
@@ -1164,12 +1164,12 @@ class StoryIndex:
             # the story's headlines agree on ("Kim" shared with three troops headlines,
             # none of their "thousands", "troops" or "frontline"). An entry no watchlist
             # matched alerts no one: it is grouped to fold duplicates, on one name if need be.
-            if _numbers_conflict(numbers, story, holds) or (
+            if _numbers_conflict(numbers, story, self._table.holding(story.no, numbers)) or (
                     subject and concepts < 2 and _misses_core(texts, story, everywhere)):
                 bar += (1.0 - bar) * _CONFLICT
             bar = self._time_bar(bar, gap)
             if score >= bar:
-                evidence = _shared_words(texts, holds, everywhere)
+                evidence = self._table.shared(story.no, texts, everywhere)
                 return Join(story_id=story_id, score=score, bar=bar, how="tfidf",
                             evidence=evidence,
                             weak=score < bar * (1.0 + _WEAK_MARGIN) or len(evidence) < _STRONG)
@@ -1181,9 +1181,8 @@ class StoryIndex:
         cached_entry, changes, prepared = self._cached
         if cached_entry is not entry or changes != self._changes:
             texts = _texts(entry)
-            vector, features = self._table.vector(texts, _TEXT_WEIGHTS, _PAIR_WEIGHT,
-                                                  len(self._members) + _IDF_PRIOR)
-            prepared = (vector, texts, features)
+            prepared = (self._table.vector(texts, _TEXT_WEIGHTS, _PAIR_WEIGHT,
+                                           len(self._members) + _IDF_PRIOR), texts)
             self._cached = (entry, self._changes, prepared)
         return prepared
 
@@ -1210,7 +1209,7 @@ class StoryIndex:
         words: tuple[str, ...] = ()
         n_title = 0
         if self.settings.method is not Method.URL:
-            vector, texts, _ = self._entry_vector(entry)
+            vector, texts = self._entry_vector(entry)
             if vector:
                 words = tuple(map(sys.intern, (w for part in texts[:2] for w in part)))
                 n_title = len(texts[0])
@@ -1416,22 +1415,31 @@ class _PyTable:
         return self._df.get(feature, 0)
 
     def vector(self, texts: tuple[tuple[str, ...], ...], weights: Sequence[float],
-               pair_weight: float, total: int) -> tuple[dict[str, float], tuple[str, ...]]:
+               pair_weight: float, total: int) -> dict[str, float]:
         """An entry's unit TF-IDF vector over its features (:func:`_grams` of its
         ``texts``), with IDF smoothed to ``total`` documents (the members held and
-        ``_IDF_PRIOR`` pseudo-documents); and all its features, in order."""
+        ``_IDF_PRIOR`` pseudo-documents)."""
         features = _grams(texts, weights, pair_weight)
         df = self._df.get
         weighted = {f: w * math.log(total / (df(f, 0) + 1)) for f, w in features.items()}
         norm = math.sqrt(sum(w * w for w in weighted.values()))
         if norm == 0.0:
-            return {}, tuple(features)
-        return {f: w / norm for f, w in weighted.items()}, tuple(features)
+            return {}
+        return {f: w / norm for f, w in weighted.items()}
 
-    def holding(self, story: int, features: Sequence[str]) -> set[str]:
+    def concepts(self, story: int, texts: tuple[tuple[str, ...], ...], common: Container[str],
+                 titled: Container[str] | None) -> float:
+        """:func:`_concepts` of ``texts`` and what ``story`` holds."""
+        return _concepts(texts, _HeldBy(self._posts, story), common, titled)
+
+    def shared(self, story: int, texts: tuple[tuple[str, ...], ...],
+               common: Container[str]) -> tuple[str, ...]:
+        """:func:`_shared_words` of ``texts`` and what ``story`` holds."""
+        return _shared_words(texts, _HeldBy(self._posts, story), common)
+
+    def holding(self, story: int, features: Iterable[str]) -> set[str]:
         """Those of ``features`` that a member of ``story`` holds."""
-        posts = self._posts
-        return {f for f in features if story in posts.get(f, ())}
+        return {f for f in features if f in _HeldBy(self._posts, story)}
 
     def frequent(self, texts: tuple[tuple[str, ...], ...], limit: float) -> set[str]:
         """The words of ``texts`` that at least ``limit`` members hold."""
@@ -1497,6 +1505,19 @@ class _PyTable:
                         dot += weight * post[1]
                 scores[story] = dot / norms[story]
         return scores
+
+
+class _HeldBy:
+    """What a story holds, as a container: ``feature in held`` (for _PyTable)."""
+
+    __slots__ = ("_posts", "_story")
+
+    def __init__(self, posts: dict[str, dict[int, list[Any]]], story: int) -> None:
+        self._posts = posts
+        self._story = story
+
+    def __contains__(self, feature: object) -> bool:
+        return isinstance(feature, str) and self._story in self._posts.get(feature, ())
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:

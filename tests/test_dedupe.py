@@ -1001,26 +1001,31 @@ def _filled_tables() -> tuple[Any, dedupe_module._PyTable]:
 @hypothesis.settings(max_examples=300, deadline=None)
 @given(texts=_TEXTS, total=st.integers(1, 5000),
        weights=st.sampled_from([(1.0, 0.5), (0.5,), (2.0, 0.3, 7.0)]),
-       pair_weight=st.sampled_from([0.5, 1.0, 0.1]), limit=st.sampled_from([0, 1, 2.5, 4, 12]))
+       pair_weight=st.sampled_from([0.5, 1.0, 0.1]), limit=st.sampled_from([0, 1, 2.5, 4, 12]),
+       common=st.sets(_WORD, max_size=8), titled=st.none() | st.sets(_WORD, max_size=20))
 @example(texts=(("al", "troop"), ("\u6c61",)), total=1, weights=(1.0, 0.5), pair_weight=0.5,
-         limit=1)  # total 1: every new feature weighs 0, the vector is empty
+         limit=1, common=set(), titled=None)  # total 1: new features weigh 0, no vector
 def test_c_entry_side_is_the_python_one_to_the_bit(
         texts: tuple[tuple[str, ...], ...], total: int, weights: tuple[float, ...],
-        pair_weight: float, limit: float) -> None:
+        pair_weight: float, limit: float, common: set[str], titled: set[str] | None) -> None:
     """An entry's vector (the same features in the same order, the same weights to the
-    bit), what each story holds of it and which of its words are frequent: the C
+    bit), what it shares with each story and which of its words are frequent: the C
     table's answers are the Python table's."""
     table, python = _filled_tables()
-    vector, features = table.vector(texts, weights, pair_weight, total)
-    expected, expected_features = python.vector(texts, weights, pair_weight, total)
-    assert features == expected_features
+    vector = table.vector(texts, weights, pair_weight, total)
+    expected = python.vector(texts, weights, pair_weight, total)
     assert list(vector) == list(expected)
     assert _bits(vector.values()) == _bits(expected.values())
+    features = list(dedupe_module._grams(texts, weights, pair_weight))
     for story in (0, 5, 36, 37):
         assert table.holding(story, features) == python.holding(story, features)
         assert _bits(table.weights(story, features)) == _bits(python.weights(story, features))
         unordered = frozenset(features)  # in the set's order, whichever table reads it
         assert _bits(table.weights(story, unordered)) == _bits(python.weights(story, unordered))
+        for words in (texts, texts[:1]):
+            assert (table.concepts(story, words, common, titled)
+                    == python.concepts(story, words, common, titled))
+            assert table.shared(story, words, common) == python.shared(story, words, common)
     assert table.frequent(texts, limit) == python.frequent(texts, limit)
 
 
@@ -1047,9 +1052,20 @@ def test_c_entry_side_refuses_what_it_cannot_read() -> None:
         table.frequent((("a", 2),), 1)
     with pytest.raises(TypeError):
         table.weights(0, (b"a",))
-    assert table.vector(((), ("a", "b")), weights, 0.5, 10)[1] == ("a", "b", "a b")
-    assert table.vector((), weights, 0.5, 10) == ({}, ())
+    with pytest.raises(TypeError):
+        table.concepts(0, (("a", 1),), (), None)
+    with pytest.raises(TypeError):
+        table.concepts(0, (("a",),), 7, None)  # common: a container
+    with pytest.raises(TypeError):
+        table.shared(0, ((b"a",),), ())
+    assert list(table.vector(((), ("a", "b")), weights, 0.5, 10)) == ["a", "b", "a b"]
+    assert table.vector((), weights, 0.5, 10) == {}
     assert table.holding(0, ["a", "b"]) == {"a"} and table.frequent([["a", "b"]], 1) == {"a"}
+    assert table.concepts(0, [["a", "b", "a"], ["a"]], set(), None) == 1.0
+    assert table.concepts(0, [["b"], ["a"]], set(), None) == 0.5  # in the summary only
+    assert table.concepts(0, [["a"]], {"a"}, None) == 0.0  # common
+    assert table.concepts(0, [["a"]], set(), {"b"}) == 0.5  # not in the story's headlines
+    assert table.shared(0, [["a", "b", "a"], ["a"]], ()) == ("a",)
     with pytest.raises(TypeError):
         core.words(("a",), dedupe_module._STOPWORDS, 5)  # tokens: a list
     with pytest.raises(TypeError):

@@ -28,7 +28,6 @@ from monitor.dedupe import (
     DedupeSettings,
     Method,
     StoryIndex,
-    _concepts,
     story_id_for,
 )
 from monitor.types import Entry
@@ -198,9 +197,9 @@ def test_the_score_is_the_average_plus_the_lexical_share_of_two_concepts(
     tight, loose = one_story(index, TIGHT), one_story(index, LOOSE)
 
     def concepts(e: Entry, story_id: str) -> float:
-        _, texts, features = index._entry_vector(e)
-        holds = index._table.holding(index._stories[story_id].no, features)
-        return _concepts(texts, holds, index._everywhere(texts))
+        texts = index._entry_vector(e)[1]
+        return index._table.concepts(index._stories[story_id].no, texts,
+                                     index._everywhere(texts), None)
 
     one = entry("Time Warner to spin off Time Inc magazines")
     assert concepts(one, tight) < 2.0
