@@ -877,19 +877,51 @@ error:
     return NULL;
 }
 
+/* Appends token's word to out unless dedupe's _filter_words drops it (a stopword, a
+ * stray character), cut to its first prefix letters if it is an ASCII word; steals
+ * the reference to token. -1 on error. */
+static int filter_word(PyObject *out, PyObject *token, PyObject *stop, Py_ssize_t prefix) {
+    int stopword = PySet_Contains(stop, token);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(token);
+    int kind = PyUnicode_KIND(token);
+    const void *data = PyUnicode_DATA(token);
+    int ascii = PyUnicode_IS_ASCII(token), keep = stopword == 0;
+    if (keep && len == 1) {  /* a stray letter or digit, or a lone mark */
+        Py_UCS4 ch = PyUnicode_READ(kind, data, 0);
+        keep = Py_UNICODE_ISALNUM(ch) && !ascii;
+    }
+    int alpha = keep && ascii && len > 0;
+    for (Py_ssize_t j = 0; alpha && j < len; j++)
+        alpha = Py_UNICODE_ISALPHA(PyUnicode_READ(kind, data, j));
+    PyObject *word = token;
+    if (alpha && len > prefix) {  /* an ASCII word: its first letters */
+        word = PyUnicode_Substring(token, 0, prefix);
+        Py_DECREF(token);
+    }
+    int rc = stopword < 0 || !word ? -1 : keep ? PyList_Append(out, word) : 0;
+    Py_XDECREF(word);
+    return rc;
+}
+
+static int filter_args(PyObject *stop, Py_ssize_t prefix) {
+    if (!PyAnySet_Check(stop)) {
+        PyErr_SetString(PyExc_TypeError, "stopwords: a set");
+        return -1;
+    }
+    if (prefix < 1) {
+        PyErr_SetString(PyExc_ValueError, "prefix must be positive");
+        return -1;
+    }
+    return 0;
+}
+
 /* words(tokens, stopwords, prefix): dedupe's _filter_words, which see. */
 static PyObject *story_words(PyObject *module, PyObject *args) {
     PyObject *tokens, *stop;
     Py_ssize_t prefix;
-    if (!PyArg_ParseTuple(args, "O!On", &PyList_Type, &tokens, &stop, &prefix)) return NULL;
-    if (!PyAnySet_Check(stop)) {
-        PyErr_SetString(PyExc_TypeError, "stopwords: a set");
+    if (!PyArg_ParseTuple(args, "O!On", &PyList_Type, &tokens, &stop, &prefix) ||
+        filter_args(stop, prefix) < 0)
         return NULL;
-    }
-    if (prefix < 1) {
-        PyErr_SetString(PyExc_ValueError, "prefix must be positive");
-        return NULL;
-    }
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tokens); i++) {
@@ -899,26 +931,42 @@ static PyObject *story_words(PyObject *module, PyObject *args) {
             goto error;
         }
         Py_INCREF(token);
-        int stopword = PySet_Contains(stop, token);
-        Py_ssize_t len = PyUnicode_GET_LENGTH(token);
-        int kind = PyUnicode_KIND(token);
-        const void *data = PyUnicode_DATA(token);
-        int ascii = PyUnicode_IS_ASCII(token), keep = stopword == 0;
-        if (keep && len == 1) {  /* a stray letter or digit, or a lone mark */
-            Py_UCS4 ch = PyUnicode_READ(kind, data, 0);
-            keep = Py_UNICODE_ISALNUM(ch) && !ascii;
-        }
-        int alpha = keep && ascii && len > 0;
-        for (Py_ssize_t j = 0; alpha && j < len; j++)
-            alpha = Py_UNICODE_ISALPHA(PyUnicode_READ(kind, data, j));
-        PyObject *word = token;
-        if (alpha && len > prefix) {  /* an ASCII word: its first letters */
-            word = PyUnicode_Substring(token, 0, prefix);
-            Py_DECREF(token);
-        }
-        int rc = stopword < 0 || !word ? -1 : keep ? PyList_Append(out, word) : 0;
-        Py_XDECREF(word);
-        if (rc < 0) goto error;
+        if (filter_word(out, token, stop, prefix) < 0) goto error;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static inline int ascii_alnum(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* ascii_words(text, stopwords, prefix): for ASCII text, _filter_words of its tokens
+ * (tokenize's words of ASCII text are its runs of letters and digits, lower-cased),
+ * without making the tokens a single character long; None for other text. */
+static PyObject *story_ascii_words(PyObject *module, PyObject *args) {
+    PyObject *text, *stop;
+    Py_ssize_t prefix;
+    if (!PyArg_ParseTuple(args, "UOn", &text, &stop, &prefix) || filter_args(stop, prefix) < 0)
+        return NULL;
+    if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0;
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    while (i < n) {
+        while (i < n && !ascii_alnum(s[i])) i++;
+        Py_ssize_t start = i;
+        while (i < n && ascii_alnum(s[i])) i++;
+        if (i - start < 2) continue;  /* none left, or a stray character */
+        PyObject *token = PyUnicode_New(i - start, 127);
+        if (!token) goto error;
+        Py_UCS1 *lower = PyUnicode_1BYTE_DATA(token);
+        for (Py_ssize_t k = start; k < i; k++)
+            lower[k - start] = s[k] >= 'A' && s[k] <= 'Z' ? s[k] + ('a' - 'A') : s[k];
+        if (filter_word(out, token, stop, prefix) < 0) goto error;
     }
     return out;
 error:
@@ -1178,6 +1226,9 @@ static PyMethodDef module_methods[] = {
     {"words", (PyCFunction)story_words, METH_VARARGS,
      "words(tokens, stopwords, prefix) -> list: the content words of a list of tokens "
      "(monitor.dedupe._filter_words)."},
+    {"ascii_words", (PyCFunction)story_ascii_words, METH_VARARGS,
+     "ascii_words(text, stopwords, prefix) -> list | None: words() of the tokens of an "
+     "ASCII text, None for other text."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -259,11 +259,13 @@ def _words(text: str) -> list[str]:
     """Content words of ``text``; ASCII words cut to their first ``_PREFIX`` letters,
     a crude stemmer that needs no dictionary and no language detection."""
     # token_string is tokenize's words joined by spaces (tests/test_text.py), faster.
-    tokens = token_string(text).split()
-    if _storycore is not None:
-        words: list[str] = _storycore.words(tokens, _STOPWORDS, _PREFIX)
-        return words
-    return _filter_words(tokens)
+    core = _storycore
+    if core is None:
+        return _filter_words(token_string(text).split())
+    words: list[str] | None = core.ascii_words(text, _STOPWORDS, _PREFIX)
+    if words is None:  # not ASCII: Python's Unicode tables tokenize it
+        words = core.words(token_string(text).split(), _STOPWORDS, _PREFIX)
+    return words
 
 
 def _filter_words(tokens: list[str]) -> list[str]:

@@ -1074,6 +1074,10 @@ def test_c_entry_side_refuses_what_it_cannot_read() -> None:
         core.words(["troops"], ["the"], 5)
     with pytest.raises(ValueError):
         core.words(["troops"], dedupe_module._STOPWORDS, 0)
+    with pytest.raises(TypeError):
+        core.ascii_words(b"troops", dedupe_module._STOPWORDS, 5)
+    with pytest.raises(TypeError):
+        core.ascii_words("troops", ("the",), 5)
     assert core.words(["the", "troops", "", "x", "朝"], dedupe_module._STOPWORDS, 5) == [
         "troop", "", "朝"]
 
@@ -1092,6 +1096,18 @@ def test_c_words_are_the_python_ones(tokens: list[str]) -> None:
     got = dedupe_module._storycore.words(tokens, dedupe_module._STOPWORDS,
                                          dedupe_module._PREFIX)
     assert got == dedupe_module._filter_words(tokens)
+
+
+@needs_core
+@given(st.text(st.one_of(st.sampled_from(list("aZ9 _-'.,\t")), st.characters(max_codepoint=127))))
+@example("The U.S. and N. Korea: 2 a.m. talks on NATO's 'Ukraine' plan")
+def test_c_words_of_ascii_text_are_the_python_ones(text: str) -> None:
+    assert dedupe_module._storycore is not None
+    got = dedupe_module._storycore.ascii_words(text, dedupe_module._STOPWORDS,
+                                               dedupe_module._PREFIX)
+    assert got == dedupe_module._filter_words(tokenize(text))
+    assert dedupe_module._storycore.ascii_words(text + "é", dedupe_module._STOPWORDS,
+                                                dedupe_module._PREFIX) is None
 
 
 @given(st.text(st.one_of(st.sampled_from(list("aZ9 _-'.,’“—éÉß\u0301朝鲜한かЁж・𝐀")),
