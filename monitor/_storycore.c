@@ -433,160 +433,6 @@ static PyObject *pair_of(PyObject *a, PyObject *b) {
     return pair;
 }
 
-/* feats[key] = value unless it holds as much already (a missing key holds 0.0). */
-static int raise_to(PyObject *feats, PyObject *key, PyObject *value, double weight) {
-    PyObject *have;
-    if (weight > 0.0) {  /* a new key goes in: one look-up for it */
-        have = PyDict_SetDefault(feats, key, value);
-        if (!have) return -1;
-        if (have == value) return 0;
-    } else {
-        have = PyDict_GetItemWithError(feats, key);
-        if (!have) return PyErr_Occurred() ? -1 : 0;
-    }
-    return PyFloat_AS_DOUBLE(have) < weight ? PyDict_SetItem(feats, key, value) : 0;
-}
-
-/* dedupe's _grams: each word of texts[i] at weights[i], each pair of neighbours at
- * weights[i] * pair_weight, each feature at the highest weight it gets, in the
- * order first met; NULL on error. */
-static PyObject *grams(PyObject *texts, PyObject *weights, double pair_weight) {
-    PyObject *feats = PyDict_New(), *ts = NULL, *ws = NULL, *words = NULL;
-    PyObject *wobj = NULL, *pobj = NULL;
-    if (!feats) return NULL;
-    /* Tuples, which no code run below (a weight's __float__) can change. */
-    ts = PySequence_Tuple(texts);
-    ws = ts ? PySequence_Tuple(weights) : NULL;
-    if (!ws) goto error;
-    Py_ssize_t n = Py_MIN(PyTuple_GET_SIZE(ts), PyTuple_GET_SIZE(ws));
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double weight = PyFloat_AsDouble(PyTuple_GET_ITEM(ws, i));
-        if (weight == -1.0 && PyErr_Occurred()) goto error;
-        double pweight = weight * pair_weight;
-        words = PySequence_Tuple(PyTuple_GET_ITEM(ts, i));
-        wobj = words ? PyFloat_FromDouble(weight) : NULL;
-        pobj = wobj ? PyFloat_FromDouble(pweight) : NULL;
-        if (!pobj) goto error;
-        Py_ssize_t m = PyTuple_GET_SIZE(words);
-        PyObject **w = &PyTuple_GET_ITEM(words, 0);
-        /* Exact str only, so that hashing and comparing them runs no Python code. */
-        for (Py_ssize_t j = 0; j < m; j++) {
-            if (!PyUnicode_CheckExact(w[j])) {
-                PyErr_SetString(PyExc_TypeError, "words are str");
-                goto error;
-            }
-        }
-        for (Py_ssize_t j = 0; j < m; j++)
-            if (raise_to(feats, w[j], wobj, weight) < 0) goto error;
-        for (Py_ssize_t j = 1; j < m; j++) {
-            PyObject *pair = pair_of(w[j - 1], w[j]);
-            if (!pair) goto error;
-            int rc = raise_to(feats, pair, pobj, pweight);
-            Py_DECREF(pair);
-            if (rc < 0) goto error;
-        }
-        Py_CLEAR(words);
-        Py_CLEAR(wobj);
-        Py_CLEAR(pobj);
-    }
-    Py_DECREF(ts);
-    Py_DECREF(ws);
-    return feats;
-error:
-    Py_XDECREF(words);
-    Py_XDECREF(wobj);
-    Py_XDECREF(pobj);
-    Py_XDECREF(ts);
-    Py_XDECREF(ws);
-    Py_DECREF(feats);
-    return NULL;
-}
-
-#if PY_VERSION_HEX >= 0x030C0000
-/* From 3.12 on, sum() of floats compensates its rounding: the norm is summed by
- * sum() itself, as _PyTable.vector sums it. */
-static int sum_of_squares(const double *weighted, Py_ssize_t n, double *out) {
-    PyObject *squares = PyList_New(n), *builtins = NULL, *sum = NULL, *total = NULL;
-    if (!squares) return -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *sq = PyFloat_FromDouble(weighted[i] * weighted[i]);
-        if (!sq) goto done;
-        PyList_SET_ITEM(squares, i, sq);
-    }
-    builtins = PyImport_ImportModule("builtins");
-    sum = builtins ? PyObject_GetAttrString(builtins, "sum") : NULL;
-    total = sum ? PyObject_CallOneArg(sum, squares) : NULL;
-    if (total) *out = PyFloat_AsDouble(total);
-done:
-    Py_XDECREF(total);
-    Py_XDECREF(sum);
-    Py_XDECREF(builtins);
-    Py_DECREF(squares);
-    return total && !(*out == -1.0 && PyErr_Occurred()) ? 0 : -1;
-}
-#endif
-
-/* vector(texts, weights, pair_weight, total) -> unit vector: see _PyTable.vector. */
-static PyObject *Table_vector(Table *t, PyObject *args) {
-    PyObject *texts, *weights;
-    double pair_weight;
-    Py_ssize_t total;
-    if (!PyArg_ParseTuple(args, "OOdn", &texts, &weights, &pair_weight, &total)) return NULL;
-    if (total < 1) {
-        PyErr_SetString(PyExc_ValueError, "total must be positive");
-        return NULL;
-    }
-    PyObject *feats = grams(texts, weights, pair_weight);
-    if (!feats) return NULL;
-    Py_ssize_t n = PyDict_GET_SIZE(feats);
-    double *weighted = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
-    if (!weighted) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    Py_ssize_t pos = 0, i = 0;
-    PyObject *feature, *value;
-    double norm2 = 0.0;
-    while (PyDict_Next(feats, &pos, &feature, &value)) {
-        uint64_t key;
-        if (key_of(feature, &key) < 0) goto error;
-        Slot *s = find(t, key);
-        uint64_t df = s ? s->df : 0;
-        /* total / (df + 1) divides two ints that doubles hold exactly: as Python does */
-        weighted[i] = PyFloat_AS_DOUBLE(value) * log((double)total / (double)(df + 1));
-        norm2 += weighted[i] * weighted[i];
-        i++;
-    }
-#if PY_VERSION_HEX >= 0x030C0000
-    if (sum_of_squares(weighted, n, &norm2) < 0) goto error;
-#endif
-    double norm = sqrt(norm2);
-    if (norm == 0.0) {
-        PyDict_Clear(feats);
-    } else {  /* the unit weights in place of the grams' weights: same keys, same order */
-        for (pos = 0, i = 0; PyDict_Next(feats, &pos, &feature, &value); i++) {
-            PyObject *unit = PyFloat_FromDouble(weighted[i] / norm);
-            int rc = unit ? PyDict_SetItem(feats, feature, unit) : -1;
-            Py_XDECREF(unit);
-            if (rc < 0) goto error;
-        }
-    }
-    PyMem_Free(weighted);
-    return feats;
-error:
-    PyMem_Free(weighted);
-    Py_DECREF(feats);
-    return NULL;
-}
-
-/* 1 if a member of story holds feature, 0 if not, -1 on error. */
-static int holds(const Table *t, int32_t story, PyObject *feature) {
-    uint64_t key;
-    if (key_of(feature, &key) < 0) return -1;
-    Slot *s = find(t, key);
-    return s && post_find(s, story) ? 1 : 0;
-}
-
 /* texts as a tuple of tuples of str (exact, so that comparing them runs no Python
  * code), and the number of words in all; NULL on error. */
 static PyObject *word_texts(PyObject *texts, Py_ssize_t *words) {
@@ -601,21 +447,22 @@ static PyObject *word_texts(PyObject *texts, Py_ssize_t *words) {
             break;
         }
         PyTuple_SET_ITEM(out, i, text);
+        *words += PyTuple_GET_SIZE(text);
         for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(text); j++) {
             if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(text, j))) {
                 PyErr_SetString(PyExc_TypeError, "words are str");
-                Py_CLEAR(out);
+                Py_CLEAR(out);  /* and text with it */
                 break;
             }
         }
-        *words += PyTuple_GET_SIZE(text);
     }
     Py_DECREF(ts);
     return out;
 }
 
-/* Distinct words, each with its parent in a union-find forest: an open-addressing
- * table sized for every word of the texts at most, so it never grows. */
+/* Distinct words (or features), each with its parent in a union-find forest: an
+ * open-addressing table sized for as many as will be put in, so it never grows;
+ * it borrows the words. */
 typedef struct { PyObject *word; Py_hash_t hash; Py_ssize_t parent; } Node;
 typedef struct { Node *nodes; Py_ssize_t *slots; Py_ssize_t n; size_t mask; } Nodes;
 
@@ -672,6 +519,146 @@ static Py_ssize_t root(Nodes *ns, Py_ssize_t i) {
         i = ns->nodes[i].parent;
     }
     return i;
+}
+
+/* An entry's features as dedupe's _grams makes them: each word of texts[i] at
+ * weights[i], each pair of neighbours at weights[i] * pair_weight, each at the
+ * highest weight it gets, in the order first met (a feature not yet met goes in
+ * only at a weight above 0.0, as Python's get(f, 0.0) < weight has it). */
+typedef struct {
+    PyObject *texts;  /* word_texts(): the words, borrowed by nodes */
+    Nodes nodes;      /* node i: feature i */
+    double *weight;
+    PyObject **pairs; /* the pairs made for features, owned */
+    Py_ssize_t npairs;
+} Grams;
+
+static void grams_free(Grams *g) {
+    for (Py_ssize_t i = 0; i < g->npairs; i++) Py_DECREF(g->pairs[i]);
+    PyMem_Free(g->pairs);
+    PyMem_Free(g->weight);
+    nodes_free(&g->nodes);
+    Py_XDECREF(g->texts);
+}
+
+/* feature at weight, unless it is there at as much already; -1 on error. */
+static int grams_put(Grams *g, PyObject *feature, double weight) {
+    Py_ssize_t before = g->nodes.n, k = nodes_get(&g->nodes, feature, weight > 0.0);
+    if (k == -2) return -1;
+    if (k >= 0 && (g->nodes.n > before || g->weight[k] < weight)) g->weight[k] = weight;
+    return 0;
+}
+
+static int grams(Grams *g, PyObject *texts, PyObject *weights, double pair_weight) {
+    *g = (Grams){NULL, {NULL, NULL, 0, 0}, NULL, NULL, 0};
+    Py_ssize_t words;
+    PyObject *ws = PySequence_Tuple(weights);  /* no __float__ run below can change it */
+    g->texts = ws ? word_texts(texts, &words) : NULL;
+    if (!g->texts) goto error;
+    if (nodes_init(&g->nodes, 2 * words) < 0) goto error;
+    g->weight = PyMem_Malloc((size_t)(2 * words + 1) * sizeof(double));
+    g->pairs = PyMem_Malloc((size_t)(words + 1) * sizeof(PyObject *));
+    if (!g->weight || !g->pairs) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    Py_ssize_t n = Py_MIN(PyTuple_GET_SIZE(g->texts), PyTuple_GET_SIZE(ws));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double weight = PyFloat_AsDouble(PyTuple_GET_ITEM(ws, i));
+        if (weight == -1.0 && PyErr_Occurred()) goto error;
+        double pweight = weight * pair_weight;
+        PyObject *text = PyTuple_GET_ITEM(g->texts, i);
+        Py_ssize_t m = PyTuple_GET_SIZE(text);
+        for (Py_ssize_t j = 0; j < m; j++)
+            if (grams_put(g, PyTuple_GET_ITEM(text, j), weight) < 0) goto error;
+        for (Py_ssize_t j = 1; j < m; j++) {
+            PyObject *pair = pair_of(PyTuple_GET_ITEM(text, j - 1), PyTuple_GET_ITEM(text, j));
+            if (!pair) goto error;
+            g->pairs[g->npairs++] = pair;  /* kept while a node may borrow it */
+            if (grams_put(g, pair, pweight) < 0) goto error;
+        }
+    }
+    Py_DECREF(ws);
+    return 0;
+error:
+    Py_XDECREF(ws);
+    grams_free(g);
+    return -1;
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+/* From 3.12 on, sum() of floats compensates its rounding: the norm is summed by
+ * sum() itself, as _PyTable.vector sums it. */
+static int sum_of_squares(const double *weighted, Py_ssize_t n, double *out) {
+    PyObject *squares = PyList_New(n), *builtins = NULL, *sum = NULL, *total = NULL;
+    if (!squares) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *sq = PyFloat_FromDouble(weighted[i] * weighted[i]);
+        if (!sq) goto done;
+        PyList_SET_ITEM(squares, i, sq);
+    }
+    builtins = PyImport_ImportModule("builtins");
+    sum = builtins ? PyObject_GetAttrString(builtins, "sum") : NULL;
+    total = sum ? PyObject_CallOneArg(sum, squares) : NULL;
+    if (total) *out = PyFloat_AsDouble(total);
+done:
+    Py_XDECREF(total);
+    Py_XDECREF(sum);
+    Py_XDECREF(builtins);
+    Py_DECREF(squares);
+    return total && !(*out == -1.0 && PyErr_Occurred()) ? 0 : -1;
+}
+#endif
+
+/* vector(texts, weights, pair_weight, total) -> unit vector: see _PyTable.vector. */
+static PyObject *Table_vector(Table *t, PyObject *args) {
+    PyObject *texts, *weights;
+    double pair_weight;
+    Py_ssize_t total;
+    if (!PyArg_ParseTuple(args, "OOdn", &texts, &weights, &pair_weight, &total)) return NULL;
+    if (total < 1) {
+        PyErr_SetString(PyExc_ValueError, "total must be positive");
+        return NULL;
+    }
+    Grams g;
+    if (grams(&g, texts, weights, pair_weight) < 0) return NULL;
+    Py_ssize_t n = g.nodes.n;
+    PyObject *vector = PyDict_New();
+    if (!vector) goto error;
+    double norm2 = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {  /* the grams' weights become TF-IDF weights */
+        uint64_t key;
+        if (key_of(g.nodes.nodes[i].word, &key) < 0) goto error;
+        Slot *s = find(t, key);
+        uint64_t df = s ? s->df : 0;
+        /* total / (df + 1) divides two ints that doubles hold exactly: as Python does */
+        g.weight[i] = g.weight[i] * log((double)total / (double)(df + 1));
+        norm2 += g.weight[i] * g.weight[i];
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (sum_of_squares(g.weight, n, &norm2) < 0) goto error;
+#endif
+    double norm = sqrt(norm2);
+    for (Py_ssize_t i = 0; norm != 0.0 && i < n; i++) {
+        PyObject *unit = PyFloat_FromDouble(g.weight[i] / norm);
+        int rc = unit ? PyDict_SetItem(vector, g.nodes.nodes[i].word, unit) : -1;
+        Py_XDECREF(unit);
+        if (rc < 0) goto error;
+    }
+    grams_free(&g);
+    return vector;
+error:
+    Py_XDECREF(vector);
+    grams_free(&g);
+    return NULL;
+}
+
+/* 1 if a member of story holds feature, 0 if not, -1 on error. */
+static int holds(const Table *t, int32_t story, PyObject *feature) {
+    uint64_t key;
+    if (key_of(feature, &key) < 0) return -1;
+    Slot *s = find(t, key);
+    return s && post_find(s, story) ? 1 : 0;
 }
 
 /* concepts(story, texts, common, titled): dedupe's _concepts of texts and what the

@@ -398,7 +398,7 @@ def _without(vector: dict[str, float], subject: frozenset[str]) -> dict[str, flo
 def _numbers(texts: tuple[tuple[str, ...], ...]) -> frozenset[str]:
     """The numbers in an entry's headline ("1,500" -> 500; "000" and one digit say little)."""
     title = texts[0] if texts else ()
-    return frozenset(w for w in title if w.isdigit() and w.strip("0"))
+    return frozenset(w for w in filter(str.isdigit, title) if w.strip("0"))
 
 
 def _numbers_conflict(numbers: frozenset[str], story: _Story, held: Container[str]) -> bool:
@@ -838,6 +838,7 @@ class StoryIndex:
         if settings.method is Method.SEMANTIC and embed is None:
             raise ValueError("dedupe method 'semantic' needs an embed function")
         self.settings = settings
+        self._window = settings.window.total_seconds()
         self._embed = embed if settings.method is Method.SEMANTIC else None
         self._centroids = _Centroids() if self._embed is not None else None
         # (feed, key, embedded text) -> vector, for entries assigned or prepared, not yet added
@@ -931,6 +932,8 @@ class StoryIndex:
         "North Korea AND Ukraine" discounts both names, and "Pyongyang" or
         "Kyiv" once most of its matches carry them.
         """
+        if not topics and not terms:  # an entry no watchlist matched
+            return frozenset()
         subject = set(term_words(terms))
         for topic in topics:
             words = self._topic_words.get(topic)
@@ -943,7 +946,7 @@ class StoryIndex:
     def _time_bar(self, bar: float, gap: float) -> float:
         """``bar`` raised with the time between the entry and the story: reports of one
         event come within hours; at ``window`` apart no score is enough."""
-        share: float = min(1.0, gap / self.settings.window.total_seconds()) ** _GAP_POWER
+        share: float = min(1.0, gap / self._window) ** _GAP_POWER
         return bar + (1.0 - bar) * share
 
     def prepare(self, entries: Iterable[Entry]) -> None:
@@ -1132,14 +1135,14 @@ class StoryIndex:
         settings = self.settings
         threshold = settings.threshold
         one_concept = max(settings.one_concept_threshold, threshold)
-        window = settings.window.total_seconds()
+        window = self._window
         # Only stories at or above the threshold and published within the window can
         # join: most candidates are not.
         passing = sorted((-score, story_id) for story_id, score in scores.items()
                          if score >= threshold)
         top = min(max(scores.values()), 1.0)  # the score of a new story
         everywhere: set[str] | None = None
-        numbers = _numbers(texts)
+        numbers: frozenset[str] = frozenset()
         checked = 0
         # Best first; ties go to the smaller id, so the outcome never depends on dict order.
         for negative, story_id in passing:
@@ -1152,6 +1155,7 @@ class StoryIndex:
             if not checked:
                 top = min(-negative, 1.0)
                 everywhere = self._everywhere(texts) | subject
+                numbers = _numbers(texts)
             assert everywhere is not None
             checked += 1
             score = min(-negative, 1.0)
@@ -1166,7 +1170,8 @@ class StoryIndex:
             # the story's headlines agree on ("Kim" shared with three troops headlines,
             # none of their "thousands", "troops" or "frontline"). An entry no watchlist
             # matched alerts no one: it is grouped to fold duplicates, on one name if need be.
-            if _numbers_conflict(numbers, story, self._table.holding(story.no, numbers)) or (
+            if (numbers and _numbers_conflict(numbers, story,
+                                              self._table.holding(story.no, numbers))) or (
                     subject and concepts < 2 and _misses_core(texts, story, everywhere)):
                 bar += (1.0 - bar) * _CONFLICT
             bar = self._time_bar(bar, gap)
