@@ -140,6 +140,9 @@ asan: $(VENV)/.installed-test
 	  tests/test_dedupe.py::test_c_entry_side_refuses_what_it_cannot_read \
 	  tests/test_dedupe.py::test_c_words_are_the_python_ones \
 	  tests/test_dedupe.py::test_c_words_of_ascii_text_are_the_python_ones \
+	  tests/test_dedupe.py::test_c_without_is_the_python_one_to_the_bit \
+	  tests/test_dedupe.py::test_c_subject_pairs_are_the_python_ones \
+	  tests/test_dedupe.py::test_a_storys_subject_pairs_are_the_pairs_among_its_features \
 	  tests/test_dedupe.py::test_words_are_the_content_words_of_tokenize \
 	  tests/test_dedupe.py::test_c_and_python_paths_decide_alike \
 	  tests/test_dedupe.py::test_expiry_leaves_what_adding_only_the_survivors_gives

@@ -961,6 +961,165 @@ error:
     return NULL;
 }
 
+/* Whether every element of a set is an exact str: then asking it for one runs no
+ * Python code. */
+static int str_set(PyObject *set) {
+    if (!PyAnySet_Check(set)) {
+        PyErr_SetString(PyExc_TypeError, "subject: a set of str");
+        return -1;
+    }
+    PyObject *items = PyObject_GetIter(set), *item;
+    if (!items) return -1;
+    int rc = 0;
+    while (rc == 0 && (item = PyIter_Next(items))) {
+        if (!PyUnicode_CheckExact(item)) {
+            PyErr_SetString(PyExc_TypeError, "subject: a set of str");
+            rc = -1;
+        }
+        Py_DECREF(item);
+    }
+    Py_DECREF(items);
+    return rc == 0 && PyErr_Occurred() ? -1 : rc;
+}
+
+/* 1 if feature holds a word of subject (is one, or has one between its spaces). */
+static int holds_subject(PyObject *feature, PyObject *subject) {
+    int in = PySet_Contains(subject, feature);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(feature);
+    if (in || PyUnicode_FindChar(feature, ' ', 0, len, 1) < 0) return in;
+    for (Py_ssize_t start = 0; start <= len;) {  /* feature.split(" ") */
+        Py_ssize_t end = PyUnicode_FindChar(feature, ' ', start, len, 1);
+        if (end == -2) return -1;
+        if (end < 0) end = len;
+        PyObject *part = PyUnicode_Substring(feature, start, end);
+        if (!part) return -1;
+        in = PySet_Contains(subject, part);
+        Py_DECREF(part);
+        if (in) return in;
+        start = end + 1;
+    }
+    return 0;
+}
+
+/* without(vector, subject): dedupe's _without, which see. */
+static PyObject *story_without(PyObject *module, PyObject *args) {
+    PyObject *vector, *subject;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &vector, &subject) || str_set(subject) < 0)
+        return NULL;
+    Py_ssize_t n = PyDict_GET_SIZE(vector), kept = 0, pos = 0;
+    PyObject **keys = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(PyObject *));
+    double *weights = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    PyObject *out = NULL, *feature, *value;
+    if (!keys || !weights) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double norm2 = 0.0;
+    /* Exact str features and a set of exact str: nothing run here changes vector. */
+    while (PyDict_Next(vector, &pos, &feature, &value)) {
+        if (!PyUnicode_CheckExact(feature) || !PyFloat_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "vector: str -> float");
+            goto done;
+        }
+        int in = holds_subject(feature, subject);
+        if (in < 0) goto done;
+        if (in) continue;
+        keys[kept] = feature;
+        weights[kept] = PyFloat_AS_DOUBLE(value);
+        norm2 += weights[kept] * weights[kept];
+        kept++;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (sum_of_squares(weights, kept, &norm2) < 0) goto done;
+#endif
+    double norm = sqrt(norm2);
+    out = PyDict_New();
+    for (Py_ssize_t i = 0; out && norm > 0.0 && i < kept; i++) {
+        PyObject *unit = PyFloat_FromDouble(weights[i] / norm);
+        if (!unit || PyDict_SetItem(out, keys[i], unit) < 0) Py_CLEAR(out);
+        Py_XDECREF(unit);
+    }
+done:
+    PyMem_Free(keys);
+    PyMem_Free(weights);
+    return out;
+}
+
+/* subject_pairs(members, subject): dedupe's _Story.pairs_with of the members' (words,
+ * headline words) pairs: the pairs of neighbours, in the headline or in the summary,
+ * that hold a subject word, once each, in order. */
+static PyObject *story_subject_pairs(PyObject *module, PyObject *args) {
+    PyObject *members, *subject;
+    if (!PyArg_ParseTuple(args, "OO", &members, &subject) || str_set(subject) < 0) return NULL;
+    PyObject *ms = PySequence_Tuple(members), *texts = NULL, *made = NULL, *out = NULL;
+    Py_ssize_t *titles = NULL, words = 0;
+    Nodes seen = {NULL, NULL, 0, 0};
+    if (!ms) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(ms);
+    texts = PyTuple_New(n);
+    titles = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    if (!texts || !titles) {
+        if (texts) PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyTuple_GET_ITEM(ms, i), *text;
+        Py_ssize_t title;
+        if (!PyTuple_Check(m) || !PyArg_ParseTuple(m, "On", &text, &title)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "members: (words, n_title)");
+            goto done;
+        }
+        Py_ssize_t count;
+        PyObject *one = PyTuple_Pack(1, text);
+        PyObject *checked = one ? word_texts(one, &count) : NULL;  /* words: exact str */
+        Py_XDECREF(one);
+        if (!checked) goto done;
+        PyObject *ws = PyTuple_GET_ITEM(checked, 0);
+        Py_INCREF(ws);
+        Py_DECREF(checked);
+        PyTuple_SET_ITEM(texts, i, ws);
+        Py_ssize_t len = PyTuple_GET_SIZE(ws);  /* words[:title], as Python slices */
+        if (title < 0) title = title + len < 0 ? 0 : title + len;
+        titles[i] = title > len ? len : title;
+        words += len;
+    }
+    made = PyList_New(0);
+    if (!made || nodes_init(&seen, words) < 0) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ws = PyTuple_GET_ITEM(texts, i);
+        Py_ssize_t len = PyTuple_GET_SIZE(ws);
+        int any = 0;
+        for (Py_ssize_t j = 0; !any && j < len; j++) {
+            any = PySet_Contains(subject, PyTuple_GET_ITEM(ws, j));
+            if (any < 0) goto done;
+        }
+        for (Py_ssize_t j = 1; any && j < len; j++) {
+            if (j == titles[i]) continue;  /* the headline's last word, the summary's first */
+            PyObject *a = PyTuple_GET_ITEM(ws, j - 1), *b = PyTuple_GET_ITEM(ws, j);
+            int in = PySet_Contains(subject, a);
+            if (!in) in = PySet_Contains(subject, b);
+            if (in < 0) goto done;
+            if (!in) continue;
+            PyObject *pair = pair_of(a, b);
+            int rc = pair ? PyList_Append(made, pair) : -1;  /* made keeps it for seen */
+            Py_XDECREF(pair);
+            if (rc < 0 || nodes_get(&seen, pair, 1) == -2) goto done;
+        }
+    }
+    out = PyList_New(seen.n);
+    for (Py_ssize_t k = 0; out && k < seen.n; k++) {
+        Py_INCREF(seen.nodes[k].word);
+        PyList_SET_ITEM(out, k, seen.nodes[k].word);
+    }
+done:
+    nodes_free(&seen);
+    PyMem_Free(titles);
+    Py_XDECREF(made);
+    Py_XDECREF(texts);
+    Py_DECREF(ms);
+    return out;
+}
+
 /* ---- scores: the candidate loop -------------------------------------------
  *
  * scores(vector, norms, seen, horizon, posting_limit, candidates, shortlist):
@@ -1213,6 +1372,12 @@ static PyMethodDef module_methods[] = {
     {"words", (PyCFunction)story_words, METH_VARARGS,
      "words(tokens, stopwords, prefix) -> list: the content words of a list of tokens "
      "(monitor.dedupe._filter_words)."},
+    {"without", (PyCFunction)story_without, METH_VARARGS,
+     "without(vector, subject) -> the unit vector without the features that hold a subject "
+     "word (monitor.dedupe._without)."},
+    {"subject_pairs", (PyCFunction)story_subject_pairs, METH_VARARGS,
+     "subject_pairs(members, subject) -> the pairs of the members' (words, n_title) that "
+     "hold a subject word, once each, in order (monitor.dedupe._Story.pairs_with)."},
     {"ascii_words", (PyCFunction)story_ascii_words, METH_VARARGS,
      "ascii_words(text, stopwords, prefix) -> list | None: words() of the tokens of an "
      "ASCII text, None for other text."},

@@ -389,6 +389,9 @@ def _concepts(
 
 def _without(vector: dict[str, float], subject: frozenset[str]) -> dict[str, float]:
     """``vector`` without the features that hold a ``subject`` word, unit length again."""
+    if _storycore is not None:  # the same in C
+        unit: dict[str, float] = _storycore.without(vector, subject)
+        return unit
     kept = {f: w for f, w in vector.items()
             if f not in subject and (" " not in f or subject.isdisjoint(f.split(" ")))}
     norm = math.sqrt(sum(w * w for w in kept.values()))
@@ -614,6 +617,10 @@ class _Story:
     def pairs_with(self, subject: frozenset[str]) -> list[str]:
         """Its features that are word pairs holding a ``subject`` word, in the order
         of :meth:`features`, made from its members' words alone (:func:`_grams`)."""
+        if _storycore is not None:  # the same in C
+            made: list[str] = _storycore.subject_pairs(
+                [(m.words, m.n_title) for m in self.members], subject)
+            return made
         pairs: dict[str, None] = {}
         for member in self.members:
             words = member.words

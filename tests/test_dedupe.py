@@ -1075,6 +1075,21 @@ def test_c_entry_side_refuses_what_it_cannot_read() -> None:
     with pytest.raises(ValueError):
         core.words(["troops"], dedupe_module._STOPWORDS, 0)
     with pytest.raises(TypeError):
+        core.without([("a", 1.0)], frozenset())
+    with pytest.raises(TypeError):
+        core.without({"a": 1.0}, ["a"])
+    with pytest.raises(TypeError):
+        core.without({"a": 1.0}, frozenset({1}))
+    with pytest.raises(TypeError):
+        core.without({"a": "heavy"}, frozenset())
+    with pytest.raises(TypeError):
+        core.subject_pairs([("a b",)], frozenset({"a"}))
+    with pytest.raises(TypeError):
+        core.subject_pairs([(("a", 2), 1)], frozenset({"a"}))
+    assert core.without({"a b": 3.0, "c": 4.0}, frozenset({"b"})) == {"c": 1.0}
+    assert core.subject_pairs([(("a", "b", "c"), 1), (("c", "b"), 2)], frozenset({"b"})) == [
+        "b c", "c b"]
+    with pytest.raises(TypeError):
         core.ascii_words(b"troops", dedupe_module._STOPWORDS, 5)
     with pytest.raises(TypeError):
         core.ascii_words("troops", ("the",), 5)
@@ -1154,6 +1169,42 @@ def test_a_storys_subject_pairs_are_the_pairs_among_its_features() -> None:
             assert story.pairs_with(subject) == expected
             checked += bool(expected)
     assert checked > 100
+
+
+_SUBJECT = st.frozensets(st.one_of(st.sampled_from(["korea", "north", "troop", "", "a b"]),
+                                   _WORD), max_size=5)
+
+
+@needs_core
+@given(vector=st.dictionaries(st.one_of(_WORD, st.builds(" ".join, st.lists(_WORD, max_size=3))),
+                              st.floats(0.0, 1.0) | st.sampled_from([1e-200, 0.0, 1e100]),
+                              max_size=40),
+       subject=_SUBJECT)
+@example(vector={"north korea": 0.5, "korea": 0.5, "troop": 0.7}, subject=frozenset({"korea"}))
+@example(vector={"a  b": 0.5, " x": 0.5}, subject=frozenset({""}))  # empty parts
+def test_c_without_is_the_python_one_to_the_bit(vector: dict[str, float],
+                                                subject: frozenset[str]) -> None:
+    got = dedupe_module._without(vector, subject)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(dedupe_module, "_storycore", None)
+        expected = dedupe_module._without(vector, subject)
+    assert list(got) == list(expected)
+    assert _bits(got.values()) == _bits(expected.values())
+
+
+@needs_core
+@given(members=st.lists(st.tuples(st.lists(_WORD, max_size=12).map(tuple), st.integers(-3, 14)),
+                        max_size=9),
+       subject=_SUBJECT)
+def test_c_subject_pairs_are_the_python_ones(members: list[tuple[tuple[str, ...], int]],
+                                             subject: frozenset[str]) -> None:
+    story = dedupe_module._Story(no=0, members=[
+        dedupe_module._Member(ident=i, story_id="s", url=0, packed=b"", words=words, n_title=n)
+        for i, (words, n) in enumerate(members)])
+    got = story.pairs_with(subject)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(dedupe_module, "_storycore", None)
+        assert got == story.pairs_with(subject)
 
 
 def _decide_all(settings: DedupeSettings) -> list[str]:
