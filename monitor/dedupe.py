@@ -35,6 +35,7 @@ import bisect
 import enum
 import hashlib
 import heapq
+import itertools
 import math
 import re
 import struct
@@ -341,8 +342,7 @@ def _held_features(title: Sequence[str], grams: Iterable[str]) -> tuple[str, ...
     """The features a member holds, in the order of its weights: its headline's
     distinct words first (every one is a feature), then the rest of ``grams``
     (:func:`_grams`' keys) in their order."""
-    first = tuple(dict.fromkeys(title))
-    return first + tuple(f for f in grams if f not in first)
+    return tuple(dict.fromkeys(itertools.chain(title, grams)))
 
 
 def _concepts(
@@ -1225,11 +1225,11 @@ class StoryIndex:
         if self.settings.method is not Method.URL:
             vector, texts = self._entry_vector(entry)
             if vector:
-                words = tuple(map(sys.intern, (w for part in texts[:2] for w in part)))
+                words = tuple(map(sys.intern, itertools.chain.from_iterable(texts[:2])))
                 n_title = len(texts[0])
                 title = tuple(dict.fromkeys(words[:n_title]))
         features = _held_features(title, vector)
-        weights = array("f", [vector[f] for f in features])
+        weights = array("f", map(vector.__getitem__, features))
         embedding = None
         if self._centroids is not None:
             embedding = self._embedding(entry)
