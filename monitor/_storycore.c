@@ -586,6 +586,23 @@ error:
     return -1;
 }
 
+/* grams(texts, weights, pair_weight) -> dedupe's _grams, which see. */
+static PyObject *story_grams(PyObject *module, PyObject *args) {
+    PyObject *texts, *weights;
+    double pair_weight;
+    if (!PyArg_ParseTuple(args, "OOd", &texts, &weights, &pair_weight)) return NULL;
+    Grams g;
+    if (grams(&g, texts, weights, pair_weight) < 0) return NULL;
+    PyObject *out = PyDict_New();
+    for (Py_ssize_t i = 0; out && i < g.nodes.n; i++) {
+        PyObject *weight = PyFloat_FromDouble(g.weight[i]);
+        if (!weight || PyDict_SetItem(out, g.nodes.nodes[i].word, weight) < 0) Py_CLEAR(out);
+        Py_XDECREF(weight);
+    }
+    grams_free(&g);
+    return out;
+}
+
 #if PY_VERSION_HEX >= 0x030C0000
 /* From 3.12 on, sum() of floats compensates its rounding: the norm is summed by
  * sum() itself, as _PyTable.vector sums it. */
@@ -1372,6 +1389,9 @@ static PyMethodDef module_methods[] = {
     {"words", (PyCFunction)story_words, METH_VARARGS,
      "words(tokens, stopwords, prefix) -> list: the content words of a list of tokens "
      "(monitor.dedupe._filter_words)."},
+    {"grams", (PyCFunction)story_grams, METH_VARARGS,
+     "grams(texts, weights, pair_weight) -> {feature: weight}: an entry's words and word "
+     "pairs at the highest weight each gets (monitor.dedupe._grams)."},
     {"without", (PyCFunction)story_without, METH_VARARGS,
      "without(vector, subject) -> the unit vector without the features that hold a subject "
      "word (monitor.dedupe._without)."},

@@ -338,6 +338,14 @@ def _grams(texts: Sequence[Sequence[str]], weights: Sequence[float] = _TEXT_WEIG
     return feats
 
 
+def _grams_fast(texts: Sequence[Sequence[str]]) -> dict[str, float]:
+    """:func:`_grams`, in C where it is built (monitor/_storycore.c's ``grams``)."""
+    if _storycore is None:
+        return _grams(texts)
+    grams: dict[str, float] = _storycore.grams(texts, _TEXT_WEIGHTS, _PAIR_WEIGHT)
+    return grams
+
+
 def _held_features(title: Sequence[str], grams: Iterable[str]) -> tuple[str, ...]:
     """The features a member holds, in the order of its weights: its headline's
     distinct words first (every one is a feature), then the rest of ``grams``
@@ -535,7 +543,7 @@ class _Member:
         if len(self.packed) == _TIMES.size:  # no weights: no features
             return ()
         title = self.words[: self.n_title]
-        return _held_features(title, _grams((title, self.words[self.n_title :])))
+        return _held_features(title, _grams_fast((title, self.words[self.n_title :])))
 
     @property
     def title(self) -> tuple[str, ...]:
@@ -592,23 +600,28 @@ class _Story:
     times: list[float] = field(default_factory=list)  # members' event times, sorted
     titles: dict[str, int] = field(default_factory=dict)  # headline word -> members with it
     numbers: dict[str, int] = field(default_factory=dict)  # the same, for headline numbers
-    # (core(), agreed_numbers()) until a member comes or goes
-    agreed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    # core() and agreed_numbers(), each once asked, until a member comes or goes (each
+    # on its own: most lookups ask only for the numbers, and a big story has many words)
+    core_words: tuple[str, ...] | None = None
+    core_numbers: tuple[str, ...] | None = None
 
-    def _agreed(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        if self.agreed is None:
-            size = self.size
-            self.agreed = (tuple(f for f, c in self.titles.items() if 2 * c > size),
-                           tuple(n for n, c in self.numbers.items() if 2 * c >= size))
-        return self.agreed
+    def changed(self) -> None:
+        """A member came or went: what the members agree on is to be worked out again."""
+        self.core_words = self.core_numbers = None
 
     def core(self) -> tuple[str, ...]:
         """The headline words more than half the members hold."""
-        return self._agreed()[0]
+        if self.core_words is None:
+            size = self.size
+            self.core_words = tuple(f for f, c in self.titles.items() if 2 * c > size)
+        return self.core_words
 
     def agreed_numbers(self) -> tuple[str, ...]:
         """The headline numbers at least half the members hold."""
-        return self._agreed()[1]
+        if self.core_numbers is None:
+            size = self.size
+            self.core_numbers = tuple(n for n, c in self.numbers.items() if 2 * c >= size)
+        return self.core_numbers
 
     @property
     def size(self) -> int:
@@ -1256,7 +1269,7 @@ class StoryIndex:
         if story is None:
             story = self._stories[story_id] = _Story(no=self._number(story_id))
         story.members.append(member)
-        story.agreed = None
+        story.changed()
         bisect.insort(story.times, at)
         for word in title:
             story.titles[word] = story.titles.get(word, 0) + 1
@@ -1333,7 +1346,7 @@ class StoryIndex:
         self._changes += 1
         story_id = member.story_id
         story = self._stories[story_id]
-        story.agreed = None
+        story.changed()
         story.members.remove(member)  # by identity; the oldest, near the front, as a rule
         story.times.pop(bisect.bisect_left(story.times, member.at))
         for word in member.title:
@@ -1356,8 +1369,7 @@ class StoryIndex:
         elif member.weights:
             norm2 = story.norm2 - 2.0 * dot + own2
             if story.size <= 8 or norm2 <= 1e-9:  # cheap to be exact; never trust a tiny one
-                weight_of = self._table.weight
-                norm2 = sum(weight_of(f, no) ** 2 for f in story.features())
+                norm2 = sum(w ** 2 for w in self._table.weights(no, story.features()))
             story.norm2 = norm2
             self._norms[no] = math.sqrt(max(norm2, 0.0))
 

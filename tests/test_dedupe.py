@@ -1016,7 +1016,10 @@ def test_c_entry_side_is_the_python_one_to_the_bit(
     expected = python.vector(texts, weights, pair_weight, total)
     assert list(vector) == list(expected)
     assert _bits(vector.values()) == _bits(expected.values())
-    features = list(dedupe_module._grams(texts, weights, pair_weight))
+    grams = dedupe_module._grams(texts, weights, pair_weight)
+    made = dedupe_module._storycore.grams(texts, weights, pair_weight)
+    assert list(made) == list(grams) and _bits(made.values()) == _bits(grams.values())
+    features = list(grams)
     for story in (0, 5, 36, 37):
         assert table.holding(story, features) == python.holding(story, features)
         assert _bits(table.weights(story, features)) == _bits(python.weights(story, features))
@@ -1044,6 +1047,10 @@ def test_c_entry_side_refuses_what_it_cannot_read() -> None:
         table.vector(None, weights, 0.5, 10)
     with pytest.raises(ValueError):
         table.vector((("a",),), weights, 0.5, 0)  # math.log(0) in Python
+    with pytest.raises(TypeError):
+        core.grams((("a", None),), weights, 0.5)
+    assert core.grams((("a", "b", "a"), ("b",)), weights, 0.5) == {"a": 1.0, "b": 1.0,
+                                                                  "a b": 0.5, "b a": 0.5}
     with pytest.raises(TypeError):
         table.holding(0, ("a", None))
     with pytest.raises(ValueError):
