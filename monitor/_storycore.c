@@ -467,6 +467,12 @@ typedef struct { PyObject *word; Py_hash_t hash; Py_ssize_t parent; } Node;
 typedef struct { Node *nodes; Py_ssize_t *slots; Py_ssize_t n; size_t mask; } Nodes;
 
 static int nodes_init(Nodes *ns, Py_ssize_t most) {
+    ns->nodes = NULL;
+    ns->slots = NULL;
+    if (most < 0 || (size_t)most > PY_SSIZE_T_MAX / (4 * sizeof(Node))) {  /* no overflow */
+        PyErr_NoMemory();
+        return -1;
+    }
     size_t cap = 8;
     while (cap < 2 * (size_t)most) cap <<= 1;
     ns->n = 0;
@@ -555,6 +561,10 @@ static int grams(Grams *g, PyObject *texts, PyObject *weights, double pair_weigh
     PyObject *ws = PySequence_Tuple(weights);  /* no __float__ run below can change it */
     g->texts = ws ? word_texts(texts, &words) : NULL;
     if (!g->texts) goto error;
+    if (words > PY_SSIZE_T_MAX / 4) {  /* 2 * words + 1 doubles below, and more */
+        PyErr_NoMemory();
+        goto error;
+    }
     if (nodes_init(&g->nodes, 2 * words) < 0) goto error;
     g->weight = PyMem_Malloc((size_t)(2 * words + 1) * sizeof(double));
     g->pairs = PyMem_Malloc((size_t)(words + 1) * sizeof(PyObject *));
