@@ -1,5 +1,6 @@
 """The C cores (monitor/_matchcore.c: the matcher's per-entry half; monitor/_storycore.c:
-the story index's feature table and candidate loop); everything else is in pyproject.toml.
+the story index's feature table, candidate loop and an entry's words and vector); everything
+else is in pyproject.toml.
 
 The extension is optional: where it cannot be compiled (no C compiler or no
 Python headers), the install goes on with a warning and news-monitor matches

@@ -14,7 +14,9 @@
  * candidate loop of StoryIndex._most_similar: the same steps, in the same
  * order, as dedupe's _PyTable.scores, so both give the same scores to the
  * last bit (tests/test_dedupe.py checks it, and `make asan` runs it under
- * AddressSanitizer and UBSan).
+ * AddressSanitizer and UBSan). So are an entry's side (its words, its vector,
+ * what it shares with a story: the section so named below) and the module's
+ * functions, against the Python they stand for.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -1416,7 +1418,8 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "monitor._storycore",
-    "The story index's feature table and candidate loop in C (see monitor.dedupe._PyTable).",
+    "The story index's feature table, candidate loop and an entry's words and vector in C "
+    "(see monitor.dedupe._PyTable).",
     -1, module_methods, NULL, NULL, NULL, NULL,
 };
 

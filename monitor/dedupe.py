@@ -562,9 +562,10 @@ _Weights = Union["array[float]", "memoryview[float]"]  # noqa: UP007 - array is 
 class _FeatureTable(Protocol):
     """What the index holds per feature: how many members hold it (its document
     count) and, per story holding it (by story number), how many of the story's
-    members do and its weight in the story's centroid. monitor/_storycore.c's
-    ``Table`` packs it (the index's memory is mostly this); :class:`_PyTable`
-    is the same in Python, step for step."""
+    members do and its weight in the story's centroid; and the questions asked of
+    it about one entry (its vector, what it shares with a story), each one call.
+    monitor/_storycore.c's ``Table`` packs it (the index's memory is mostly this);
+    :class:`_PyTable` is the same in Python, step for step."""
 
     def __len__(self) -> int: ...
     def accumulate(self, story: int, features: tuple[str, ...],
@@ -603,11 +604,11 @@ class _Story:
     # core() and agreed_numbers(), each once asked, until a member comes or goes (each
     # on its own: most lookups ask only for the numbers, and a big story has many words)
     core_words: tuple[str, ...] | None = None
-    core_numbers: tuple[str, ...] | None = None
+    numbers_agreed: tuple[str, ...] | None = None
 
     def changed(self) -> None:
         """A member came or went: what the members agree on is to be worked out again."""
-        self.core_words = self.core_numbers = None
+        self.core_words = self.numbers_agreed = None
 
     def core(self) -> tuple[str, ...]:
         """The headline words more than half the members hold."""
@@ -618,10 +619,10 @@ class _Story:
 
     def agreed_numbers(self) -> tuple[str, ...]:
         """The headline numbers at least half the members hold."""
-        if self.core_numbers is None:
+        if self.numbers_agreed is None:
             size = self.size
-            self.core_numbers = tuple(n for n, c in self.numbers.items() if 2 * c >= size)
-        return self.core_numbers
+            self.numbers_agreed = tuple(n for n, c in self.numbers.items() if 2 * c >= size)
+        return self.numbers_agreed
 
     @property
     def size(self) -> int:
@@ -1465,7 +1466,8 @@ class _PyTable:
 
     def holding(self, story: int, features: Iterable[str]) -> set[str]:
         """Those of ``features`` that a member of ``story`` holds."""
-        return {f for f in features if f in _HeldBy(self._posts, story)}
+        held = _HeldBy(self._posts, story)
+        return {f for f in features if f in held}
 
     def frequent(self, texts: tuple[tuple[str, ...], ...], limit: float) -> set[str]:
         """The words of ``texts`` that at least ``limit`` members hold."""
