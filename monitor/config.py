@@ -22,11 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -43,6 +43,9 @@ from pydantic import (
 from monitor import redact
 from monitor.errors import ConfigError, QueryError
 from monitor.types import Feed, Mode, QuietHours, Watchlist
+
+if TYPE_CHECKING:
+    from yaml import _yaml
 
 logger = logging.getLogger(__name__)
 
@@ -149,24 +152,24 @@ MAX_ALIASES = 1000
 MAX_VALUES = 200_000
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses recursive aliases and counts alias uses.
+class _BoundedComposer(yaml.composer.Composer):
+    """PyYAML's Composer, refusing recursive aliases and counting alias uses.
 
     ``&a [x, *a]`` composes to a node that contains itself (constructing it
     never ends); an alias bomb composes fine and explodes when expanded. The
     first is refused here, while composing; the second is bounded by
     :data:`MAX_ALIASES` here and by :data:`MAX_VALUES` in :func:`_construct`.
+    It composes the events of either parser below: the checks and the nodes
+    (their marks, hence every error's line) are the same on both.
     """
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._aliases = 0
-        self._composing: list[str] = []  # anchors whose node is not finished yet
+    _aliases: int
+    _composing: list[str]  # anchors whose node is not finished yet
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+        event = self.peek_event()  # type: ignore[attr-defined]
         if isinstance(event, yaml.AliasEvent):
-            mark = event.start_mark if isinstance(event.start_mark, yaml.Mark) else None
+            mark = _mark(event.start_mark)
             self._aliases += 1
             if event.anchor in self._composing:
                 raise yaml.composer.ComposerError(
@@ -186,18 +189,122 @@ class _BoundedLoader(yaml.SafeLoader):
             self._composing.pop()
 
 
+def _mark(mark: yaml.Mark | _yaml.Mark | None) -> yaml.Mark | None:
+    """libyaml's mark as PyYAML's (the same line and column; no snippet)."""
+    if mark is None or isinstance(mark, yaml.Mark):
+        return mark
+    return yaml.Mark(mark.name, mark.index, mark.line, mark.column, None, 0)
+
+
+class _Composing(Protocol):
+    def get_single_node(self) -> yaml.Node | None: ...
+    def dispose(self) -> None: ...
+
+
+class _BoundedLoader(_BoundedComposer, yaml.SafeLoader):
+    """The pure-Python scanner and parser: the reference, whose messages the
+    errors quote."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+        self._aliases = 0
+        self._composing = []
+
+
+class _Unlike(Exception):
+    """A document libyaml may read otherwise than PyYAML: read by the reference."""
+
+
+#: A block scalar's header with a comment right after it: libyaml takes it, PyYAML
+#: refuses it.
+_HEADER_COMMENT = re.compile(r"[|>][-+0-9]*#")
+
+
+def _libyaml_agrees(text: str) -> bool:
+    """Whether libyaml reads ``text`` as PyYAML would, as far as the text tells:
+    libyaml takes a tab for white space where PyYAML refuses it, counts columns
+    differently after a byte-order mark, and takes ``|#``."""
+    return "\t" not in text and "\ufeff" not in text and not _HEADER_COMMENT.search(text)
+
+
+_CBoundedLoader: Callable[[str], _Composing] | None = None
+
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _CLoader(_BoundedComposer, CParser, yaml.resolver.Resolver):
+        """libyaml's scanner and parser (C) under the same Composer: PyYAML's
+        scanner in Python is most of the time a long config takes to load.
+
+        Where the two part, it raises :class:`_Unlike`: an explicit tag (libyaml
+        takes some PyYAML refuses), an empty plain value (libyaml marks it
+        elsewhere, and reads a lone ``!`` as ``""`` where PyYAML reads null), and a
+        ``?`` inside a plain value in a flow collection (PyYAML ends the value
+        there)."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._aliases = 0
+            self._composing = []
+            self._flow = 0  # flow collections open around the node composed
+
+        def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+            event = self.peek_event()
+            if getattr(event, "tag", None) is not None:
+                raise _Unlike
+            if isinstance(event, yaml.ScalarEvent) and not event.style and (
+                    not event.value or self._flow and "?" in event.value):
+                raise _Unlike
+            flow = isinstance(event, yaml.CollectionStartEvent) and bool(event.flow_style)
+            self._flow += flow
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._flow -= flow
+
+        def compose_scalar_node(self, anchor: dict[Any, yaml.Node]) -> yaml.ScalarNode:
+            node = super().compose_scalar_node(anchor)
+            node.style = node.style or None  # libyaml's plain is "", PyYAML's None
+            return node
+
+    _CBoundedLoader = _CLoader
+
+
 def _load_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, _Located]:
-    located = _Located(str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
         raise ConfigError(f"cannot read: {reason or exc}", path=str(path)) from exc
+    return _parse(text, path, env)
+
+
+def _parse(text: str, path: Path, env: Mapping[str, str]) -> tuple[Any, _Located]:
+    """The value of ``text`` and where its parts came from: read by libyaml where it
+    reads as PyYAML would, else (and to word any error) by PyYAML alone."""
+    if _CBoundedLoader is not None and _libyaml_agrees(text):
+        try:
+            return _read(text, path, env, _CBoundedLoader)
+        except Exception:  # an error, or _Unlike: the reference reads it, and words it
+            pass
+    return _read(text, path, env, _BoundedLoader)
+
+
+def _read(text: str, path: Path, env: Mapping[str, str],
+          loader: Callable[[str], _Composing]) -> tuple[Any, _Located]:
+    located = _Located(str(path))
     try:
-        node = yaml.compose(text, Loader=_BoundedLoader)
+        composer = loader(text)
+        try:
+            node = composer.get_single_node()
+        finally:
+            composer.dispose()
         if node is None:
             return None, located
-        return _construct(node, (), located, env, [0]), located
+        value = _construct(node, (), located, env, [0], yaml.constructor.SafeConstructor())
+        return value, located
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise ConfigError(
@@ -213,9 +320,11 @@ def _load_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, _Located]:
 
 
 def _construct(node: yaml.Node, loc: tuple[Any, ...], located: _Located,
-               env: Mapping[str, str], count: list[int]) -> Any:
+               env: Mapping[str, str], count: list[int],
+               scalars: yaml.constructor.SafeConstructor) -> Any:
     """The value of ``node``; ``count`` (one cell, shared) bounds how many values
-    the document expands to, however its aliases nest."""
+    the document expands to, however its aliases nest. ``scalars`` reads the
+    scalars, one for the whole document."""
     count[0] += 1
     if count[0] > MAX_VALUES:
         raise located.error(f"the document expands to more than {MAX_VALUES} values "
@@ -228,22 +337,22 @@ def _construct(node: yaml.Node, loc: tuple[Any, ...], located: _Located,
                 raise ConfigError("a key must be a plain value, not a list or mapping",
                                   path=located.file, line=key_node.start_mark.line + 1,
                                   column=key_node.start_mark.column + 1)
-            key = _scalar(key_node, located)
+            key = _scalar(key_node, located, scalars)
             if key == "<<":
                 raise located.error("YAML merge keys are not supported", loc)
             sub = (*loc, key)
             located.marks[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _construct(value_node, sub, located, env, count)
+            out[key] = _construct(value_node, sub, located, env, count, scalars)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
-            items.append(_construct(item, (*loc, i), located, env, count))
+            items.append(_construct(item, (*loc, i), located, env, count, scalars))
         return items
     assert isinstance(node, yaml.ScalarNode)
     located.scalars[loc] = node
     located.marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    value = _scalar(node, located)
+    value = _scalar(node, located, scalars)
     if isinstance(value, str) and "${" in value:
 
         def substitute(m: re.Match[str]) -> str:
@@ -256,11 +365,12 @@ def _construct(node: yaml.Node, loc: tuple[Any, ...], located: _Located,
     return value
 
 
-def _scalar(node: yaml.ScalarNode, located: _Located) -> Any:
+def _scalar(node: yaml.ScalarNode, located: _Located,
+            scalars: yaml.constructor.SafeConstructor) -> Any:
     """One scalar as SafeLoader reads it; an unknown tag (``!!python/name:``) or a
     value its tag cannot take (``!!int x``) is a ConfigError at its line."""
     try:
-        value = yaml.SafeLoader("").construct_object(node)
+        value = scalars.construct_object(node)
     except yaml.MarkedYAMLError:
         raise
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:

@@ -6,6 +6,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor import config as cfg
 from monitor.errors import ConfigError
@@ -16,6 +19,16 @@ all: ["North Korea*", "Ukraine"]
 none: ["South Korea"]
 notify: [console]
 """
+
+
+@pytest.fixture(autouse=True,
+                params=["libyaml", "pure-python"] if yaml.__with_libyaml__ else ["pure-python"])
+def yaml_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test here runs on both readers: libyaml's, and PyYAML's alone (what a
+    PyYAML built without libyaml has, and what words every error)."""
+    if request.param == "pure-python":
+        monkeypatch.setattr(cfg, "_CBoundedLoader", None)
+    return str(request.param)
 
 
 def write(tmp: Path, text: str, wl: dict[str, str] | None = None) -> Path:
@@ -174,3 +187,110 @@ def test_dedupe_knob_out_of_range_names_the_line(tmp_path: Path) -> None:
         cfg.load(p, env={})
     [err] = cfg.split_errors(e.value)
     assert err.line == 3 and "semantic_tightness_margin" in str(err), str(err)
+
+
+# ------------------------------------------------------- libyaml and pure Python
+
+LIBYAML = pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML built without libyaml")
+FAST_READER = cfg._CBoundedLoader  # before yaml_reader takes it away
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _EveryVar(dict[str, str]):
+    """An environment that has every variable."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __missing__(self, name: str) -> str:
+        return f"<{name}>"
+
+
+def _reading(text: str, loader: object) -> object:
+    """What one reader makes of ``text``: the value with every part's marks (and each
+    scalar's node), or the error as printed, or "unlike" when the libyaml reader
+    hands the document to the reference."""
+    try:
+        raw, located = cfg._read(text, Path("x.yaml"), _EveryVar(), loader)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        return str(exc)
+    except cfg._Unlike:
+        return "unlike"
+    nodes = {loc: (n.tag, n.value, n.style, n.start_mark.line, n.start_mark.column,
+                   n.end_mark.line, n.end_mark.column) for loc, n in located.scalars.items()}
+    return repr(raw), located.marks, nodes
+
+
+def _parsed(text: str) -> object:
+    """What loading ``text`` gives, whichever reader read it."""
+    try:
+        raw, located = cfg._parse(text, Path("x.yaml"), _EveryVar())
+    except ConfigError as exc:
+        return str(exc)
+    nodes = {loc: (n.tag, n.value, n.style, n.start_mark.line, n.start_mark.column,
+                   n.end_mark.line, n.end_mark.column) for loc, n in located.scalars.items()}
+    return repr(raw), located.marks, nodes
+
+
+SAME = [
+    pytest.param((ROOT / "monitor.yaml").read_text(), id="monitor.yaml"),
+    pytest.param((ROOT / "deploy" / "monitor.example.yaml").read_text(), id="example"),
+    *[pytest.param(p.read_text(), id=p.name) for p in sorted((ROOT / "watchlists").glob("*"))],
+    pytest.param("a: |\n  x\n  y\nb: >-\n  folded\n   more\n\n  last\nc: |+2\n   k\n\n", id="block"),
+    pytest.param('q: "a\\tb\\u00e9\\x41\\N\\_ \\\n  cont"\nr: \'it\'\'s\n  two\n\n  lines\'\n',
+                 id="quoted"),
+    pytest.param("k: plain\n  continued\n   more\n# note\nl: x # c\n", id="plain-lines"),
+    pytest.param("? key\n: value\nx: &a [1, {b: 2}]\n", id="explicit-key"),
+    pytest.param("a: &x {b: [1, 2.5, yes, ~, 0x1F, 2001-12-14]}\nc: *x\nd: ${A}\n", id="anchors"),
+    pytest.param("- a\n- b: c\n  d: e\n- - x\n  - y\n", id="sequences"),
+    pytest.param("a: b\r\nc: d\r\n", id="crlf"),
+    pytest.param("a: é中😀 x\nb: x\u2028c: d\x85e: f\n", id="unicode-breaks"),
+    pytest.param("%YAML 1.1\n---\na: 'https://x.org/?a=b#c'\n...\n", id="document"),
+]
+
+
+@LIBYAML
+@pytest.mark.parametrize("text", SAME)
+def test_libyaml_reads_as_pure_python(text: str) -> None:
+    """The same values, and the same line and column for every part (what every
+    error message quotes), from libyaml's events as from PyYAML's."""
+    fast = _reading(text, FAST_READER)
+    assert isinstance(fast, tuple), fast
+    assert fast == _reading(text, cfg._BoundedLoader)
+
+
+PARTING = [
+    pytest.param("a: \tb\n", id="tab-as-space"),
+    pytest.param("a: [b?c]\n", id="question-mark-in-flow"),
+    pytest.param("a: {b: }\n", id="empty-value-mark"),
+    pytest.param("a: b\n? c", id="empty-value-at-the-end"),
+    pytest.param("!\n", id="lone-tag"),
+    pytest.param("a: !?!map {b: c}\n", id="tag-handle"),
+    pytest.param("a: |# comment\n  x\n", id="header-comment"),
+    pytest.param("a: \ufeffb\n", id="byte-order-mark"),
+]
+
+
+@LIBYAML
+@pytest.mark.parametrize("text", PARTING)
+def test_where_libyaml_parts_pure_python_reads(text: str) -> None:
+    """Where libyaml would read a document otherwise (accept what PyYAML refuses, read
+    another value, mark another column), PyYAML reads it, as it did before."""
+    reference = _reading(text, cfg._BoundedLoader)
+    assert not cfg._libyaml_agrees(text) or _reading(text, FAST_READER) in (
+        "unlike", reference)
+    assert _parsed(text) == reference
+
+
+_YAMLISH = st.lists(st.sampled_from([
+    "a", "b c", ":", ": ", "-", "- ", " ", "  ", "\t", "\n", "\n  ", "#", "&a ", "*a", "!", "!!str ",
+    '"', "'", "|", ">", "|-", ">+", "[", "]", "{", "}", ",", "?", "? ", "%", "@", "\\", "é",
+    "\r\n", "\x85", "\u2028", "\ufeff", "---", "...", "\x07", "${A}", "<<", "~", "0x1F", "1e3",
+]), max_size=40).map("".join)
+
+
+@LIBYAML
+@settings(max_examples=300, deadline=None)
+@given(text=_YAMLISH)
+def test_any_text_loads_as_pure_python_loads_it(text: str) -> None:
+    assert _parsed(text) == _reading(text, cfg._BoundedLoader)
