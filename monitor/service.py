@@ -74,10 +74,7 @@ from typing import Any, TypeVar
 from monitor import config as cfg
 from monitor import redact
 from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, event_time, story_id_for
-from monitor.deliver.console import ConsoleSender
-from monitor.deliver.email import EmailSender
 from monitor.deliver.outbox import Outbox, Outcome
-from monitor.deliver.slack import SlackSender
 from monitor.errors import FetchError, MonitorError, ParseError, StoreError
 from monitor.fetch import Fetcher
 from monitor.match import Matcher
@@ -407,15 +404,23 @@ def _n(n: int, word: str) -> str:
 
 def build_sender(name: str, dest: cfg.SlackDestination | cfg.EmailDestination
                  | cfg.ConsoleDestination) -> Sender:
+    """The sender for a destination; only its kind's module is imported (slack-sdk and
+    aiosmtplib are for the processes that have such a destination)."""
     if isinstance(dest, cfg.SlackDestination):
+        from monitor.deliver.slack import SlackSender
+
         return SlackSender(name, token=dest.token, channel=dest.channel,
                            webhook_url=dest.webhook_url, base_url=dest.base_url,
                            thread_updates=dest.thread_updates,
                            timeout=dest.timeout.total_seconds())
     if isinstance(dest, cfg.EmailDestination):
+        from monitor.deliver.email import EmailSender
+
         return EmailSender(name, host=dest.host, port=dest.port, starttls=dest.starttls,
                            tls=dest.tls, username=dest.username, password=dest.password,
                            sender=dest.sender, to=dest.to, timeout=dest.timeout.total_seconds())
+    from monitor.deliver.console import ConsoleSender
+
     return ConsoleSender(name)
 
 

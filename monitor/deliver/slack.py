@@ -33,19 +33,22 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar
-
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from slack_sdk.webhook.async_client import AsyncWebhookClient
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from monitor import redact
 from monitor.errors import DeliveryError, PermanentDeliveryError
 from monitor.render import mrkdwn_escape
 from monitor.sanitize import strip_control
 from monitor.types import Alert, Receipt, Rendered
+
+# slack-sdk and aiohttp are imported at the first request, not with this module:
+# a service with a Slack destination and nothing to send never loads them.
+if TYPE_CHECKING:
+    import aiohttp
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+    from slack_sdk.web.async_slack_response import AsyncSlackResponse
+    from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +265,8 @@ class SlackSender:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session belongs to the running event loop.
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
             self._web = self._hook = None
@@ -270,6 +275,8 @@ class SlackSender:
     def _web_client(self) -> AsyncWebClient:
         """The Web API client, without retries: one attempt is one request, and the
         outbox owns retries, backoff, pacing and Retry-After."""
+        from slack_sdk.web.async_client import AsyncWebClient
+
         session = self._ensure_session()
         if self._web is None:
             self._web = AsyncWebClient(
@@ -283,6 +290,8 @@ class SlackSender:
         return self._web
 
     def _webhook_client(self) -> AsyncWebhookClient:
+        from slack_sdk.webhook.async_client import AsyncWebhookClient
+
         session = self._ensure_session()
         if self._hook is None:
             assert self._webhook_url is not None
@@ -328,6 +337,9 @@ class SlackSender:
         request: Callable[[AsyncWebClient], Awaitable[AsyncSlackResponse]],
     ) -> Mapping[str, Any]:
         """One Web API request; Slack's and aiohttp's errors become ours."""
+        import aiohttp
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
         client = self._web_client()
         try:
             async with asyncio.timeout(self.timeout):
@@ -360,6 +372,8 @@ class SlackSender:
         return _classify(where, method, status, code, _headers(response))
 
     async def _webhook_send(self, message: Rendered) -> None:
+        import aiohttp
+
         client = self._webhook_client()
         where = f"slack destination {self.name!r} (webhook)"
         try:
@@ -417,6 +431,8 @@ def _headers(response: object) -> Mapping[str, Any]:
 
 def _describe(exc: BaseException) -> str:
     """A short, secret-free description of a transport error."""
+    import aiohttp
+
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError):
