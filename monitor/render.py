@@ -33,15 +33,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import jinja2
 from markupsafe import Markup, escape
 
 from monitor.errors import ConfigError
 from monitor.text import normalize, tokenize
 from monitor.types import Alert, Entry, Rendered, Source, Story
+
+# Jinja2 is imported by the first Renderer: the helpers here (escaping, durations)
+# serve processes that render nothing.
+if TYPE_CHECKING:
+    import jinja2
 
 KINDS = ("slack", "email", "console")
 
@@ -280,7 +284,6 @@ def _terms_from(context: jinja2.runtime.Context, terms: Iterable[str] | None) ->
     return list(found) if isinstance(found, (list, tuple)) else []
 
 
-@jinja2.pass_context
 def _slack_highlight(
     context: jinja2.runtime.Context, value: object, terms: Iterable[str] | None = None
 ) -> Mrkdwn:
@@ -289,7 +292,6 @@ def _slack_highlight(
     return highlight_mrkdwn("" if value is None else str(value), _terms_from(context, terms))
 
 
-@jinja2.pass_context
 def _plain_highlight(
     context: jinja2.runtime.Context, value: object, terms: Iterable[str] | None = None
 ) -> str | Markup:
@@ -390,6 +392,8 @@ class Renderer:
     """Renders alerts and digests with the templates in ``template_dir``."""
 
     def __init__(self, template_dir: str | Path) -> None:
+        import jinja2
+
         self.template_dir = Path(template_dir)
         loader = jinja2.FileSystemLoader(str(self.template_dir))
         common: dict[str, Any] = {
@@ -405,10 +409,11 @@ class Renderer:
             ),
             **common,
         )
-        self._env.filters["highlight"] = _plain_highlight
+        self._env.filters["highlight"] = jinja2.pass_context(_plain_highlight)
         self._slack = jinja2.Environment(autoescape=False, finalize=_finalize_mrkdwn, **common)
         self._slack.filters.update(
-            mrkdwn=_mrkdwn, highlight=_slack_highlight, link_to=_slack_link_to
+            mrkdwn=_mrkdwn, highlight=jinja2.pass_context(_slack_highlight),
+            link_to=_slack_link_to
         )
 
     # -- public API
@@ -547,6 +552,8 @@ class Renderer:
 
     def _template(self, name: str) -> jinja2.Template:
         """Load a template, turning Jinja's errors into ConfigError with path:line."""
+        import jinja2
+
         try:
             return self._env_for(name).get_template(name)
         except jinja2.TemplateNotFound:
