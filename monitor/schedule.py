@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-
 from monitor.types import AlertStatus, Feed, FeedState, Mode, QuietHours, Watchlist
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -55,6 +52,10 @@ def quiet_until(qh: QuietHours | None, now: datetime) -> datetime | None:
 
 def next_digest(wl: Watchlist, now: datetime) -> datetime:
     """The next time ``wl``'s digest goes out, strictly after ``now`` (UTC)."""
+    # Imported here: only digest watchlists need APScheduler's triggers.
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
     if wl.at:
         fires: list[datetime] = []
         for hhmm in wl.at:
