@@ -43,17 +43,27 @@ class _StoreGauges(Collector):
                  now: Callable[[], datetime]) -> None:
         self._counts, self._feeds, self._now = counts, feeds, now
 
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily("news_monitor_alerts", "Alerts in the outbox now, by status",
+                                  labels=["destination", "status"]),
+                GaugeMetricFamily("news_monitor_feed_lag_seconds",
+                                  "Seconds since the feed was last polled", labels=["feed"]),
+                GaugeMetricFamily("news_monitor_feed_failures",
+                                  "Consecutive failed polls of the feed", labels=["feed"]))
+
+    def describe(self) -> Iterator[Metric]:
+        """The families collect() yields, empty. The registry asks for them when the
+        collector is registered (to refuse clashing names); without this it
+        collected, reading the store at every start, on the event loop."""
+        yield from self._families()
+
     def collect(self) -> Iterator[Metric]:
-        alerts = GaugeMetricFamily("news_monitor_alerts", "Alerts in the outbox now, by status",
-                                   labels=["destination", "status"])
+        alerts, lag, failing = self._families()
         for (dest, status), n in sorted(self._counts().items(), key=lambda kv: kv[0][0]):
             if status in (AlertStatus.QUEUED, AlertStatus.HELD, AlertStatus.FAILED):
                 alerts.add_metric([dest, status.value], n)
         yield alerts
-        lag = GaugeMetricFamily("news_monitor_feed_lag_seconds",
-                                "Seconds since the feed was last polled", labels=["feed"])
-        failing = GaugeMetricFamily("news_monitor_feed_failures",
-                                    "Consecutive failed polls of the feed", labels=["feed"])
         now = self._now()
         for name, state in self._feeds():
             if state is not None and state.last_polled_at is not None:
