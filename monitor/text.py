@@ -33,10 +33,22 @@ import string
 import sys
 import unicodedata
 
-# A run of letters/digits, or a single CJK/kana/hangul character.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
-_CJK_CHAR = re.compile(rf"[{_CJK}]")
+
+
+# The patterns whose classes span the CJK blocks are compiled at first use: `re`
+# takes a few milliseconds over each such class, which every process importing
+# this module paid, whether it tokenised anything or not.
+@functools.cache
+def _token() -> re.Pattern[str]:
+    """A run of letters/digits, or a single CJK/kana/hangul character."""
+    return re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+
+
+@functools.cache
+def _cjk_char() -> re.Pattern[str]:
+    return re.compile(rf"[{_CJK}]")
+
 
 # ASCII bytes: letters to lower case, digits kept, everything else a space.
 _ASCII_SPLIT = bytes(
@@ -101,7 +113,7 @@ def normalize(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Normalised words of ``text`` in order."""
-    return _TOKEN.findall(normalize(text))
+    return _token().findall(normalize(text))
 
 
 def token_string(text: str) -> str:
@@ -112,7 +124,7 @@ def token_string(text: str) -> str:
             if mark in text:
                 text = text.replace(mark, " ")
         if not text.isascii():
-            return " ".join(_TOKEN.findall(_strip_accents(text)))
+            return " ".join(_token().findall(_strip_accents(text)))
     # ASCII is its own NFKC, and lower() is its casefold.
     spaced = text.encode("ascii").translate(_ASCII_SPLIT)
     return _SPACES.sub(b" ", spaced).strip().decode("ascii")
@@ -122,7 +134,6 @@ def token_string(text: str) -> str:
 FOLD_LIMIT = 0x2070
 _FOLD_RANGES = (range(0x80, 0x300), range(0x1E00, 0x1F00), range(0x2000, FOLD_LIMIT))
 _FOLD_MAX = 8
-_WORD_CHAR = re.compile(rf"[^\W_{_CJK}]")
 
 
 @functools.cache
@@ -139,6 +150,12 @@ def ascii_folds() -> bytes:
     the whole text does; combining marks, and letters that stay non-ASCII
     (Cyrillic, Greek, ʼ), are left to :func:`token_string`.
     tests/test_match.py holds the two to the same output on random text.
+
+    Built at every start of the matcher, so it spares itself the two patterns
+    :func:`normalize` and :func:`tokenize` would compile: the accents of one
+    character are dropped one by one, and what these characters fold to holds
+    no CJK, so a word character is an alphanumeric one (tests/test_text.py
+    holds the table to the one those patterns give).
     """
     table = bytearray(b"\xff" + bytes(_FOLD_MAX)) * FOLD_LIMIT
     for code in range(128):
@@ -148,14 +165,24 @@ def ascii_folds() -> bytes:
         if unicodedata.combining(char) or unicodedata.category(char).startswith("M"):
             continue
         folded = "".join(
-            c if c.isascii() and c.isalnum() else "\0" if _WORD_CHAR.match(c) else " "
-            for c in normalize(char)
+            c if c.isascii() and c.isalnum() else "\0" if c.isalnum() else " "
+            for c in _normalize_char(char)
         )
         if folded and "\0" not in folded and len(folded) <= _FOLD_MAX:
             table[code * 9 : code * 9 + 1 + len(folded)] = bytes([len(folded)]) + folded.encode()
     return bytes(table)
 
 
+def _normalize_char(char: str) -> str:
+    """:func:`normalize` of one character, its combining marks dropped one by one."""
+    folded = _fold(char)
+    if folded.isascii():
+        return folded
+    decomposed = unicodedata.normalize("NFD", folded)
+    return unicodedata.normalize(
+        "NFC", "".join(c for c in decomposed if not unicodedata.combining(c)))
+
+
 def is_cjk(token: str) -> bool:
     """Whether ``token`` is one CJK/kana/hangul character (which is a word of its own)."""
-    return _CJK_CHAR.fullmatch(token) is not None
+    return _cjk_char().fullmatch(token) is not None

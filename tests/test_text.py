@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import monitor.match
+import monitor.text
 from monitor.match import Matcher
 from monitor.text import ascii_folds, is_cjk, normalize, token_string, tokenize
 from monitor.types import Entry, Watchlist
@@ -102,6 +104,27 @@ def test_normalize_matches_reference(text: str) -> None:
 # --- The C core's tokeniser -----------------------------------------------------------
 
 FOLDED = [chr(c) for c in range(0x80, 0x2070) if ascii_folds()[c * 9] < 255]
+
+
+def test_fold_table_is_what_normalize_and_the_word_pattern_give() -> None:
+    """ascii_folds builds its table without the patterns (for start-up's sake): the
+    table it would have built with them, normalize() and a word character that is
+    no CJK, byte for byte."""
+    word_char = re.compile(rf"[^\W_{monitor.text._CJK}]")
+    table = bytearray(b"\xff" + bytes(monitor.text._FOLD_MAX)) * monitor.text.FOLD_LIMIT
+    for code in range(128):
+        table[code * 9 : code * 9 + 2] = bytes([1, monitor.text._ASCII_SPLIT[code]])
+    for code in (c for r in monitor.text._FOLD_RANGES for c in r):
+        char = chr(code)
+        if unicodedata.combining(char) or unicodedata.category(char).startswith("M"):
+            continue
+        folded = "".join(
+            c if c.isascii() and c.isalnum() else "\0" if word_char.match(c) else " "
+            for c in normalize(char)
+        )
+        if folded and "\0" not in folded and len(folded) <= monitor.text._FOLD_MAX:
+            table[code * 9 : code * 9 + 1 + len(folded)] = bytes([len(folded)]) + folded.encode()
+    assert ascii_folds() == bytes(table)
 NOT_FOLDED = ["ж", "Σ", "ς", "朝", "鲜", "\u0301", "\u0308", "ŉ", "µ", "ﬁ", "Å", "\U0001f600", "\ud800"]
 
 
