@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import logging
@@ -46,6 +45,9 @@ from monitor.types import Entry, Feed, FeedState, Watchlist
 
 if TYPE_CHECKING:
     from monitor.store import SqlStore
+
+# Heavier modules (asyncio, the service, the store, Jinja2) are imported inside
+# the commands that use them: each command loads only its own.
 
 logger = logging.getLogger("monitor")
 
@@ -97,6 +99,8 @@ def _print_config_error(exc: ConfigError) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """The service; with --once one poll of every feed, exiting 1 when every feed
     failed and 75 (EX_TEMPFAIL) when alerts stay queued, so cron can tell."""
+    import asyncio
+
     from monitor.service import Service, exit_code, settle_memory, summary_line
 
     config = _load(args)
@@ -227,6 +231,8 @@ def cmd_try(args: argparse.Namespace) -> int:
         with _opened_store(args) as store:
             entries += [(se.entry, se.seen_at) for se in store.entries_since(start)]
     if args.feeds:
+        import asyncio
+
         entries += [(e, None) for e in asyncio.run(_entries_from(_feed_sources(args.feeds), 20.0))]
     if not args.since and not args.feeds:
         _err("give one or more feeds (URL or file) to try against, or --since 7d to "
