@@ -35,8 +35,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import ClassVar
 
-import aiosmtplib
-
 from monitor import redact
 from monitor.errors import DeliveryError, PermanentDeliveryError
 from monitor.sanitize import cap, strip_control
@@ -125,6 +123,8 @@ class EmailSender:
 
     async def send(self, alert: Alert, message: Rendered) -> Receipt:
         """Send one message. The receipt's ``remote_id`` is the Message-ID."""
+        import aiosmtplib  # here: a service that sends no mail never loads it
+
         msg = self.build(alert, message)
         where = f"email destination {self.name!r} ({self.host})"
         try:
