@@ -7,21 +7,23 @@ outcomes); the gauges that describe the store (alerts queued, feed lag) are
 read from it when scraped, so they are never stale.
 
 prometheus-client is thread-safe: the ingest, which runs in a worker thread,
-counts too.
+counts too. It is imported, and the registry made, at the first count or
+scrape (:meth:`Metrics._made`): a process that polls nothing never loads it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any
 
 from monitor.errors import FetchError, MonitorError, ParseError
 from monitor.types import Alert, AlertStatus, FeedState
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.core import GaugeMetricFamily, Metric
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,8 +37,9 @@ def error_kind(exc: MonitorError) -> str:
     return "network"
 
 
-class _StoreGauges(Collector):
-    """Gauges read at scrape time: alerts per destination and status, and feed lag."""
+class _StoreGauges:
+    """Gauges read at scrape time: alerts per destination and status, and feed lag
+    (a prometheus-client Collector)."""
 
     def __init__(self, counts: Callable[[], dict[tuple[str, AlertStatus], int]],
                  feeds: Callable[[], Sequence[tuple[str, FeedState | None]]],
@@ -45,6 +48,8 @@ class _StoreGauges(Collector):
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        from prometheus_client.core import GaugeMetricFamily
+
         return (GaugeMetricFamily("news_monitor_alerts", "Alerts in the outbox now, by status",
                                   labels=["destination", "status"]),
                 GaugeMetricFamily("news_monitor_feed_lag_seconds",
@@ -73,8 +78,12 @@ class _StoreGauges(Collector):
         yield failing
 
 
-class Metrics:
+class _Instruments:
+    """The registry and what the service counts in it."""
+
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.polls = Counter("news_monitor_polls", "Feed polls, by result",
@@ -95,9 +104,67 @@ class Metrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600), registry=r)
         self.reloads = Counter("news_monitor_reloads", "Configuration reloads, by result",
                                ["result"], registry=r)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._instruments: _Instruments | None = None
+        self._store: _StoreGauges | None = None
+        self._making = threading.Lock()
         # Each poll counts under its feed's labels: the labelled children are kept,
         # not looked up (and their labels checked) once a poll.
         self._children: dict[tuple[object, ...], Any] = {}
+
+    def _made(self) -> _Instruments:
+        """The instruments, made at first use. Under a lock, once: the loop and the
+        ingest thread may both count first, and the loser's counts must not land in
+        a registry nobody reads."""
+        made = self._instruments
+        if made is None:
+            with self._making:
+                made = self._instruments
+                if made is None:
+                    made = _Instruments()
+                    if self._store is not None:
+                        made.registry.register(self._store)
+                    self._instruments = made
+        return made
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self._made().registry
+
+    @property
+    def polls(self) -> Counter:
+        return self._made().polls
+
+    @property
+    def fetch_errors(self) -> Counter:
+        return self._made().fetch_errors
+
+    @property
+    def entries(self) -> Counter:
+        return self._made().entries
+
+    @property
+    def new_entries(self) -> Counter:
+        return self._made().new_entries
+
+    @property
+    def matches(self) -> Counter:
+        return self._made().matches
+
+    @property
+    def alerts(self) -> Counter:
+        return self._made().alerts
+
+    @property
+    def latency(self) -> Histogram:
+        return self._made().latency
+
+    @property
+    def reloads(self) -> Counter:
+        return self._made().reloads
 
     def _child(self, counter: Counter, *labels: str) -> Any:
         key = (counter, *labels)
@@ -116,7 +183,12 @@ class Metrics:
     def watch_store(self, counts: Callable[[], dict[tuple[str, AlertStatus], int]],
                     feeds: Callable[[], Sequence[tuple[str, FeedState | None]]],
                     now: Callable[[], datetime]) -> None:
-        self.registry.register(_StoreGauges(counts, feeds, now))
+        """Scrapes read the store through these (registered now if the registry is
+        made, else with it: after the counters either way, as /metrics lists them)."""
+        with self._making:
+            self._store = _StoreGauges(counts, feeds, now)
+            if self._instruments is not None:
+                self._instruments.registry.register(self._store)
 
     def feed_failed(self, feed: str, exc: MonitorError) -> None:
         self.polled(feed, "error")
@@ -129,4 +201,6 @@ class Metrics:
                 max(0.0, (now - alert.created_at).total_seconds()))
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)

@@ -6,6 +6,8 @@ The real CLI in a subprocess, feeds and Slack on 127.0.0.1.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,34 @@ def test_replay_alerts_on_stored_entries_once_per_story(
     r = cli(config, "replay", "Nope")
     assert r.returncode == 1
     assert "no watchlist named 'Nope'" in r.stderr and "'Ukraine'" in r.stderr
+
+
+#: What a run --once that fetches and sends nothing has no use for (slack-sdk and
+#: aiosmtplib with their destinations configured, aiohttp without a feed to fetch,
+#: prometheus-client with nothing counted, APScheduler and watchfiles outside
+#: `run`): imported, they were a third of such a run's wall time.
+UNUSED = {"slack_sdk", "aiosmtplib", "aiohttp", "prometheus_client", "apscheduler", "watchfiles"}
+
+
+def test_a_run_with_nothing_to_fetch_or_send_loads_none_of_it(
+        tmp_path: Path, slack_server: SlackServer, smtp_server: SMTPServer) -> None:
+    (tmp_path / "watchlists").mkdir()
+    (tmp_path / "watchlists" / "ukraine.yaml").write_text(
+        "name: Ukraine\nall: [Ukraine]\nnotify: [newsroom, desk-mail, console]\n")
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        "state: sqlite:///state/monitor.db\nfeeds: []\nwatchlists: watchlists/\n"
+        "destinations:\n"
+        f"  newsroom: {{type: slack, channel: '#alerts', token: xoxb-t, "
+        f"base_url: '{slack_server.base_url}'}}\n"
+        f"  desk-mail: {{type: email, host: 127.0.0.1, port: {smtp_server.port}, "
+        "starttls: false, from: alerts@example.org, to: [desk@example.org]}\n"
+        "  console: {type: console}\n")
+    script = ("import sys\nfrom monitor import cli\ncode = cli.main(sys.argv[1:])\n"
+              "print(' '.join(sorted(sys.modules)))\nsys.exit(code)\n")
+    r = subprocess.run([sys.executable, "-c", script, "run", "--once", "--config", str(config)],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert summary(r.stderr)["feeds_polled"] == 0
+    loaded = {name.partition(".")[0] for name in r.stdout.split()}
+    assert loaded & UNUSED == set()
