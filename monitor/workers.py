@@ -23,6 +23,7 @@ workers' stdin: they cancel what they hold and exit.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import pickle
@@ -355,6 +356,9 @@ def main() -> None:
     stdout = os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
     sys.stdout = sys.stderr  # nothing but frames goes to the service's pipe
     asyncio.run(serve(stdin, stdout))
+    # The service waits for this process to end (WorkerPool.aclose): spare its exit
+    # the collections over everything imported and parsed (see monitor.cli.main).
+    gc.freeze()
 
 
 if __name__ == "__main__":
