@@ -363,10 +363,7 @@ def also_reported_by(own_feed: str, story: Story | None, limit: int = ALSO_REPOR
     """ "A, B, +N" for the other outlets carrying the story; "" when there are none."""
     if story is None or len(story.sources) < 2:
         return ""
-    names: list[str] = []
-    for source in story.sources:
-        if source.feed != own_feed and source.feed not in names:
-            names.append(source.feed)
+    names = list(dict.fromkeys(s.feed for s in story.sources if s.feed != own_feed))
     if not names:
         return ""
     shown = names[:limit]
@@ -376,7 +373,10 @@ def also_reported_by(own_feed: str, story: Story | None, limit: int = ALSO_REPOR
 
 def _alert_context(alert: Alert, story: Story | None) -> dict[str, Any]:
     item = _item(alert, story)
-    context: dict[str, Any] = dataclasses.asdict(item)
+    # The item's fields as they are (templates read a source's fields by name, as
+    # attributes or keys alike): dataclasses.asdict would copy every member of a
+    # story hundreds of outlets joined, to show ten.
+    context: dict[str, Any] = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
     context.update(
         destination=alert.destination,
         alert_id=alert.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -568,3 +569,39 @@ def _with_receipt(alert: Alert, receipt: Receipt) -> Alert:
     from dataclasses import replace
 
     return replace(alert, remote_id=receipt.remote_id, remote_channel=receipt.remote_channel)
+
+
+async def test_a_story_joined_by_many_gets_a_few_replies_and_a_count(
+        tmp_path: Path, slack_server: SlackServer) -> None:
+    """An update posts at most REPLIES_PER_UPDATE thread replies about a story's new
+    members; the rest are counted in one more, whatever the number of joins."""
+    from monitor.dedupe import Join
+    from monitor.deliver.outbox import REPLIES_PER_UPDATE, Outbox
+    from monitor.store import PollRecord, StoredEntry, open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    sender = SlackSender("team", token=TOKEN, channel="#alerts",
+                         base_url=slack_server.base_url, timeout=5)
+    try:
+        alert = make_alert()
+        sent = _with_receipt(alert, await sender.send(alert, rendered("slack", alert)))
+        story = "story-1"
+        members = [StoredEntry(entry=sent.entry, story_id=story, seen_at=WHEN)]
+        for i in range(12):
+            e = Entry(feed=f"Wire {i}", key=f"w{i}", guid=None, link=f"https://w{i}.example/",
+                      canonical_url=f"https://w{i}.example/", title=f"Report {i}", summary="",
+                      published=WHEN)
+            members.append(StoredEntry(entry=e, story_id=story, seen_at=WHEN, join=Join(
+                story_id=story, score=0.4, bar=0.35, how="tfidf", weak=True)))
+        store.ingest(PollRecord(feed="Reuters", at=WHEN), members, [])
+        outbox = Outbox(store, {"team": sender}, RENDERER, now=lambda: WHEN)
+        await outbox._update(sender, replace(sent, story_id=story))
+        replies = [m for m in slack_server.messages if m.thread_ts == sent.remote_id]
+        assert len(replies) == REPLIES_PER_UPDATE + 1
+        assert all("Possibly the same story: Wire" in (r.text or "")
+                   for r in replies[:REPLIES_PER_UPDATE])
+        assert (f"And {12 - REPLIES_PER_UPDATE} more reports, {12 - REPLIES_PER_UPDATE} of "
+                "them possibly the same story") in (replies[-1].text or "")
+    finally:
+        await sender.aclose()
+        store.close()

@@ -63,6 +63,11 @@ _T = TypeVar("_T")
 #: the event loop, and a flood's "…and 1,980 more" summary must stay cheap.
 DIGEST_ITEMS = 50
 
+#: Thread replies one update of a story posts about its new members at most; the
+#: rest are counted in one more: a story many outlets join at once (or one that
+#: draws weak joins by the hundred) must not flood its thread.
+REPLIES_PER_UPDATE = 5
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
@@ -474,16 +479,21 @@ class Outbox:
             # wrong merge is seen in the thread; the others only with thread_updates.
             done = await self._store(self.store.announced, alert.id)
             threaded = getattr(sender, "thread_updates", False)
-            for source in story.sources[done:]:
-                if (source.feed, source.link) == (alert.entry.feed, alert.entry.link):
-                    continue
-                if not (source.weak or threaded):
-                    continue
-                head = "Possibly the same story" if source.weak else "Also reported by"
-                link = f" {source.link}" if source.link else ""
+            due = [source for source in story.sources[done:]
+                   if (source.feed, source.link) != (alert.entry.feed, alert.entry.link)
+                   and (source.weak or threaded)]
+            replies = [(f"{'Possibly the same story' if s.weak else 'Also reported by'}: "
+                        f"{s.feed}: {s.title}{f' {s.link}' if s.link else ''}", s.weak)
+                       for s in due[:REPLIES_PER_UPDATE]]
+            if rest := due[REPLIES_PER_UPDATE:]:
+                weak = sum(s.weak for s in rest)
+                replies.append((f"And {len(rest)} more reports"
+                                + (f", {weak} of them possibly the same story" if weak else "")
+                                + f": news-monitor stories --explain lists them ({alert.story_id})",
+                                weak > 0))
+            for text, always in replies:
                 try:
-                    await reply(alert, f"{head}: {source.feed}: {source.title}{link}",
-                                always=source.weak)
+                    await reply(alert, text, always=always)
                 except DeliveryError as exc:
                     logger.warning("alert.reply_failed alert=%s destination=%s reason=%s",
                                    alert.id, sender.name, redact.text(str(exc)))
