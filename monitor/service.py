@@ -836,6 +836,16 @@ class Service:
                     self._polling.discard(p.feed.name)
             raise
 
+    async def _poll_with_memos(self, items: Sequence[tuple[Feed, FeedState | None]]) -> None:
+        """A claim's polls (their feeds already marked under way), memos first."""
+        try:
+            items = await self._with_memos(items)
+        except BaseException:
+            for feed, _ in items:
+                self._polling.discard(feed.name)
+            raise
+        await self._poll_feeds(items)
+
     def _send(self) -> None:
         """Send waiting polls to the poller while fewer than ``_window`` are under way."""
         self._sending = False
@@ -1154,10 +1164,29 @@ class Service:
 
     async def poll_all(self) -> None:
         """Poll every configured feed once, except those disabled by 410 Gone."""
-        states = await self._db(self.store.feed_states)
+        states = await self._db(functools.partial(self.store.feed_states, memos=False))
         items = [(feed, states.get(feed.name)) for feed in self.config.feeds]
-        await self._poll_feeds([(feed, st) for feed, st in items
-                                if st is None or st.gone_url != feed.url])
+        await self._poll_feeds(await self._with_memos(
+            [(feed, st) for feed, st in items if st is None or st.gone_url != feed.url]))
+
+    async def _with_memos(self, items: Sequence[tuple[Feed, FeedState | None]]
+                          ) -> Sequence[tuple[Feed, FeedState | None]]:
+        """``items`` (their states read without memos), with the stored memo of each
+        feed whose poller may not hold it (see memo_for): after a start, or a
+        worker's restart. A poll without its memo would only cost a full parse."""
+        now = self.now()
+        wanted = [st.name for _, st in items if st is not None and st.body_hash is not None
+                  and st.first_polled_at is not None and st.seen_since is not None
+                  and now - st.seen_since < SEEN_FOR and self._held.get(st.name) != st.body_hash]
+        if not wanted:
+            return items
+        try:
+            memos = await self._db(self.store.memos, wanted)
+        except StoreError as exc:  # full parses, then: nothing is lost
+            logger.warning("store.memos_failed error=%s", redact.text(str(exc)))
+            return items
+        return [(feed, replace(st, seen=memos[st.name]) if st is not None and st.name in memos
+                 else st) for feed, st in items]
 
     def _claim_room(self) -> int:
         """How many due feeds the tick may claim now: twice the fetch concurrency,
@@ -1201,8 +1230,9 @@ class Service:
                 await self._db(self.store.renew_feeds, self.instance,
                                now + self.config.poll.lease)
                 self._renewed = now
-            due = await self._db(self.store.claim_feeds, now, self.instance,
-                                 self.config.poll.lease, room) if room else []
+            due = await self._db(functools.partial(
+                self.store.claim_feeds, now, self.instance, self.config.poll.lease, room,
+                memos=False)) if room else []
         except StoreError as exc:  # the database is away: the next tick tries again
             logger.warning("schedule.claim_failed error=%s", redact.text(str(exc)))
             return 0
@@ -1218,8 +1248,9 @@ class Service:
             feed = self._feeds.get(st.name)
             if feed is not None and st.name not in self._polling:
                 items.append((feed, st))
+                self._polling.add(st.name)  # under way from now: the next claim leaves room
         if items:
-            task = asyncio.create_task(self._poll_feeds(items), name="poll_due:polls")
+            task = asyncio.create_task(self._poll_with_memos(items), name="poll_due:polls")
             self._inflight.add(task)  # held until done: a bare task could be collected
             task.add_done_callback(self._inflight.discard)
             logger.debug("schedule.tick started=%d", len(items))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -298,6 +299,9 @@ def test_schema_8_memos_in_base64_come_through_as_bytes(backend: str, tmp_path: 
             a, b = store.feed_state("a"), store.feed_state("b")
             assert a is not None and a.seen == memo and a.seen_since is not None
             assert b is not None and b.seen == b""
+            # Read without memos, then only those asked for.
+            assert store.feed_states(memos=False)["a"] == replace(a, seen=b"")
+            assert store.memos(["a", "b", "nope"]) == {"a": memo}
             store.record_poll(PollRecord(feed="b", at=NOW, status=200, parsed=True,
                                          body_hash="h", seen=b"\x00\xffnew", seen_since=NOW))
             b = store.feed_state("b")

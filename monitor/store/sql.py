@@ -350,6 +350,9 @@ class Ingest:
 _FEED_COLS = ("name, etag, last_modified, first_polled_at, last_polled_at, last_error, failures, "
               "last_success_at, failing_since, status, next_poll_at, per_day, response_ms, "
               "body_hash, hint_s, gone_url, ops_alerted, polled_by, memo, seen_since")
+# The same without the parse memo (FeedState.seen empty): a poll needs a feed's memo
+# only where its poller does not hold it already (SqlStore.memos).
+_POLL_COLS = _FEED_COLS.replace(", memo,", ", NULL,")
 # Mean response time, weighted to the last ten polls or so.
 _EWMA = ("CASE WHEN excluded.response_ms IS NULL THEN feeds.response_ms "
          "WHEN feeds.response_ms IS NULL THEN excluded.response_ms "
@@ -709,9 +712,22 @@ class SqlStore:
         rows = self._q(f"SELECT {_FEED_COLS} FROM feeds WHERE name = ?", (name,))
         return _feed_state(rows[0]) if rows else None
 
-    def feed_states(self) -> dict[str, FeedState]:
-        """Every feed's state, for the health table."""
-        return {r[0]: _feed_state(r) for r in self._q(f"SELECT {_FEED_COLS} FROM feeds")}
+    def feed_states(self, *, memos: bool = True) -> dict[str, FeedState]:
+        """Every feed's state, for the health table; ``memos=False`` leaves out the
+        parse memos (``seen``), for :meth:`memos` to read where they are needed."""
+        cols = _FEED_COLS if memos else _POLL_COLS
+        return {r[0]: _feed_state(r) for r in self._q(f"SELECT {cols} FROM feeds")}
+
+    def memos(self, names: Sequence[str]) -> dict[str, bytes]:
+        """The parse memos (``FeedState.seen``) of these feeds, where they have one."""
+        out: dict[str, bytes] = {}
+        for i in range(0, len(names), 500):
+            chunk = names[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for name, memo in self._q(f"SELECT name, memo FROM feeds WHERE name IN ({marks}) "
+                                      "AND memo IS NOT NULL", tuple(chunk)):
+                out[name] = bytes(memo)
+        return out
 
     def sync_feeds(self, feeds: Iterable[tuple[str, str]]) -> None:
         """Make a row for each configured (name, url), due now if new; a feed disabled
@@ -732,9 +748,10 @@ class SqlStore:
         return [_feed_state(r) for r in rows]
 
     def claim_feeds(self, now: datetime, owner: str, lease: timedelta,
-                    limit: int = 10_000) -> list[FeedState]:
+                    limit: int = 10_000, *, memos: bool = True) -> list[FeedState]:
         """Claim the feeds due by ``now`` that no other instance holds, until
-        ``now + lease``; returns their state, in :meth:`due_feeds`' order.
+        ``now + lease``; returns their state, in :meth:`due_feeds`' order
+        (``memos=False``: without their parse memos, as :meth:`feed_states`).
 
         Instances claim side by side (``FOR UPDATE SKIP LOCKED`` on PostgreSQL):
         each due feed goes to one of them. A claim ends when the poll is recorded
@@ -753,7 +770,7 @@ class SqlStore:
             f"ORDER BY {_DUE} LIMIT ?{self.skip_locked}) "
             "UPDATE feeds SET lease_owner = ?, lease_until = ? "
             "WHERE name IN (SELECT name FROM picked WHERE due <= ?) "
-            f"RETURNING {_FEED_COLS}",
+            f"RETURNING {_FEED_COLS if memos else _POLL_COLS}",
             (ts(now), int(limit), owner, ts(now + lease), ts(now)))
         states = [_feed_state(r) for r in rows]
         states.sort(key=lambda st: (st.next_poll_at is not None,
