@@ -19,8 +19,6 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-from feedparser.datetimes import _parse_date as _feedparser_date
-
 __all__ = ["from_struct_time", "parse_date"]
 
 _MONTHS = {m: i for i, m in enumerate(
@@ -64,7 +62,12 @@ def parse_date(text: str) -> datetime | None:
                             -minutes if sign == "-" else minutes)
             if when is not None:
                 return when
-    return from_struct_time(_feedparser_date(text)) if text else None
+    if not text:
+        return None
+    # feedparser (and its imports) only for the forms the regexes above leave to it.
+    from feedparser.datetimes import _parse_date as feedparser_date
+
+    return from_struct_time(feedparser_date(text))
 
 
 def _instant(year: int, month: int, day: int, hour: int, minute: int, second: int,

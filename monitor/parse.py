@@ -47,8 +47,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import feedparser
-from feedparser.mixin import _FeedParserMixin
 from lxml import etree
 
 from monitor import rawitems, sanitize
@@ -342,6 +340,8 @@ def _is_markup(raw: Mapping[str, Any], key: str) -> bool:
 
 def _feedparser(body: bytes, content_type: str | None) -> tuple[list[RawEntry],
                                                                   timedelta | None]:
+    import feedparser  # imported by the first body that needs it (it imports much)
+
     headers = {"content-type": content_type} if content_type else None
     try:
         parsed = feedparser.parse(io.BytesIO(body), response_headers=headers)
@@ -438,7 +438,11 @@ def _inner(el: Any, kind: str, latin1_fix: bool) -> str:
 
 def _looks_like_html(text: str) -> bool:
     """feedparser's test, which needs an end tag or an entity to say yes."""
-    return ("<" in text or "&" in text) and bool(_FeedParserMixin.looks_like_html(text))
+    if "<" not in text and "&" not in text:
+        return False
+    from feedparser.mixin import _FeedParserMixin
+
+    return bool(_FeedParserMixin.looks_like_html(text))
 
 
 def _check_no_stray_fields(child: Any) -> None:
