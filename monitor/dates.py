@@ -62,12 +62,16 @@ def parse_date(text: str) -> datetime | None:
                             -minutes if sign == "-" else minutes)
             if when is not None:
                 return when
-    if not text:
-        return None
-    # feedparser (and its imports) only for the forms the regexes above leave to it.
-    from feedparser.datetimes import _parse_date as feedparser_date
+    return from_struct_time(_feedparser_date(text)) if text else None
 
-    return from_struct_time(feedparser_date(text))
+
+def _feedparser_date(text: str) -> time.struct_time | None:
+    """feedparser's own parser, imported (with all it imports) only for the forms
+    the regular expressions above leave to it."""
+    from feedparser.datetimes import _parse_date
+
+    got: time.struct_time | None = _parse_date(text)
+    return got
 
 
 def _instant(year: int, month: int, day: int, hour: int, minute: int, second: int,
