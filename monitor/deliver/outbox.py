@@ -454,7 +454,10 @@ class Outbox:
         if update is None or alert.remote_id is None:
             await self._store(self.store.clear_update, alert.id)
             return
-        message = await self.render(sender, alert)
+        # Read once for the message and the replies: a story many outlets joined is
+        # thousands of rows.
+        story = await self._store(self.store.story, alert.story_id)
+        message = self.renderer.alert(kind_of(sender), alert, story)
         try:
             await update(alert, message)
         except DeliveryError as exc:
@@ -473,7 +476,6 @@ class Outbox:
             return
         self._update_backoff.pop(alert.id, None)
         reply = getattr(sender, "reply", None)
-        story = await self._store(self.store.story, alert.story_id) if reply is not None else None
         if reply is not None and story is not None:
             # Each member not yet announced: a weak join always gets a reply, so a
             # wrong merge is seen in the thread; the others only with thread_updates.
