@@ -277,24 +277,31 @@ class _Records(logging.Handler):
 
 
 class _Replies:
-    """Results on their way to the service: sent in batches, at most ``WAIT``
-    after the first of a batch, so that a batch costs one frame, not one each."""
+    """Results on their way to the service, in batches: one frame for up to ``MOST``
+    of them, sent at most ``WAIT`` after the first of the batch was ready. The
+    age is checked as results are added too: a timer cannot fire while the loop
+    parses body after body, and the service should be storing the first ones
+    meanwhile."""
 
-    WAIT = 0.002
+    WAIT = 0.005
     MOST = 64
 
     def __init__(self, out: asyncio.StreamWriter, records: _Records) -> None:
         self.out = out
         self.records = records
         self.pending: list[Fetched] = []
+        self.since = 0.0  # loop time the oldest pending result was ready
         self.timer: asyncio.TimerHandle | None = None
 
     def add(self, got: Fetched) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.pending:
+            self.since = loop.time()
         self.pending.append(got)
-        if len(self.pending) >= self.MOST:
+        if len(self.pending) >= self.MOST or loop.time() - self.since >= self.WAIT:
             self.flush()
         elif self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.WAIT, self.flush)
+            self.timer = loop.call_later(self.WAIT, self.flush)
 
     def flush(self) -> None:
         if self.timer is not None:
@@ -351,10 +358,37 @@ async def serve(stdin: Any, stdout: Any) -> None:
     writer.close()
 
 
+#: What a pipe to or from a worker holds: a frame of first polls' results is
+#: hundreds of KB, and one that does not fit waits for the sender's loop to be
+#: idle to go on, while a worker's loop parses body after body.
+PIPE_SIZE = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    """Make the pipe ``fd`` hold PIPE_SIZE bytes, or as much as the system allows
+    (Linux; elsewhere, and past /proc/sys/fs/pipe-max-size, it stays as it is)."""
+    try:
+        import fcntl
+    except ImportError:  # not on a POSIX system
+        return
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:
+        return
+    size = PIPE_SIZE
+    while size >= 1 << 16:
+        try:
+            fcntl.fcntl(fd, set_size, size)
+            return
+        except OSError:
+            size //= 2
+
+
 def main() -> None:
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     stdout = os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
     sys.stdout = sys.stderr  # nothing but frames goes to the service's pipe
+    _widen(stdin.fileno())
+    _widen(stdout.fileno())
     asyncio.run(serve(stdin, stdout))
     # The service waits for this process to end (WorkerPool.aclose): spare its exit
     # the collections over everything imported and parsed (see monitor.cli.main).
