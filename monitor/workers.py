@@ -141,6 +141,7 @@ class WorkerPool:
         self.by_host = by_host
         self.on_results = on_results
         self._slots = [_Slot(k) for k in range(n)]
+        self._routes: dict[str, int] = {}  # a feed's name (or URL) -> its worker
         self._closing = False
 
     def __len__(self) -> int:
@@ -155,8 +156,14 @@ class WorkerPool:
         await asyncio.gather(*(self._start(s) for s in self._slots))
 
     def _route(self, job: Job) -> _Slot:
-        key = (urlsplit(job.url).hostname or "") if self.by_host else job.feed
-        return self._slots[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(self._slots)]
+        k = self._routes.get(job.url if self.by_host else job.feed)
+        if k is None:
+            key = (urlsplit(job.url).hostname or "") if self.by_host else job.feed
+            k = zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(self._slots)
+            if len(self._routes) >= 100_000:  # more than a service's feeds
+                self._routes.clear()
+            self._routes[job.url if self.by_host else job.feed] = k
+        return self._slots[k]
 
     def submit(self, jobs: Sequence[Job]) -> None:
         per_slot: dict[int, list[Job]] = {}
