@@ -592,6 +592,68 @@ class _FeatureTable(Protocol):
 
 
 @dataclass(slots=True)
+class _Held:
+    """How many of a story's members hold each word, and the words that more than
+    half of them hold (``strict``) or at least half: kept up to date as members
+    come and go, at the cost of the member's headline, not of the story's words.
+    A story followed for days has thousands of members, and every entry that
+    might join it asks what they agree on.
+
+    As a member comes the size grows, so only its own words can enter; as one
+    goes the bar drops by at most one member, so besides its own words only
+    those held by exactly the new bar can enter (``by_count``)."""
+
+    strict: bool
+    counts: dict[str, int] = field(default_factory=dict)  # word -> members holding it
+    by_count: dict[int, set[str]] = field(default_factory=dict)  # the reverse
+    held: tuple[str, ...] = ()
+
+    def _least(self, size: int) -> int:
+        """The fewest members that must hold a word, of ``size``."""
+        return size // 2 + 1 if self.strict else (size + 1) // 2
+
+    def came(self, words: Sequence[str], size: int) -> None:
+        """A member holding ``words`` came; the story now has ``size`` members."""
+        counts, by_count = self.counts, self.by_count
+        for w in words:
+            n = counts.get(w, 0)
+            if n:
+                same = by_count[n]
+                same.discard(w)
+                if not same:
+                    del by_count[n]
+            counts[w] = n = n + 1
+            if (more := by_count.get(n)) is None:
+                by_count[n] = {w}
+            else:
+                more.add(w)
+        least = self._least(size)
+        self.held = tuple(w for w in dict.fromkeys((*self.held, *words)) if counts[w] >= least)
+
+    def went(self, words: Sequence[str], size: int) -> None:
+        """A member holding ``words`` went; the story now has ``size`` members."""
+        counts, by_count = self.counts, self.by_count
+        for w in words:
+            n = counts[w]
+            same = by_count[n]
+            same.discard(w)
+            if not same:
+                del by_count[n]
+            if n == 1:
+                del counts[w]
+                continue
+            counts[w] = n = n - 1
+            if (more := by_count.get(n)) is None:
+                by_count[n] = {w}
+            else:
+                more.add(w)
+        least = max(self._least(size), 1)
+        entering = sorted(by_count.get(least, ())) if least < self._least(size + 1) else []
+        self.held = tuple(w for w in dict.fromkeys((*self.held, *words, *entering))
+                          if counts.get(w, 0) >= least)
+
+
+@dataclass(slots=True)
 class _Story:
     no: int  # its number in the feature table
     members: list[_Member] = field(default_factory=list)  # in the order added
@@ -599,30 +661,30 @@ class _Story:
     # seen, are in StoryIndex's arrays by story number, for the candidate loop)
     norm2: float = 0.0
     times: list[float] = field(default_factory=list)  # members' event times, sorted
-    titles: dict[str, int] = field(default_factory=dict)  # headline word -> members with it
-    numbers: dict[str, int] = field(default_factory=dict)  # the same, for headline numbers
-    # core() and agreed_numbers(), each once asked, until a member comes or goes (each
-    # on its own: most lookups ask only for the numbers, and a big story has many words)
-    core_words: tuple[str, ...] | None = None
-    numbers_agreed: tuple[str, ...] | None = None
+    # Headline words (more than half the members hold them: the core) and headline
+    # numbers (at least half): see _Held.
+    titles: _Held = field(default_factory=lambda: _Held(strict=True))
+    numbers: _Held = field(default_factory=lambda: _Held(strict=False))
 
-    def changed(self) -> None:
-        """A member came or went: what the members agree on is to be worked out again."""
-        self.core_words = self.numbers_agreed = None
+    def came(self, title: tuple[str, ...]) -> None:
+        """A member with headline words ``title`` was appended to ``members``."""
+        size = self.size
+        self.titles.came(title, size)
+        self.numbers.came([w for w in title if w.isdigit() and w.strip("0")], size)
+
+    def went(self, title: tuple[str, ...]) -> None:
+        """A member with headline words ``title`` was taken from ``members``."""
+        size = self.size
+        self.titles.went(title, size)
+        self.numbers.went([w for w in title if w in self.numbers.counts], size)
 
     def core(self) -> tuple[str, ...]:
         """The headline words more than half the members hold."""
-        if self.core_words is None:
-            size = self.size
-            self.core_words = tuple(f for f, c in self.titles.items() if 2 * c > size)
-        return self.core_words
+        return self.titles.held
 
     def agreed_numbers(self) -> tuple[str, ...]:
         """The headline numbers at least half the members hold."""
-        if self.numbers_agreed is None:
-            size = self.size
-            self.numbers_agreed = tuple(n for n, c in self.numbers.items() if 2 * c >= size)
-        return self.numbers_agreed
+        return self.numbers.held
 
     @property
     def size(self) -> int:
@@ -1180,7 +1242,7 @@ class StoryIndex:
             assert everywhere is not None
             checked += 1
             score = min(-negative, 1.0)
-            concepts = self._table.concepts(story.no, texts, everywhere, story.titles)
+            concepts = self._table.concepts(story.no, texts, everywhere, story.titles.counts)
             bar = threshold
             if concepts < 2:
                 bar = one_concept
@@ -1270,12 +1332,8 @@ class StoryIndex:
         if story is None:
             story = self._stories[story_id] = _Story(no=self._number(story_id))
         story.members.append(member)
-        story.changed()
+        story.came(title)
         bisect.insort(story.times, at)
-        for word in title:
-            story.titles[word] = story.titles.get(word, 0) + 1
-            if word.isdigit() and word.strip("0"):
-                story.numbers[word] = story.numbers.get(word, 0) + 1
         if seen > self._last[story.no]:
             self._last[story.no] = seen
         if url_key:
@@ -1347,13 +1405,9 @@ class StoryIndex:
         self._changes += 1
         story_id = member.story_id
         story = self._stories[story_id]
-        story.changed()
         story.members.remove(member)  # by identity; the oldest, near the front, as a rule
+        story.went(member.title)
         story.times.pop(bisect.bisect_left(story.times, member.at))
-        for word in member.title:
-            _decrement(story.titles, word)
-            if word in story.numbers:
-                _decrement(story.numbers, word)
         self._count_topics(member, -1)
         if self._centroids is not None and member.embedding is not None:
             self._centroids.remove(story_id, member.embedding, last=story.size == 0)

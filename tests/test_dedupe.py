@@ -1244,3 +1244,28 @@ def test_c_and_python_paths_decide_alike(monkeypatch: pytest.MonkeyPatch) -> Non
         without = _decide_all(settings)
     assert with_core == without
     assert sum("story_id=None" not in j for j in with_core) > 50  # joins, not only new stories
+
+
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.sampled_from("abcdef"), max_size=4)),
+                max_size=40))
+def test_what_members_agree_on_is_kept_as_a_recount_would_find_it(
+        steps: list[tuple[bool, list[str]]]) -> None:
+    """A story's core words and agreed numbers are kept up to date member by member
+    (a big story must not cost its size per lookup); at every step they are what
+    counting every member again finds."""
+    held = {strict: dedupe_module._Held(strict=strict) for strict in (True, False)}
+    members: list[list[str]] = []
+    for coming, words in steps:
+        if coming or not members:
+            members.append(words)
+            for h in held.values():
+                h.came(words, len(members))
+        else:
+            gone = members.pop(len(words) % len(members))
+            for h in held.values():
+                h.went(gone, len(members))
+        counts = Counter(w for m in members for w in m)
+        size = len(members)
+        assert set(held[True].held) == {w for w, c in counts.items() if 2 * c > size}
+        assert set(held[False].held) == {w for w, c in counts.items() if 2 * c >= size}
+        assert held[True].counts == dict(counts)
