@@ -408,8 +408,12 @@ def _without(vector: dict[str, float], subject: frozenset[str]) -> dict[str, flo
 
 def _numbers(texts: tuple[tuple[str, ...], ...]) -> frozenset[str]:
     """The numbers in an entry's headline ("1,500" -> 500; "000" and one digit say little)."""
-    title = texts[0] if texts else ()
-    return frozenset(w for w in filter(str.isdigit, title) if w.strip("0"))
+    return frozenset(_headline_numbers(texts[0] if texts else ()))
+
+
+def _headline_numbers(title: Iterable[str]) -> list[str]:
+    """The words of ``title`` that are numbers worth comparing (see :func:`_numbers`)."""
+    return [w for w in filter(str.isdigit, title) if w.strip("0")]
 
 
 def _numbers_conflict(numbers: frozenset[str], story: _Story, held: Container[str]) -> bool:
@@ -612,8 +616,8 @@ class _Held:
         """The fewest members that must hold a word, of ``size``."""
         return size // 2 + 1 if self.strict else (size + 1) // 2
 
-    def came(self, words: Sequence[str], size: int) -> None:
-        """A member holding ``words`` came; the story now has ``size`` members."""
+    def _count(self, words: Sequence[str], by: int) -> None:
+        """Count each of ``words`` ``by`` (1 or -1) more members, in both maps."""
         counts, by_count = self.counts, self.by_count
         for w in words:
             n = counts.get(w, 0)
@@ -622,33 +626,27 @@ class _Held:
                 same.discard(w)
                 if not same:
                     del by_count[n]
-            counts[w] = n = n + 1
-            if (more := by_count.get(n)) is None:
-                by_count[n] = {w}
+            n += by
+            if n:
+                counts[w] = n
+                if (more := by_count.get(n)) is None:
+                    by_count[n] = {w}
+                else:
+                    more.add(w)
             else:
-                more.add(w)
-        least = self._least(size)
+                del counts[w]
+
+    def came(self, words: Sequence[str], size: int) -> None:
+        """A member holding ``words`` came; the story now has ``size`` members."""
+        self._count(words, 1)
+        least, counts = self._least(size), self.counts
         self.held = tuple(w for w in dict.fromkeys((*self.held, *words)) if counts[w] >= least)
 
     def went(self, words: Sequence[str], size: int) -> None:
         """A member holding ``words`` went; the story now has ``size`` members."""
-        counts, by_count = self.counts, self.by_count
-        for w in words:
-            n = counts[w]
-            same = by_count[n]
-            same.discard(w)
-            if not same:
-                del by_count[n]
-            if n == 1:
-                del counts[w]
-                continue
-            counts[w] = n = n - 1
-            if (more := by_count.get(n)) is None:
-                by_count[n] = {w}
-            else:
-                more.add(w)
-        least = max(self._least(size), 1)
-        entering = sorted(by_count.get(least, ())) if least < self._least(size + 1) else []
+        self._count(words, -1)
+        least, counts = max(self._least(size), 1), self.counts
+        entering = sorted(self.by_count.get(least, ())) if least < self._least(size + 1) else []
         self.held = tuple(w for w in dict.fromkeys((*self.held, *words, *entering))
                           if counts.get(w, 0) >= least)
 
@@ -670,13 +668,13 @@ class _Story:
         """A member with headline words ``title`` was appended to ``members``."""
         size = self.size
         self.titles.came(title, size)
-        self.numbers.came([w for w in title if w.isdigit() and w.strip("0")], size)
+        self.numbers.came(_headline_numbers(title), size)
 
     def went(self, title: tuple[str, ...]) -> None:
         """A member with headline words ``title`` was taken from ``members``."""
         size = self.size
         self.titles.went(title, size)
-        self.numbers.went([w for w in title if w in self.numbers.counts], size)
+        self.numbers.went(_headline_numbers(title), size)
 
     def core(self) -> tuple[str, ...]:
         """The headline words more than half the members hold."""
