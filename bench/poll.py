@@ -297,9 +297,10 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _proc_hwm_mb(pid: int) -> float:
+def _proc_mb(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of a process's /proc status (its peak RSS by default), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -447,7 +448,7 @@ async def _rounds(config: Path, base: str, rounds: list[int]) -> tuple[list[Cycl
         outbox.cancel()
         await s.outbox.drain(within=60)  # whatever the running lanes had not sent yet
         pids = workers()
-        worker_rss = sum(_proc_hwm_mb(p) for p in pids)
+        worker_rss = sum(_proc_mb(p) for p in pids)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return cycles, rss + worker_rss, len(pids)
 
@@ -457,9 +458,7 @@ def _rss_mb(pids: set[int]) -> float:
     total = 0.0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
+            total += _proc_mb(pid, "VmRSS")
         except OSError:
             continue
     return total
