@@ -414,10 +414,24 @@ def floor(base: str, n: int, procs: int) -> tuple[float, int]:
 
 class Cycle:
     """One round of polls: wall seconds, CPU seconds (this process and the poll
-    workers), and of those the workers'."""
+    workers), and of those the workers'; bytes this process wrote to storage
+    (the store's WAL and checkpoints: the workers write none), or None off Linux."""
 
-    def __init__(self, wall: float, cpu: float, worker_cpu: float) -> None:
+    def __init__(self, wall: float, cpu: float, worker_cpu: float,
+                 written: int | None = None) -> None:
         self.wall, self.cpu, self.worker_cpu = wall, cpu, worker_cpu
+        self.written = written
+
+
+def _written() -> int | None:
+    """Bytes this process has caused to be written to storage (/proc/self/io)."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 async def _rounds(config: Path, base: str, rounds: list[int]) -> tuple[list[Cycle], float, int]:
@@ -439,12 +453,16 @@ async def _rounds(config: Path, base: str, rounds: list[int]) -> tuple[list[Cycl
         for r in rounds:
             _round(base, r)
             w0 = sum(_proc_cpu(p) for p in workers())
+            written0 = _written()
             cpu0 = time.process_time()
             start = time.perf_counter()
             await s.poll_all()
             wall = time.perf_counter() - start
             wcpu = sum(_proc_cpu(p) for p in workers()) - w0
-            cycles.append(Cycle(wall, time.process_time() - cpu0 + wcpu, wcpu))
+            written = _written()
+            cycles.append(Cycle(wall, time.process_time() - cpu0 + wcpu, wcpu,
+                                None if written is None or written0 is None
+                                else written - written0))
         outbox.cancel()
         await s.outbox.drain(within=60)  # whatever the running lanes had not sent yet
         pids = workers()
@@ -857,6 +875,8 @@ def main() -> int:
                 ("feeds/s", f"{args.n / wall:.0f}", ">= 1000"),
                 ("CPU s (main + poll workers)", f"{cpu:.1f} ({wcpu:.1f} in {workers})", "-"),
                 ("peak RSS MB (main + workers)", f"{rss:.0f}", "<= 300"),
+                ("store writes MB (WAL, checkpoints)",
+                 f"{warm.written / 1e6:.0f}" if warm.written is not None else "n/a", "-"),
                 (f"naive loop ({len(sample)} feeds, scaled)", f"{naive_s:.1f} s", "-"),
                 ("ratio (naive / monitor)", f"{naive_s / wall:.1f}x", ">= 50x"),
                 (f"floor: fetch+parse, {cores} processes", f"{floor_s:.2f} s", "-"),
