@@ -17,10 +17,13 @@ body with the item to the message arriving is the alert latency.
 Round 1 is the first poll (everything recorded, nothing alerts). Round 2 is
 the first warm cycle, timed and printed but not the one measured: it also
 pays what a process does once, at its first alerts (the Slack client
-imported, the templates compiled). Round 3, the measured cycle, is a warm one
-like every cycle after it: the monitor (in this process, Service.poll_all)
-polls every feed once, and its matching items (other stories, for a second
-set of watchlists) alert. Printed: feeds/s, CPU seconds (this process and the
+imported, the templates compiled). Rounds 3 on (--cycles of them) are warm
+cycles like every cycle after them: the monitor (in this process,
+Service.poll_all) polls every feed once; in round 3 its matching items (other
+stories, for a second set of watchlists) alert. The cycle measured is the
+median of these by wall time, and all of them are printed: on a shared host
+one cycle of two seconds can run a third slower than the next. Printed for
+it: feeds/s, CPU seconds (this process and the
 poll workers), peak RSS (the same), the naive loop (sequential
 ``feedparser.parse(url, etag=...)``) on a --sample-feed sample scaled to N, as
 a ratio, and the latency p50/p99. The floor is the same cycle's fetching,
@@ -29,7 +32,8 @@ cores in as many processes, with no store, grouping or delivery: the least
 this stack's fetch and parse cost on these cores, and the ratio to the naive
 loop no design on them could pass. Then the smaller whole-process check:
 ``news-monitor run --once`` on --small feeds, fresh state and warm, against the
-naive loop on the same feeds.
+naive loop on the same feeds: --runs of each (each fresh run on a new state,
+each warm run on that state), the median printed with the range.
 
     .venv/bin/python bench/poll.py                 # 10,000 feeds (a few minutes)
     .venv/bin/python bench/poll.py -n 2000         # while developing
@@ -100,7 +104,8 @@ WORDS = ("harbour council budget minister election storm court rail strike energ
 
 # ------------------------------------------------------------------ the farm
 
-#: The round measured: the second warm cycle (see the module's docstring).
+#: The first round measured, the second warm cycle: the one whose alerts' latency
+#: is measured (see the module's docstring).
 MEASURED = 3
 #: Per warm round, the headline of the matching items: two stories, each matched
 #: by its own watchlists (w<k>: Ukraine and grain; v<k>: Odesa and wheat), so
@@ -809,6 +814,10 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=300, help="feeds in the naive loop's sample")
     ap.add_argument("--matching", type=int, default=5, help="new items that alert")
     ap.add_argument("--small", type=int, default=500, help="feeds in the whole-process check")
+    ap.add_argument("--cycles", type=int, default=3,
+                    help="warm cycles measured (the median is the one printed)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs of each round of the whole-process check (the median printed)")
     ap.add_argument("--dedupe", default="tfidf", choices=("tfidf", "url"),
                     help="story grouping method (url: by link only, to see the runtime alone)")
     ap.add_argument("--state", help="postgresql://... : measure instances sharing this store")
@@ -843,13 +852,16 @@ def main() -> int:
             config = _config(tmpd, base, range(args.n), args.matching, args.dedupe)
             matching = [i for i in range(args.n) if i % 10 >= 7][:args.matching]
             _name_matching(config, matching)
-            (first, warmup, warm), rss, workers = asyncio.run(
-                _rounds(config, base, [1, 2, MEASURED]))
+            (first, warmup, *measured), rss, workers = asyncio.run(_rounds(
+                config, base, [1, 2, *range(MEASURED, MEASURED + max(args.cycles, 1))]))
+            warm = sorted(measured, key=lambda c: c.wall)[len(measured) // 2]
             wall, cpu, wcpu = warm.wall, warm.cpu, warm.worker_cpu
             say(f"dedupe method {args.dedupe}; round 1 (first poll: {args.n * 50} entries "
                 f"recorded, none alerts): {first.wall:.1f} s, {first.cpu:.1f} CPU s")
             say(f"round 2 (first warm cycle, with the process's first alerts; not the "
                 f"measured one): {warmup.wall:.2f} s, {warmup.cpu:.1f} CPU s")
+            say(f"rounds {MEASURED}-{MEASURED + len(measured) - 1} (warm cycles, the median "
+                f"measured): {', '.join(f'{c.wall:.2f} s' for c in measured)}")
             log = _get(f"{base}/_log")
             lat = sorted(log["arrived"][k] - log["served"][k] for k in log["arrived"])
 
@@ -871,7 +883,8 @@ def main() -> int:
                 "30% a new item)")
             say(f"{'metric':<34}{'measured':>14}{'target':>12}")
             rows = [
-                ("cycle", f"{wall:.2f} s", "<= 10 s" if args.n == 10_000 else "-"),
+                (f"cycle (median of {len(measured)})", f"{wall:.2f} s",
+             "<= 10 s" if args.n == 10_000 else "-"),
                 ("feeds/s", f"{args.n / wall:.0f}", ">= 1000"),
                 ("CPU s (main + poll workers)", f"{cpu:.1f} ({wcpu:.1f} in {workers})", "-"),
                 ("peak RSS MB (main + workers)", f"{rss:.0f}", "<= 300"),
@@ -890,25 +903,34 @@ def main() -> int:
                 say(f"{name:<34}{got:>14}{target:>12}")
 
         # Whole process, fresh and warm, against the naive loop on the same feeds.
-        with tempfile.TemporaryDirectory(prefix="bench-poll-small-") as tmp:
-            small = range(args.small)
-            config = _config(Path(tmp), base, small, 0, args.dedupe)
-            _round(base, 1)
-            once_fresh, fresh_rss = _whole_process(config)
-            etags = {}
-            naive_fresh = naive(base, list(small), etags)
-            _round(base, 3)
-            once_warm, warm_rss = _whole_process(config)
-            naive_warm = naive(base, list(small), etags)
-            say("")
-            say(f"whole process, `news-monitor run --once`, {args.small} feeds, dedupe "
-                f"{args.dedupe} (target >= 10x, <= 150 MB)")
-            say(f"{'round':<8}{'news-monitor':>14}{'naive loop':>12}{'ratio':>8}"
-                f"{'peak RSS (process tree)':>28}")
-            say(f"{'fresh':<8}{once_fresh:>12.2f} s{naive_fresh:>10.2f} s"
-                f"{naive_fresh / once_fresh:>7.1f}x{fresh_rss:>25.0f} MB")
-            say(f"{'warm':<8}{once_warm:>12.2f} s{naive_warm:>10.2f} s"
-                f"{naive_warm / once_warm:>7.1f}x{warm_rss:>25.0f} MB")
+        small = range(args.small)
+        fresh: list[tuple[float, float]] = []
+        warm_runs: list[tuple[float, float]] = []
+        for _ in range(max(args.runs, 1)):
+            with tempfile.TemporaryDirectory(prefix="bench-poll-small-") as tmp:
+                config = _config(Path(tmp), base, small, 0, args.dedupe)
+                _round(base, 1)
+                fresh.append(_whole_process(config))
+                _round(base, 3)
+                warm_runs.append(_whole_process(config))
+        etags = {}
+        _round(base, 1)
+        naive_fresh = naive(base, list(small), etags)
+        _round(base, 3)
+        naive_warm = naive(base, list(small), etags)
+        say("")
+        say(f"whole process, `news-monitor run --once`, {args.small} feeds, dedupe "
+            f"{args.dedupe}, median of {len(fresh)} runs (target >= 10x, <= 150 MB)")
+        say(f"{'round':<8}{'news-monitor':>14}{'(range)':>16}{'naive loop':>12}{'ratio':>8}"
+            f"{'peak RSS (process tree)':>28}")
+        for name, runs, naive_s in (("fresh", fresh, naive_fresh),
+                                    ("warm", warm_runs, naive_warm)):
+            walls = sorted(w for w, _ in runs)
+            once = walls[len(walls) // 2]
+            spread = f"({walls[0]:.2f}-{walls[-1]:.2f})"
+            peak = max(r for _, r in runs)
+            say(f"{name:<8}{once:>12.2f} s{spread:>16}{naive_s:>10.2f} s"
+                f"{naive_s / once:>7.1f}x{peak:>25.0f} MB")
     finally:
         farm.terminate()
         farm.join(5)
