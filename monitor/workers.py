@@ -156,13 +156,14 @@ class WorkerPool:
         await asyncio.gather(*(self._start(s) for s in self._slots))
 
     def _route(self, job: Job) -> _Slot:
-        k = self._routes.get(job.url if self.by_host else job.feed)
+        name = job.url if self.by_host else job.feed
+        k = self._routes.get(name)
         if k is None:
             key = (urlsplit(job.url).hostname or "") if self.by_host else job.feed
             k = zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(self._slots)
             if len(self._routes) >= 100_000:  # more than a service's feeds
                 self._routes.clear()
-            self._routes[job.url if self.by_host else job.feed] = k
+            self._routes[name] = k
         return self._slots[k]
 
     def submit(self, jobs: Sequence[Job]) -> None:
