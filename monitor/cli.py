@@ -106,7 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
 
     async def main() -> int:
-        async with Service(config, watch_files=not args.once) as service:
+        async with Service(config, watch_files=not args.once,
+                           long_lived=not args.once) as service:
             settle_memory()
             if args.once:
                 left = await service.run_once(drain_timeout=args.drain.total_seconds())

@@ -428,12 +428,19 @@ class Service:
 
     def __init__(self, config: cfg.Config, *, now: Callable[[], datetime] = utcnow,
                  notifier: Notifier | None = None, env: Mapping[str, str] | None = None,
-                 watch_files: bool = True, index_budget: int = INDEX_BUDGET) -> None:
+                 watch_files: bool = True, index_budget: int = INDEX_BUDGET,
+                 long_lived: bool = True) -> None:
         self.config = config
         self.now = now
         self.env = os.environ if env is None else env
         self.notifier = notifier or Notifier.from_env(self.env)
         self.watch_files = watch_files
+        # A service that keeps running copies the store's log into its database on
+        # a thread of its own (SqlStore.background_checkpoints), off the path of
+        # its ingests and poll records. One pass (`run --once`) keeps the copy in
+        # its commits: its close must copy what is left anyway, and would first
+        # wait for a background copy under way.
+        self.long_lived = long_lived
         self.index_budget = index_budget
         self.instance = instance_name(self.env)
         self._synced = 0  # the last entries row the story index has seen (any instance's)
@@ -507,6 +514,8 @@ class Service:
         self._stack.callback(self._index_thread.shutdown)
         self.store = await self._db(open_store, c.state)
         self._stack.callback(self.store.close)
+        if self.long_lived:
+            await self._db(self.store.background_checkpoints)
         self._stack.push_async_callback(self._release)  # before the store closes
         await self._db(self._take_back)
         await self._db(self.store.sync_feeds, [(f.name, f.url) for f in c.feeds])

@@ -279,3 +279,17 @@ async def test_watchdog_only_while_the_scheduler_ticks(
             stop_event.set()
             await task
     notifier.close()
+
+
+@pytest.mark.parametrize("long_lived", [True, False])
+async def test_a_long_lived_service_checkpoints_its_store_on_a_thread(
+        tmp_path: Path, feed_server: FeedServer, long_lived: bool) -> None:
+    """`run` copies the store's WAL off the path of its commits; `run --once`
+    (long_lived=False) leaves it to them and to its close."""
+    feed_server.set("/a.xml", RSS().render())
+    config = cfg.load(write_config(tmp_path, {"A": feed_server.url("/a.xml")}))
+    async with Service(config, env={}, watch_files=False, long_lived=long_lived) as service:
+        await service.poll_all()
+        names = [t.name for t in threading.enumerate()]
+        assert names.count("sqlite-checkpoint") == (1 if long_lived else 0)
+    assert "sqlite-checkpoint" not in [t.name for t in threading.enumerate()]

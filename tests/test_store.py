@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -215,6 +217,87 @@ def test_sqlite_file_survives_reopen(tmp_path: Path) -> None:
     mode = s._q("PRAGMA journal_mode")[0][0]
     s.close()
     assert mode == "wal"
+
+
+def _write_pages(s: SqlStore, polls: int, start: int = 0) -> None:
+    """Entries enough to write a few hundred WAL pages: their summaries ~4 KB each."""
+    for p in range(start, start + polls):
+        s.ingest(poll(f"f{p}"), [StoredEntry(entry=replace(
+            entry(f"f{p}", f"k{i}"), summary=f"{p} {i} " + "text " * 800), story_id=f"s{p}-{i}",
+            seen_at=NOW, watched=False) for i in range(20)], [])
+
+
+def _pages_in_db_file(path: Path) -> int:
+    """The main database file's size in pages: what checkpoints have copied into it
+    (a commit in WAL mode writes to the -wal file only)."""
+    return path.stat().st_size // 4096
+
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sqlite-checkpoint"]
+
+
+def test_sqlite_background_checkpoints_copy_the_wal_instead_of_the_commits(
+        tmp_path: Path) -> None:
+    """With background checkpoints, a thread copies the WAL into the database file
+    once enough pages wait, and the commits (whose copy every store call would
+    wait for) no longer do it at their threshold."""
+    from monitor.store.sqlite import BACKSTOP_PAGES, SQLiteStore
+
+    # The control: commits checkpoint at their threshold, here past 100 pages.
+    plain = SQLiteStore(str(tmp_path / "plain.db"))
+    plain._execute("PRAGMA wal_autocheckpoint=100")
+    _write_pages(plain, 10)
+    assert _pages_in_db_file(tmp_path / "plain.db") > 100  # copied by a commit
+    plain.close()
+
+    path = tmp_path / "bg.db"
+    s = SQLiteStore(str(path))
+    s.background_checkpoints(pages=100, look=0.01)
+    try:
+        assert len(_checkpoint_threads()) == 1
+        assert s._q("PRAGMA wal_autocheckpoint")[0][0] == BACKSTOP_PAGES
+        before = _pages_in_db_file(path)
+        _write_pages(s, 10)
+        deadline = time.monotonic() + 10
+        while _pages_in_db_file(path) <= before + 100:
+            assert time.monotonic() < deadline, "no background checkpoint copied the WAL"
+            time.sleep(0.01)
+        # The WAL goes on as the log of what comes next: nothing lost or doubled.
+        _write_pages(s, 5, start=10)
+        assert len(s.entries_since(NOW - timedelta(hours=1))) == 15 * 20
+    finally:
+        s.close()
+    assert not _checkpoint_threads()  # stopped by the close, before the last copy
+    assert not (tmp_path / "bg.db-wal").exists()
+    again = SQLiteStore(str(path))
+    assert len(again.entries_since(NOW - timedelta(hours=1))) == 15 * 20
+    again.close()
+
+
+def test_background_checkpoints_wait_for_pages_and_leave_memory_stores_alone(
+        tmp_path: Path) -> None:
+    """Under the page threshold the checkpointer copies nothing (a checkpoint costs
+    two fsyncs), nor do the commits under the backstop; an in-memory store has no
+    WAL and gets no thread."""
+    from monitor.store.sqlite import SQLiteStore
+
+    mem = SQLiteStore(":memory:")
+    mem.background_checkpoints(pages=1, look=0.01)
+    assert not _checkpoint_threads()
+    mem.close()
+
+    path = tmp_path / "bg.db"
+    s = SQLiteStore(str(path))
+    s._execute("PRAGMA wal_autocheckpoint=100")  # lifted to the backstop next
+    s.background_checkpoints(pages=100_000, look=0.01)
+    try:
+        before = _pages_in_db_file(path)
+        _write_pages(s, 10)
+        time.sleep(0.2)  # many looks
+        assert _pages_in_db_file(path) == before
+    finally:
+        s.close()
 
 
 def test_prune_works_in_batches(store: SqlStore) -> None:

@@ -671,6 +671,11 @@ class SqlStore:
     def close(self) -> None:
         self._close()
 
+    def background_checkpoints(self) -> None:
+        """For a long-lived process: a backend whose commits copy their log into the
+        database (SQLite's checkpoints) does it on a thread of its own from now
+        on; others have nothing to move."""
+
     #: What ``news-monitor db migrate`` copies, parents first; leases are left
     #: behind (they belong to the instances of the old store).
     COPIED = ("meta", "feeds", "entries", "seen_keys", "stories", "watchlist_stories", "alerts")
