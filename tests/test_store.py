@@ -275,11 +275,27 @@ def test_sqlite_background_checkpoints_copy_the_wal_instead_of_the_commits(
     again.close()
 
 
-def test_background_checkpoints_wait_for_pages_and_leave_memory_stores_alone(
+@pytest.mark.parametrize(("last", "waiting", "seen", "tried", "due"), [
+    (5_000, 5_000, 4_000, -1, False),  # being written, under the threshold
+    (12_000, 10_000, 11_000, 2_000, True),  # the threshold reached
+    (5_000, 5_000, 5_000, -1, True),  # nothing written since the last look: copy the rest
+    (5_000, 0, 5_000, -1, False),  # all copied already
+    (0, 0, 0, -1, False),  # no WAL (or its header caught mid-update)
+    (12_000, 10_000, 12_000, 12_000, False),  # tried at this very length: a reader holds it
+    (12_500, 10_500, 12_000, 12_000, True),  # written on since: try again
+])
+def test_when_the_background_checkpointer_copies(last: int, waiting: int, seen: int,
+                                                  tried: int, due: bool) -> None:
+    from monitor.store.sqlite import checkpoint_due
+
+    assert checkpoint_due(last, waiting, seen=seen, tried=tried, pages=10_000) is due
+
+
+def test_background_checkpoints_copy_what_waits_once_writes_stop_and_lift_the_commits(
         tmp_path: Path) -> None:
-    """Under the page threshold the checkpointer copies nothing (a checkpoint costs
-    two fsyncs), nor do the commits under the backstop; an in-memory store has no
-    WAL and gets no thread."""
+    """Under the page threshold the checkpointer copies what waits once nothing is
+    written for a look, so the WAL can start over; commits checkpoint only past
+    the backstop. An in-memory store has no WAL and gets no thread."""
     from monitor.store.sqlite import SQLiteStore
 
     mem = SQLiteStore(":memory:")
@@ -292,10 +308,16 @@ def test_background_checkpoints_wait_for_pages_and_leave_memory_stores_alone(
     s._execute("PRAGMA wal_autocheckpoint=100")  # lifted to the backstop next
     s.background_checkpoints(pages=100_000, look=0.01)
     try:
+        checkpoints = s._checkpoints
+        assert checkpoints is not None
         before = _pages_in_db_file(path)
-        _write_pages(s, 10)
-        time.sleep(0.2)  # many looks
-        assert _pages_in_db_file(path) == before
+        _write_pages(s, 10)  # ~800 pages: under both thresholds
+        deadline = time.monotonic() + 10
+        # The copy's end (after its fsync): the WAL's frames, all copied.
+        while not (lambda last, waiting: last > 100 and waiting == 0)(*checkpoints.waiting()):
+            assert time.monotonic() < deadline, "what waited was not copied"
+            time.sleep(0.01)
+        assert _pages_in_db_file(path) > before + 100
     finally:
         s.close()
 

@@ -14,8 +14,8 @@ loop's poll records waited on the disk, and the polls behind them on those.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,13 +31,16 @@ logger = logging.getLogger(__name__)
 #: runs: ten times SQLite's default, since a first poll of many feeds writes
 #: tens of MB, and each checkpoint pays two fsyncs.
 CHECKPOINT_PAGES = 10_000
-#: Seconds between the background checkpointer's looks at the WAL's size.
+#: Seconds between the background checkpointer's looks at the WAL's length.
 CHECKPOINT_LOOK = 0.25
 #: WAL pages past which a commit checkpoints after all, with background
 #: checkpoints on. A WAL starts over only once a checkpoint has copied all of it
 #: and a writer begins anew; under constant writes a background checkpoint never
 #: catches the last commit, and this bounds the file (about 400 MB) instead.
 BACKSTOP_PAGES = 100_000
+#: The wal-index bytes read: both copies of its header (48 bytes each), then the
+#: checkpoint information's first field, nBackfill.
+_SHM_READ = 100
 
 
 class SQLiteStore(SqlStore):
@@ -80,12 +83,8 @@ class SQLiteStore(SqlStore):
         if self._checkpoints is not None or self.path == ":memory:":
             return
         with self._lock:
-            # Cut back to what it holds whenever the WAL starts over, so that its
-            # size is the pages written since: what the checkpointer looks at.
-            self._conn.execute("PRAGMA journal_size_limit=0")
             self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-            size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
-        self._checkpoints = _Checkpointer(self.path, pages, look, size)
+        self._checkpoints = _Checkpointer(self.path, pages, look)
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -121,14 +120,28 @@ class SQLiteStore(SqlStore):
             self._conn.close()
 
 
+def checkpoint_due(last: int, waiting: int, *, seen: int, tried: int, pages: int) -> bool:
+    """Whether the background checkpointer copies now (pure): ``waiting`` frames
+    of the WAL's ``last`` are not yet copied; ``seen`` was ``last`` at the look
+    before, ``tried`` at the last checkpoint. It copies once ``pages`` wait,
+    and whatever waits once nothing was written since the last look: then the
+    next writer starts the WAL over, instead of growing it to the backstop,
+    whose copy would run in a commit. Never twice at one ``last``: a reader
+    held pages back, and copying again would only pay the fsyncs again."""
+    return waiting > 0 and last != tried and (waiting >= pages or last == seen)
+
+
 class _Checkpointer:
     """A thread with its own connection that runs a PASSIVE checkpoint once
     ``pages`` are in the WAL and not yet copied: it copies what no reader
     still needs and never blocks a writer, which goes on appending meanwhile.
-    The WAL's size tells how many pages it holds (the frames of the WAL file
-    format: a 32-byte header, then per page a 24-byte header and the page)."""
 
-    def __init__(self, path: str, pages: int, look: float, page_size: int) -> None:
+    How many wait it reads off the wal-index (the ``-shm`` file every
+    connection maps; https://sqlite.org/walformat.html): the last valid frame
+    (``mxFrame``, in the header, which is written twice) less the frames
+    copied (``nBackfill``), both in native byte order."""
+
+    def __init__(self, path: str, pages: int, look: float) -> None:
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                          timeout=30)
@@ -136,12 +149,11 @@ class _Checkpointer:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path} to checkpoint it: {exc}") from exc
         self._path = path
-        self._wal = path + "-wal"
+        self._shm = path + "-shm"
         self._pages = pages
         self._look = look
-        self._frame = 24 + page_size
-        self._copied = 0  # frames of the WAL the last checkpoint had copied
-        self._tried = -1  # frames in the WAL at the last checkpoint
+        self._tried = -1  # mxFrame at the last checkpoint
+        self._seen = -1  # mxFrame at the last look
         self._stopping = threading.Event()
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
@@ -151,34 +163,41 @@ class _Checkpointer:
     def _run(self) -> None:
         try:
             while not self._stopping.wait(self._look):
-                frames = self._frames()
-                # Fewer frames than were copied: the WAL started over since.
-                waiting = frames - self._copied if frames >= self._copied else frames
-                if waiting >= self._pages and frames != self._tried:
-                    self._tried = frames  # a reader holding pages back: wait for more
+                last, waiting = self.waiting()
+                due = checkpoint_due(last, waiting, seen=self._seen, tried=self._tried,
+                                     pages=self._pages)
+                self._seen = last
+                if due:
+                    self._tried = last
                     self.checkpoint()
         finally:
             self._conn.close()
 
-    def _frames(self) -> int:
+    def waiting(self) -> tuple[int, int]:
+        """The WAL's last valid frame and the frames not yet copied; (0, 0) when the
+        wal-index cannot be read, or is caught mid-update (its two headers differ)."""
         try:
-            size = os.stat(self._wal).st_size
+            with open(self._shm, "rb") as f:
+                head = f.read(_SHM_READ)
         except OSError:
-            return 0
-        return max(0, size - 32) // self._frame
+            return 0, 0
+        if len(head) < _SHM_READ or head[:48] != head[48:96]:
+            return 0, 0
+        last = int.from_bytes(head[16:20], sys.byteorder)
+        copied = int.from_bytes(head[96:100], sys.byteorder)
+        return last, max(0, last - copied)
 
     def checkpoint(self) -> None:
         """One PASSIVE checkpoint. A failure (the disk full, say) is logged once
         until one succeeds; meanwhile the commits' backstop still checkpoints."""
         try:
-            row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             if not self._failing:
                 logger.warning("store.checkpoint_failed path=%s error=%s", self._path, exc)
             self._failing = True
         else:
             self._failing = False
-            self._copied = max(0, int(row[2]))
 
     def stop(self) -> None:
         self._stopping.set()
