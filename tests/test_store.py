@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -319,6 +321,33 @@ def test_background_checkpoints_copy_what_waits_once_writes_stop_and_lift_the_co
             time.sleep(0.01)
         assert _pages_in_db_file(path) > before + 100
     finally:
+        s.close()
+
+
+def test_a_failing_background_checkpoint_is_logged_once_per_streak(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from monitor.store.sqlite import SQLiteStore
+
+    s = SQLiteStore(str(tmp_path / "bg.db"))
+    s.background_checkpoints(pages=100_000, look=60)
+    checkpoints = s._checkpoints
+    assert checkpoints is not None
+    try:
+        good = checkpoints._conn
+        checkpoints._conn = sqlite3.connect(":memory:")
+        checkpoints._conn.close()  # every checkpoint on it fails
+        with caplog.at_level(logging.WARNING, logger="monitor.store.sqlite"):
+            checkpoints.checkpoint()
+            checkpoints.checkpoint()
+            checkpoints._conn = good
+            checkpoints.checkpoint()  # the streak ends
+            checkpoints._conn = sqlite3.connect(":memory:")
+            checkpoints._conn.close()
+            checkpoints.checkpoint()
+        failed = [r for r in caplog.records if "store.checkpoint_failed" in r.getMessage()]
+        assert len(failed) == 2 and str(tmp_path / "bg.db") in failed[0].getMessage()
+    finally:
+        checkpoints._conn = good
         s.close()
 
 

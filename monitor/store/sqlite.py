@@ -82,9 +82,9 @@ class SQLiteStore(SqlStore):
         service); until :meth:`close`."""
         if self._checkpoints is not None or self.path == ":memory:":
             return
+        self._checkpoints = _Checkpointer(self.path, pages, look)  # first: it may fail
         with self._lock:
             self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-        self._checkpoints = _Checkpointer(self.path, pages, look)
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -143,11 +143,12 @@ class _Checkpointer:
 
     def __init__(self, path: str, pages: int, look: float) -> None:
         try:
-            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                         timeout=30)
-            self._conn.execute("PRAGMA synchronous=NORMAL")  # a checkpoint syncs under it
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path} to checkpoint it: {exc}") from exc
+        conn.execute("PRAGMA synchronous=NORMAL")  # what a checkpoint syncs under
+        self._conn = conn
         self._path = path
         self._shm = path + "-shm"
         self._pages = pages
