@@ -28,8 +28,9 @@ from monitor.store.sql import SqlStore
 logger = logging.getLogger(__name__)
 
 #: WAL pages (4 KiB) not yet copied into the database past which a checkpoint
-#: runs: ten times SQLite's default, since a first poll of many feeds writes
-#: tens of MB, and each checkpoint pays two fsyncs.
+#: runs (in a commit, or on the background thread): ten times SQLite's default,
+#: since a first poll of many feeds writes tens of MB, and each checkpoint pays
+#: two fsyncs.
 CHECKPOINT_PAGES = 10_000
 #: Seconds between the background checkpointer's looks at the WAL's length.
 CHECKPOINT_LOOK = 0.25
@@ -41,6 +42,16 @@ BACKSTOP_PAGES = 100_000
 #: The wal-index bytes read: both copies of its header (48 bytes each), then the
 #: checkpoint information's first field, nBackfill.
 _SHM_READ = 100
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """A connection as the store's and the checkpointer's are made: autocommit,
+    shared between threads under the caller's lock, waiting up to 30 s for
+    another's write lock, and synchronous=NORMAL (WAL: commits do not fsync;
+    checkpoints do)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
 
 
 class SQLiteStore(SqlStore):
@@ -55,15 +66,10 @@ class SQLiteStore(SqlStore):
             except OSError as exc:
                 raise StoreError(f"cannot create state directory for {path}: {exc}") from exc
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
+            conn = _connect(path)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            # Pages (4 KiB) written to the WAL between checkpoints, each of which fsyncs:
-            # ten times SQLite's default, since a first poll of many feeds writes tens of MB.
-            conn.execute("PRAGMA wal_autocheckpoint=10000")
+            conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
         self.path = path
@@ -143,12 +149,9 @@ class _Checkpointer:
 
     def __init__(self, path: str, pages: int, look: float) -> None:
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
+            self._conn = _connect(path)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path} to checkpoint it: {exc}") from exc
-        conn.execute("PRAGMA synchronous=NORMAL")  # what a checkpoint syncs under
-        self._conn = conn
         self._path = path
         self._shm = path + "-shm"
         self._pages = pages
