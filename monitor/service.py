@@ -63,7 +63,15 @@ import os
 import signal
 import socket
 import zlib
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -134,6 +142,9 @@ INDEX_BUDGET = 10_000
 #: an entry, looked up or stored again. Past this, a full parse touches the
 #: compact keys of items still in the feed, as the store's pruning expects.
 SEEN_FOR = timedelta(hours=1)
+
+#: Feeds whose states :meth:`Service.poll_all` reads at once after its first page.
+POLL_ALL_PAGE = 1000
 
 #: Ingests run under one hold of the assignment lock at most: a bound on how long
 #: another instance's ingests wait for it.
@@ -322,13 +333,19 @@ def alerts_for(matches: Sequence[tuple[Match, str]], watchlists: dict[str, Watch
 
 class _Round:
     """Polls started together (one claim, or ``poll_all``): ``done`` once each of them
-    is over, recorded or failed."""
+    is over, recorded or failed, and no more are to come (``open``: pages of them
+    are still being read)."""
 
-    __slots__ = ("left", "done")
+    __slots__ = ("left", "done", "open")
 
-    def __init__(self, left: int, done: asyncio.Future[None]) -> None:
-        self.left = left
+    def __init__(self, done: asyncio.Future[None], *, open: bool) -> None:
+        self.left = 0
         self.done = done
+        self.open = open
+
+    def over(self) -> None:
+        if self.left == 0 and not self.open and not self.done.done():
+            self.done.set_result(None)
 
 
 @dataclass(slots=True, eq=False)
@@ -818,32 +835,46 @@ class Service:
 
     # -- polls under way --------------------------------------------------------------
 
-    async def _poll_feeds(self, items: Sequence[tuple[Feed, FeedState | None]]) -> None:
-        """Poll these feeds; returns once every poll is over (recorded, or failed).
+    async def _poll_feeds(self, items: Sequence[tuple[Feed, FeedState | None]],
+                          more: AsyncIterator[Sequence[tuple[Feed, FeedState | None]]]
+                          | None = None) -> None:
+        """Poll these feeds, and those of ``more`` as its pages come; returns once
+        every poll is over (recorded, or failed).
 
         At most ``_window`` polls are under way at once (sent to the poller, or
         being stored): the rest wait their turn here, so a first poll of
         thousands of feeds never holds more bodies than the store keeps up with.
-        Cancelled (a stop cut short), the polls not yet sent are dropped; those
-        at the poller finish on their own if they can.
+        Cancelled (a stop cut short), or failing to read a page of ``more``, it
+        drops the polls not yet sent; those at the poller finish on their own if
+        they can.
         """
-        if not items:
+        if not items and more is None:
             return
-        rnd = _Round(len(items), asyncio.get_running_loop().create_future())
-        for feed, state in items:
-            self._polling.add(feed.name)
-            self.tally.polled += 1
-            self._waiting.append(_Poll(feed, state, rnd))
-        self._send()
+        rnd = _Round(asyncio.get_running_loop().create_future(), open=more is not None)
+        self._queue(items, rnd)
         try:
+            if more is not None:
+                async for page in more:
+                    self._queue(page, rnd)
+                rnd.open = False
+                rnd.over()
             await rnd.done
-        except asyncio.CancelledError:
+        except BaseException:
             dropped = [p for p in self._waiting if p.round is rnd]
             if dropped:
                 self._waiting = collections.deque(p for p in self._waiting if p.round is not rnd)
                 for p in dropped:
                     self._polling.discard(p.feed.name)
             raise
+
+    def _queue(self, items: Sequence[tuple[Feed, FeedState | None]], rnd: _Round) -> None:
+        """Add polls of ``items`` to ``rnd``, waiting for a slot."""
+        for feed, state in items:
+            self._polling.add(feed.name)
+            self.tally.polled += 1
+            self._waiting.append(_Poll(feed, state, rnd))
+        rnd.left += len(items)
+        self._send()
 
     async def _poll_with_memos(self, items: Sequence[tuple[Feed, FeedState | None]]) -> None:
         """A claim's polls (their feeds already marked under way), memos first."""
@@ -881,10 +912,8 @@ class Service:
         """A poll is over: its slot goes to the next waiting one, its round may be done."""
         self._busy -= 1
         self._polling.discard(p.feed.name)
-        rnd = p.round
-        rnd.left -= 1
-        if rnd.left == 0 and not rnd.done.done():
-            rnd.done.set_result(None)
+        p.round.left -= 1
+        p.round.over()
         if self._waiting and not self._sending:
             self._sending = True  # once for the many polls a batch of results ends
             asyncio.get_running_loop().call_soon(self._send)
@@ -1173,10 +1202,22 @@ class Service:
 
     async def poll_all(self) -> None:
         """Poll every configured feed once, except those disabled by 410 Gone."""
-        states = await self._db(functools.partial(self.store.feed_states, memos=False))
-        items = [(feed, states.get(feed.name)) for feed in self.config.feeds]
-        await self._poll_feeds(await self._with_memos(
-            [(feed, st) for feed, st in items if st is None or st.gone_url != feed.url]))
+        await self._poll_feeds((), self._pages_of_all())
+
+    async def _pages_of_all(self) -> AsyncIterator[Sequence[tuple[Feed, FeedState | None]]]:
+        """Every configured feed with its state, a page at a time, the first just
+        enough to fill the poller: it starts on those while the rest are read,
+        instead of waiting for the state of every feed."""
+        feeds = self.config.feeds
+        start, size = 0, self._window
+        while start < len(feeds):
+            page = feeds[start:start + size]
+            states = await self._db(functools.partial(
+                self.store.feed_states, [f.name for f in page], memos=False))
+            items = [(feed, states.get(feed.name)) for feed in page]
+            yield await self._with_memos(
+                [(feed, st) for feed, st in items if st is None or st.gone_url != feed.url])
+            start, size = start + size, POLL_ALL_PAGE
 
     async def _with_memos(self, items: Sequence[tuple[Feed, FeedState | None]]
                           ) -> Sequence[tuple[Feed, FeedState | None]]:

@@ -185,6 +185,35 @@ async def test_gone_disables_the_feed_with_one_log_line(
     assert len(feed_server.requests_for("/a2.xml")) == 1
 
 
+async def test_poll_all_reads_the_states_in_pages_and_polls_each_feed_once(
+        tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """poll_all starts on a first page of states (the poller's window, here 2) while
+    it reads the rest (pages of 3): every feed is polled once a round, whatever
+    page it is on, and a feed disabled by 410 on a later page is left out."""
+    import monitor.service
+
+    monkeypatch.setattr(monitor.service, "POLL_ALL_PAGE", 3)
+    paths = [f"/f{i}.xml" for i in range(10)]
+    for p in paths:
+        feed_server.set(p, story_feed().render())
+    feed_server.fail("/f7.xml", 410)
+    path = write_config(tmp_path, feed_server, paths)
+    path.write_text(path.read_text().replace("parse_workers: 1}",
+                                             "parse_workers: 1, concurrency: 1}"))
+    clock = Clock(T0)
+    async with Service(cfg.load(path), now=clock) as s:
+        assert s._window == 2
+        await s.poll_all()
+        assert s.tally.polled == 10 and not s._polling and not s._waiting
+        clock.advance(minutes=6)
+        await s.poll_all()
+        assert s.tally.polled == 19
+        states = s.store.feed_states()
+    assert [len(feed_server.requests_for(p)) for p in paths] == [2] * 7 + [1] + [2] * 2
+    assert all(states[f"f{i}"].last_polled_at == T0 + timedelta(minutes=6)
+               for i in range(10) if i != 7)
+
+
 async def test_dead_feed_alert_once_and_on_recovery(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
     feed_server.fail("/a.xml", 503)

@@ -717,22 +717,28 @@ class SqlStore:
         rows = self._q(f"SELECT {_FEED_COLS} FROM feeds WHERE name = ?", (name,))
         return _feed_state(rows[0]) if rows else None
 
-    def feed_states(self, *, memos: bool = True) -> dict[str, FeedState]:
-        """Every feed's state, for the health table; ``memos=False`` leaves out the
-        parse memos (``seen``), for :meth:`memos` to read where they are needed."""
+    def feed_states(self, names: Sequence[str] | None = None, *,
+                    memos: bool = True) -> dict[str, FeedState]:
+        """Every feed's state (or those of ``names`` that have a row), for the health
+        table; ``memos=False`` leaves out the parse memos (``seen``), for
+        :meth:`memos` to read where they are needed."""
         cols = _FEED_COLS if memos else _POLL_COLS
-        return {r[0]: _feed_state(r) for r in self._q(f"SELECT {cols} FROM feeds")}
+        if names is None:
+            return {r[0]: _feed_state(r) for r in self._q(f"SELECT {cols} FROM feeds")}
+        return {r[0]: _feed_state(r) for r in self._by_name(f"SELECT {cols} FROM feeds", names)}
 
     def memos(self, names: Sequence[str]) -> dict[str, bytes]:
         """The parse memos (``FeedState.seen``) of these feeds, where they have one."""
-        out: dict[str, bytes] = {}
+        return {name: bytes(memo) for name, memo in self._by_name(
+            "SELECT name, memo FROM feeds", names, "AND memo IS NOT NULL")}
+
+    def _by_name(self, select: str, names: Sequence[str], also: str = "") -> Iterator[Any]:
+        """The rows of ``select`` (from feeds) for ``names``, a query per 500 of them:
+        few enough for any backend's limit on parameters."""
         for i in range(0, len(names), 500):
-            chunk = names[i:i + 500]
+            chunk = tuple(names[i:i + 500])
             marks = ", ".join("?" * len(chunk))
-            for name, memo in self._q(f"SELECT name, memo FROM feeds WHERE name IN ({marks}) "
-                                      "AND memo IS NOT NULL", tuple(chunk)):
-                out[name] = bytes(memo)
-        return out
+            yield from self._q(f"{select} WHERE name IN ({marks}) {also}", chunk)
 
     def sync_feeds(self, feeds: Iterable[tuple[str, str]]) -> None:
         """Make a row for each configured (name, url), due now if new; a feed disabled
