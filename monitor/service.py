@@ -333,18 +333,18 @@ def alerts_for(matches: Sequence[tuple[Match, str]], watchlists: dict[str, Watch
 
 class _Round:
     """Polls started together (one claim, or ``poll_all``): ``done`` once each of them
-    is over, recorded or failed, and no more are to come (``open``: pages of them
+    is over, recorded or failed, and no more are to come (``more``: pages of them
     are still being read)."""
 
-    __slots__ = ("left", "done", "open")
+    __slots__ = ("left", "done", "more")
 
-    def __init__(self, done: asyncio.Future[None], *, open: bool) -> None:
+    def __init__(self, done: asyncio.Future[None], *, more: bool) -> None:
         self.left = 0
         self.done = done
-        self.open = open
+        self.more = more
 
     def over(self) -> None:
-        if self.left == 0 and not self.open and not self.done.done():
+        if self.left == 0 and not self.more and not self.done.done():
             self.done.set_result(None)
 
 
@@ -850,13 +850,13 @@ class Service:
         """
         if not items and more is None:
             return
-        rnd = _Round(asyncio.get_running_loop().create_future(), open=more is not None)
+        rnd = _Round(asyncio.get_running_loop().create_future(), more=more is not None)
         self._queue(items, rnd)
         try:
             if more is not None:
                 async for page in more:
                     self._queue(page, rnd)
-                rnd.open = False
+                rnd.more = False
                 rnd.over()
             await rnd.done
         except BaseException:
