@@ -84,11 +84,11 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -476,6 +476,15 @@ async def _rounds(config: Path, base: str, rounds: list[int]) -> tuple[list[Cycl
     return cycles, rss + worker_rss, len(pids)
 
 
+_R = TypeVar("_R")
+
+
+def _middle(runs: Sequence[_R], key: Callable[[_R], float]) -> _R:
+    """The median run by ``key`` (the upper middle of an even count): a run that
+    happened, so that the figures printed with it are its own."""
+    return sorted(runs, key=key)[len(runs) // 2]
+
+
 def _rss_mb(pids: set[int]) -> float:
     """The summed RSS of ``pids`` (those still running)."""
     total = 0.0
@@ -854,7 +863,7 @@ def main() -> int:
             _name_matching(config, matching)
             (first, warmup, *measured), rss, workers = asyncio.run(_rounds(
                 config, base, [1, 2, *range(MEASURED, MEASURED + max(args.cycles, 1))]))
-            warm = sorted(measured, key=lambda c: c.wall)[len(measured) // 2]
+            warm = _middle(measured, lambda c: c.wall)
             wall, cpu, wcpu = warm.wall, warm.cpu, warm.worker_cpu
             say(f"dedupe method {args.dedupe}; round 1 (first poll: {args.n * 50} entries "
                 f"recorded, none alerts): {first.wall:.1f} s, {first.cpu:.1f} CPU s")
@@ -925,8 +934,8 @@ def main() -> int:
             f"{'peak RSS (process tree)':>28}")
         for name, runs, naive_s in (("fresh", fresh, naive_fresh),
                                     ("warm", warm_runs, naive_warm)):
+            once, _ = _middle(runs, lambda r: r[0])
             walls = sorted(w for w, _ in runs)
-            once = walls[len(walls) // 2]
             spread = f"({walls[0]:.2f}-{walls[-1]:.2f})"
             peak = max(r for _, r in runs)
             say(f"{name:<8}{once:>12.2f} s{spread:>16}{naive_s:>10.2f} s"
