@@ -77,6 +77,21 @@ def test_ingest_queues_once_per_watchlist_story(store: SqlStore) -> None:
     assert story is not None and [s.feed for s in story.sources] == ["f", "g"]
 
 
+def test_feed_states_of_names_over_several_queries(store: SqlStore) -> None:
+    """The states of the feeds named (poll_all reads them a page at a time): those
+    with a row, whatever their number (a query per 500), unknown names left out."""
+    names = [f"feed{i:04d}" for i in range(1203)]
+    store.sync_feeds([(n, f"https://{n}.example/") for n in names])
+    store.record_poll(replace(poll("feed0700"), parsed=True, body_hash="h", seen=b"memo",
+                             seen_since=NOW))
+    asked = names[::2] + ["nope"]
+    got = store.feed_states(asked, memos=False)
+    assert sorted(got) == names[::2]
+    assert got["feed0700"].etag == '"v1"' and got["feed0700"].seen == b""
+    assert store.feed_states(["feed0700"])["feed0700"].seen == b"memo"
+    assert store.feed_states([]) == {}
+
+
 def test_a_batch_of_ingests_is_written_as_each_would_be(store: SqlStore) -> None:
     e1, e2, e3 = entry("f", "a", "Troops"), entry("g", "b", "Troops too"), entry("h", "c")
     out = store.ingest_all([
