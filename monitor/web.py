@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 from aiohttp import web
@@ -31,15 +31,39 @@ from aiohttp import web
 from monitor import redact
 from monitor.errors import MonitorError, StoreError
 from monitor.metrics import CONTENT_TYPE
-from monitor.types import Alert, AlertStatus, Feed, FeedState, Story
+from monitor.types import Alert, AlertStatus, Feed, FeedState, Story, Watchlist
 
 if TYPE_CHECKING:
-    from monitor.service import Service
+    from monitor.config import Config
+    from monitor.metrics import Metrics
+    from monitor.store import SqlStore
 
 logger = logging.getLogger(__name__)
 
 DAYS = 14
 _TEMPLATE = Path(__file__).with_name("status.html.j2")
+
+
+class Running(Protocol):
+    """What the listener reads of the running service (monitor.service.Service):
+    named here, so that this module, below the service, never imports it."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def store(self) -> SqlStore: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def watchlists(self) -> Mapping[str, Watchlist]: ...
+    @property
+    def reload_error(self) -> str | None: ...
+    @property
+    def now(self) -> Callable[[], datetime]: ...
+
+    def healthy(self, now: float) -> str | None: ...
+
+    def status_line(self) -> str: ...
 
 
 # ------------------------------------------------------------------ the page's data (pure)
@@ -137,7 +161,7 @@ def _ago(d: timedelta) -> str:
 class StatusApp:
     """The aiohttp application over one running service."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Running) -> None:
         self.service = service
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATE.parent)),
                                  autoescape=True, undefined=jinja2.StrictUndefined,
@@ -213,7 +237,7 @@ def _when(alert: Alert, now: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M} UTC ({_ago(now - at)} ago)"
 
 
-async def start(service: Service, host: str, port: int) -> web.AppRunner:
+async def start(service: Running, host: str, port: int) -> web.AppRunner:
     """Listen on ``host:port`` (0: any free port); the caller cleans the runner up."""
     runner = web.AppRunner(StatusApp(service).app, access_log=None)
     await runner.setup()
