@@ -331,7 +331,10 @@ def test_background_checkpoints_copy_what_waits_once_writes_stop_and_lift_the_co
         _write_pages(s, 10)  # ~800 pages: under both thresholds
         deadline = time.monotonic() + 10
         # The copy's end (after its fsync): the WAL's frames, all copied.
-        while not (lambda last, waiting: last > 100 and waiting == 0)(*checkpoints.waiting()):
+        while True:
+            last, waiting = checkpoints.waiting()
+            if last > 100 and waiting == 0:
+                break
             assert time.monotonic() < deadline, "what waited was not copied"
             time.sleep(0.01)
         assert _pages_in_db_file(path) > before + 100
