@@ -312,12 +312,28 @@ def poll_hint(ttl: str | None, period: str | None, frequency: str | None) -> tim
     """The feed's own word on how often to poll it: RSS ``<ttl>`` (minutes) and the
     syndication module's period / frequency; the longer of the two."""
     hints: list[timedelta] = []
-    if ttl and ttl.strip().isdigit() and int(ttl) > 0:
-        hints.append(timedelta(minutes=int(ttl)))
+    minutes = _count(ttl)
+    if minutes:
+        hints.append(timedelta(minutes=minutes))
     if period and period.strip().lower() in _PERIODS:
-        freq = int(frequency) if frequency and frequency.strip().isdigit() else 1
-        hints.append(_PERIODS[period.strip().lower()] / max(freq, 1))
+        hints.append(_PERIODS[period.strip().lower()] / max(_count(frequency) or 1, 1))
     return max(hints) if hints else None
+
+
+#: A count in a feed is the feed's to choose: digits beyond this many are capped
+#: (a year of minutes has six), so that no timedelta of it overflows.
+_COUNT_DIGITS = 7
+_COUNT = re.compile(r"\s*([0-9]+)\s*")
+
+
+def _count(text: str | None) -> int | None:
+    """A whole number written in ASCII digits (``str.isdigit`` also admits "²" and
+    other digits ``int`` refuses), capped at :data:`_COUNT_DIGITS` digits."""
+    m = _COUNT.fullmatch(text) if text else None
+    if m is None:
+        return None
+    digits = m.group(1).lstrip("0") or "0"
+    return int(digits) if len(digits) <= _COUNT_DIGITS else 10 ** _COUNT_DIGITS - 1
 
 
 # ------------------------------------------------------------------ feedparser

@@ -172,20 +172,27 @@ def _clamp(value: timedelta, limits: PollLimits) -> timedelta:
     return max(limits.min_interval, min(limits.max_interval, value))
 
 
-def poll_interval(feed: Feed, outcome: Outcome, now: datetime, limits: PollLimits) -> timedelta:
+def poll_interval(feed: Feed, outcome: Outcome, now: datetime, limits: PollLimits, *,
+                  jitter: float = 0.0) -> timedelta:
     """The gap before the next poll of a feed that answered.
 
     The feed's configured interval, stretched (never shortened, at most
     fourfold) for a feed that publishes rarely, and never shorter than the
     publisher asks for: caching headers, ``<ttl>``, ``sy:updatePeriod``. Always
-    within the limits.
+    within the limits. ``jitter`` (in [0, 1)) takes up to a tenth off our own
+    gap, never off what the publisher asks.
     """
     gap = feed.interval
     if outcome.per_day is not None:
         by_rate = (timedelta(days=1) / (outcome.per_day * _POLLS_PER_ITEM)
                    if outcome.per_day > 0 else feed.interval * _MAX_STRETCH)
         gap = max(gap, min(by_rate, feed.interval * _MAX_STRETCH))
-    asked = [timedelta(seconds=outcome.max_age) if outcome.max_age is not None else None,
+    gap *= 1 - 0.1 * jitter
+    # A header's number can be any size: past max_interval it is capped anyway,
+    # and a timedelta of it could overflow.
+    top = limits.max_interval.total_seconds()
+    asked = [timedelta(seconds=min(outcome.max_age, top)) if outcome.max_age is not None
+             else None,
              outcome.expires - now if outcome.expires is not None else None,
              outcome.hint]
     for floor in asked:
@@ -213,7 +220,8 @@ def next_poll(feed: Feed, state: FeedState | None, outcome: Outcome, now: dateti
     429 and 503 is honoured (up to a day) even beyond max_interval: it is the
     server's word. ``state`` is what the store knew before this poll; a success
     after failures schedules as a success. ``jitter`` (in [0, 1)) moves a success
-    up to a tenth earlier, so feeds first polled together drift apart.
+    up to a tenth earlier, so feeds first polled together drift apart, but never
+    earlier than the publisher asks (:func:`poll_interval`).
     """
     if outcome.polled is Polled.GONE:
         return None
@@ -221,7 +229,8 @@ def next_poll(feed: Feed, state: FeedState | None, outcome: Outcome, now: dateti
         failures = outcome.failures or (state.failures + 1 if state else 1)
         gap = backoff(feed, failures, jitter, limits)
         if outcome.status in (429, 503) and outcome.retry_after is not None:
-            asked = min(timedelta(seconds=outcome.retry_after), _MAX_RETRY_AFTER)
+            asked = timedelta(seconds=min(outcome.retry_after,
+                                          _MAX_RETRY_AFTER.total_seconds()))
             gap = max(gap, asked)
         return now + gap
-    return now + _clamp(poll_interval(feed, outcome, now, limits) * (1 - 0.1 * jitter), limits)
+    return now + poll_interval(feed, outcome, now, limits, jitter=jitter)

@@ -80,6 +80,11 @@ def test_header_parsers() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_max_age("public, max-age=600") == 600
     assert parse_max_age("no-cache") is None
+    # Digits as str.isdigit and \\d know them, which float and int refuse or misread.
+    assert parse_retry_after("\u00b2", now) is None
+    assert parse_retry_after("\u0663", now) is None
+    assert parse_retry_after("9" * 400, now) == float("inf")  # next_poll caps it
+    assert parse_max_age("max-age=\u0663\u0660") is None
 
 
 async def test_a_slow_host_holds_its_own_slots_not_the_global_ones(

@@ -596,3 +596,34 @@ def test_a_store_error_in_one_feeds_ingest_is_that_feeds_failure(
     evil = next(line for line in r.stdout.splitlines() if line.startswith("Evil "))
     assert "failing " in evil and " x1 " in evil and "refused by the database" in evil, \
         r.stdout
+
+
+@pytest.mark.parametrize(("status", "headers", "ttl"), [
+    pytest.param(200, {"Cache-Control": "max-age=" + "9" * 30}, "", id="max-age"),
+    pytest.param(200, {}, "<ttl>" + "9" * 30 + "</ttl>", id="ttl"),
+    pytest.param(429, {"Retry-After": "9" * 30}, "", id="retry-after"),
+])
+def test_a_number_of_any_size_from_a_feed_is_capped_not_a_crash(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer, status: int, headers: dict[str, str], ttl: str) -> None:
+    """The numbers a server or a feed picks (caching headers, Retry-After, <ttl>) go
+    into the feed's schedule capped: its poll is recorded (entries, or the
+    failure it is), and no bug ends it unrecorded."""
+    config = started(tmp_path, feed_server, slack_server, smtp_server)
+    body = rss(item("Markets rally", "https://evil.example/m")).replace(
+        "<description>x</description>", f"<description>x</description>{ttl}")
+    feed_server.set("/evil.xml", body, status=status, headers=headers)
+    title = publish_good(feed_server)
+    r = cli(config, "run", "--once")
+    assert "Traceback" not in r.stderr and "feed.crash" not in r.stderr, r.stderr
+    assert any(title[:30] in (m.text or "") for m in slack_server.messages)
+    evil = next(line for line in cli(config, "feeds").stdout.splitlines()
+                if line.startswith("Evil "))
+    if status == 200:
+        assert r.returncode == 0, r.stderr
+        assert "failing" not in evil and " 200 " in evil, evil
+    else:
+        line = " ".join(evil.split())
+        assert f"failing 0s x1 {status} " in line and f"HTTP {status}" in line, evil
+        if status == 429:  # a Retry-After past a day is taken as a day
+            assert " in 23h59m " in line or " in 1d " in line, evil

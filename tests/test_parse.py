@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from monitor.errors import ParseError
-from monitor.parse import parse_feed, plain_text
+from monitor.parse import parse_document, parse_feed, plain_text, poll_hint
 
 DATA = Path(__file__).parent / "data"
 
@@ -49,3 +50,34 @@ def test_garbage_is_a_parse_error() -> None:
 def test_plain_text_strips_markup_and_scripts() -> None:
     assert plain_text("<p>Hello <b>world</b> &amp; <script>alert(1)</script>all</p>") == \
         "Hello world & all"
+
+
+@pytest.mark.parametrize(("ttl", "period", "frequency", "hint"), [
+    pytest.param("90", None, None, timedelta(minutes=90), id="ttl"),
+    pytest.param(" 60 ", None, None, timedelta(hours=1), id="ttl-spaced"),
+    pytest.param("0", None, None, None, id="ttl-zero"),
+    pytest.param("-3", None, None, None, id="ttl-negative"),
+    pytest.param("1e5", None, None, None, id="ttl-float"),
+    pytest.param("\u00b2", None, None, None, id="ttl-superscript-digit"),
+    pytest.param("\u0663", None, None, None, id="ttl-arabic-digit"),
+    pytest.param("9" * 20, None, None, timedelta(minutes=9_999_999), id="ttl-beyond-timedelta"),
+    pytest.param("9" * 5000, None, None, timedelta(minutes=9_999_999),
+                 id="ttl-beyond-int-str-limit"),
+    pytest.param(None, "hourly", "2", timedelta(minutes=30), id="sy"),
+    pytest.param(None, "Daily", "\u00b2", timedelta(days=1), id="sy-odd-frequency"),
+    pytest.param(None, "hourly", "0", timedelta(hours=1), id="sy-zero-frequency"),
+    pytest.param("30", "hourly", None, timedelta(hours=1), id="the-longer"),
+    pytest.param(None, "fortnightly", None, None, id="unknown-period"),
+])
+def test_poll_hint(ttl: str | None, period: str | None, frequency: str | None,
+                   hint: timedelta | None) -> None:
+    assert poll_hint(ttl, period, frequency) == hint
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "feedparser"])
+def test_a_ttl_of_any_size_is_a_hint_not_an_error(fast: bool) -> None:
+    body = (b"<rss version='2.0'><channel><title>t</title><ttl>" + b"9" * 30 + b"</ttl><item>"
+            b"<title>A</title><link>https://x.org/a</link></item></channel></rss>")
+    parsed = parse_document(body, "f", fast=fast)
+    assert [e.title for e in parsed.entries] == ["A"]
+    assert parsed.hint == timedelta(minutes=9_999_999)

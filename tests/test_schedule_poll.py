@@ -60,6 +60,12 @@ def failed(failures: int, **kw: object) -> Outcome:
                  id="retry-after-shorter-than-backoff"),
     pytest.param(FEED, failed(1, status=500, retry_after=7200.0), timedelta(minutes=5),
                  id="retry-after-only-on-429-503"),
+    # A header's number is the server's to choose: past any timedelta, it is capped.
+    pytest.param(FEED, failed(1, status=429, retry_after=1e20), timedelta(days=1),
+                 id="retry-after-beyond-timedelta"),
+    pytest.param(FEED, failed(1, status=503, retry_after=float("inf")), timedelta(days=1),
+                 id="retry-after-infinite"),
+    pytest.param(FEED, ok(max_age=1e20), 6 * HOUR, id="max-age-beyond-timedelta"),
 ])
 def test_next_poll(feed: Feed, outcome: Outcome, after: timedelta) -> None:
     assert next_poll(feed, None, outcome, T, limits=LIMITS) == T + after
@@ -86,6 +92,15 @@ def test_backoff_stays_within_limits_and_jitter_only_shortens(failures: int,
     jittered = next_poll(FEED, None, failed(failures), T, limits=LIMITS, jitter=jitter)
     assert plain is not None and jittered is not None
     assert T + MIN <= jittered <= plain <= T + LIMITS.max_interval
+
+
+@pytest.mark.parametrize("outcome", [
+    pytest.param(ok(hint=timedelta(minutes=30)), id="rss-ttl"),
+    pytest.param(ok(max_age=1800.0), id="max-age"),
+    pytest.param(ok(expires=T + timedelta(minutes=30)), id="expires"),
+])
+def test_jitter_never_polls_sooner_than_the_publisher_asks(outcome: Outcome) -> None:
+    assert next_poll(FEED, None, outcome, T, limits=LIMITS, jitter=0.99) == T + 30 * MIN
 
 
 def test_jitter_spreads_successes_by_at_most_a_tenth() -> None:
