@@ -925,14 +925,26 @@ class Service:
         async def run() -> None:
             try:
                 await work
-            except Exception:
+            except Exception as exc:
                 logger.exception("feed.crash feed=%s (the other feeds go on)", p.feed.name)
+                await self._crashed(p, exc)
             finally:
                 self._over(p)
 
         task = asyncio.create_task(run(), name=f"poll:{p.feed.name}")
         self._tasks.add(task)  # held until done: a bare task could be collected
         task.add_done_callback(self._tasks.discard)
+
+    async def _crashed(self, p: _Poll, exc: Exception) -> None:
+        """Record a poll a bug ended as the feed's failure, as the poll workers do:
+        unrecorded, the feed would stay due, uncounted and never backed off."""
+        if p.now is None:
+            return
+        try:
+            await self._feed_failed(p.feed, p.state, p.now,
+                                    MonitorError(f"internal error: {type(exc).__name__}"), 0.0)
+        except Exception:
+            logger.exception("feed.unrecorded feed=%s", p.feed.name)
 
     def _took(self, results: Sequence[Fetched]) -> None:
         """The poller's results, on the loop. A 304 or an unchanged body goes into the
@@ -956,9 +968,9 @@ class Service:
                                                     r.status))
                 else:
                     self._unchanged(p, r)
-            except Exception:
+            except Exception as exc:
                 logger.exception("feed.crash feed=%s (the other feeds go on)", r.feed)
-                self._over(p)
+                self._then(p, self._crashed(p, exc))
 
     def _unchanged(self, p: _Poll, r: Fetched) -> None:
         """A 304, or the same body as last time: only the validators and the next poll

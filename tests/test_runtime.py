@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from feeds import RSS
@@ -20,6 +21,7 @@ from monitor import config as cfg
 from monitor.service import Service, _Pending, renewing
 from monitor.store import Ingest, PollRecord
 from monitor.store.sql import Hold
+from monitor.types import Feed
 
 T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -212,6 +214,32 @@ async def test_poll_all_reads_the_states_in_pages_and_polls_each_feed_once(
     assert [len(feed_server.requests_for(p)) for p in paths] == [2] * 7 + [1] + [2] * 2
     assert all(states[f"f{i}"].last_polled_at == T0 + timedelta(minutes=6)
                for i in range(10) if i != 7)
+
+
+async def test_a_bug_in_one_polls_ingest_is_recorded_as_that_feeds_failure(
+        tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll a bug ends (injected here into one feed's ingest) is that feed's failure,
+    recorded and backed off like any other: not a poll left unrecorded, due again
+    at once, uncounted."""
+    for p in ("/a.xml", "/b.xml"):
+        feed_server.set(p, story_feed().render())
+    path = write_config(tmp_path, feed_server, ["/a.xml", "/b.xml"])
+    assign = Service._assign
+
+    def buggy(self: Service, feed: Feed, *args: Any) -> _Pending:
+        if feed.name == "b":
+            raise RuntimeError("injected")
+        return assign(self, feed, *args)
+
+    monkeypatch.setattr(Service, "_assign", buggy)
+    async with Service(cfg.load(path), now=Clock(T0)) as s:
+        await s.poll_all()
+        assert s.tally.polled == 2 and s.tally.failed_feeds == ["b"]
+        states = s.store.feed_states()
+    b = states["b"]
+    assert b.failures == 1 and b.last_error == "internal error: RuntimeError"
+    assert b.next_poll_at is not None and b.next_poll_at > T0
+    assert states["a"].failures == 0 and states["a"].last_error is None
 
 
 async def test_dead_feed_alert_once_and_on_recovery(
