@@ -129,6 +129,16 @@ def format_duration(d: timedelta) -> str:
     return f"{minutes}m"
 
 
+def ops_notice(kind: str, text: str, url: str) -> Rendered:
+    """A notice about the monitor itself (a feed dead, gone or back) for a destination
+    of ``kind``. No template: it is not a story. What it quotes (a feed's name, a
+    server's reason phrase) is escaped for Slack as any feed text is."""
+    line = one_line(text)
+    body = f"{line}\n{url}"
+    return Rendered(subject=f"[news-monitor] {line}",
+                    text=mrkdwn_escape(body) if kind == "slack" else body)
+
+
 def one_line(text: str) -> str:
     """Collapse all whitespace (including newlines) to single spaces."""
     return " ".join(text.split())

@@ -82,14 +82,14 @@ from typing import Any, TypeVar
 from monitor import config as cfg
 from monitor import redact
 from monitor.dedupe import DedupeSettings, Join, Method, StoryIndex, event_time, story_id_for
-from monitor.deliver.outbox import Outbox, Outcome
+from monitor.deliver.outbox import Outbox, Outcome, kind_of
 from monitor.errors import FetchError, MonitorError, ParseError, StoreError
 from monitor.fetch import Fetcher
 from monitor.match import Matcher
 from monitor.metrics import Metrics
 from monitor.notify import Notifier, watchdog_interval
 from monitor.poller import Fetched, Job, LocalPoller, Poller, body_hash
-from monitor.render import Renderer, format_duration
+from monitor.render import Renderer, format_duration, ops_notice
 from monitor.schedule import Outcome as PollOutcome
 from monitor.schedule import Polled, PollLimits, hold_for, next_poll
 from monitor.store import (
@@ -109,7 +109,6 @@ from monitor.types import (
     Feed,
     FeedState,
     Match,
-    Rendered,
     Sender,
     Watchlist,
 )
@@ -149,6 +148,16 @@ POLL_ALL_PAGE = 1000
 #: Ingests run under one hold of the assignment lock at most: a bound on how long
 #: another instance's ingests wait for it.
 INGEST_BATCH = 32
+
+
+@dataclass(slots=True)
+class _Notice:
+    """An ops notice under way: whether it says failing (or back), its text as first
+    made, and the destinations that took it (not sent it again)."""
+
+    failing: bool
+    text: str
+    sent: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -469,6 +478,7 @@ class Service:
         self.poller: Poller
         self.outbox: Outbox
         self.senders: dict[str, Sender] = {}
+        self._notices: dict[str, _Notice] = {}  # by feed: ops notices not yet everywhere
         self._inflight: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # per-poll work: a failure, an ingest
         self._polling: set[str] = set()  # feeds with a poll under way (poll_due skips them)
@@ -994,7 +1004,7 @@ class Service:
             if exc is not None:
                 err = exc if isinstance(exc, MonitorError) else StoreError(str(exc))
                 self._then(p, self._feed_failed(feed, state, now, err, r.ms))
-            elif state is not None and state.ops_alerted:
+            elif (state is not None and state.ops_alerted) or feed.name in self._notices:
                 self._then(p, self._recovered(feed, state, now))
             else:
                 self._over(p)
@@ -1067,39 +1077,59 @@ class Service:
             logger.warning("feed.unrecorded feed=%s error=%s", feed.name,
                            redact.text(str(store_exc)))
             return 0
+        if not self.config.ops or (state and state.ops_alerted):
+            return 0
         since = state.failing_since if state and state.failing_since else now
-        if (self.config.ops and not (state and state.ops_alerted)
-                and now - since >= self.config.poll.alert_after):
+        if gone:  # no later poll will find it failing for longer: told at once
+            await self._ops_alert(feed, now, f"{feed.name} is gone (HTTP 410): it is not "
+                                  "polled until its url changes in the config", alerted=True)
+        elif now - since >= self.config.poll.alert_after:
             await self._ops_alert(feed, now, f"{feed.name} has been failing for "
                                   f"{format_duration(now - since)}: {error}", alerted=True)
         return 0
 
     async def _recovered(self, feed: Feed, state: FeedState | None, now: datetime) -> None:
-        if state is not None and state.ops_alerted:
-            since = state.failing_since or now
-            await self._ops_alert(feed, now, f"{feed.name} is working again after "
-                                  f"{format_duration(now - since)} of failures", alerted=False)
+        pending = self._notices.get(feed.name)
+        if pending is not None and pending.failing and not pending.sent:
+            del self._notices[feed.name]  # nobody was told it failed
+            return
+        if (state is not None and state.ops_alerted) or pending is not None:
+            # failing_since is gone once a success is recorded: a notice first made
+            # before that keeps its text (_Notice); one made after says no duration.
+            since = state.failing_since if state is not None else None
+            after = f" after {format_duration(now - since)} of failures" if since else ""
+            await self._ops_alert(feed, now, f"{feed.name} is working again{after}",
+                                  alerted=False)
 
     async def _ops_alert(self, feed: Feed, now: datetime, text: str, *, alerted: bool) -> None:
         """Tell the ``ops:`` destinations that a feed is dead or back. Sent directly, not
         through the outbox: it is about the monitor, not a story. Marked only once
-        every destination took it, so a failed send is tried again at the next poll."""
+        every destination took it; until then each later poll tries again the
+        destinations that have not (with the text first made), and only those."""
+        notice = self._notices.get(feed.name)
+        if notice is None or notice.failing != alerted:
+            # Back before every destination heard it failed: only those that did hear.
+            told = set(self.config.ops) - notice.sent if notice and not alerted else set()
+            notice = self._notices[feed.name] = _Notice(alerted, text, told)
         url = redact.url(feed.url)
         entry = Entry(feed=feed.name, key=f"ops:{feed.name}", guid=None, link=url,
-                      canonical_url=url, title=text, summary="", published=now)
-        message = Rendered(subject=text, text=f"{text}\n{url}")
-        ok = True
+                      canonical_url=url, title=notice.text, summary="", published=now)
         for name in self.config.ops:
+            if name in notice.sent:
+                continue
+            sender = self.senders[name]
             alert = Alert(id=f"ops-{body_hash(f'{feed.name}{now}'.encode())[:16]}",
                           watchlist="ops", destination=name, story_id=f"ops:{feed.name}",
                           entry=entry, terms=(), created_at=now)
             try:
-                await self.senders[name].send(alert, message)
+                await sender.send(alert, ops_notice(kind_of(sender), notice.text, url))
             except MonitorError as exc:
-                ok = False
                 logger.warning("ops.alert_failed feed=%s destination=%s error=%s", feed.name,
                                name, exc)
-        if ok:
+            else:
+                notice.sent.add(name)
+        if notice.sent.issuperset(self.config.ops):
+            del self._notices[feed.name]
             logger.info("ops.alert feed=%s failing=%d", feed.name, int(alerted))
             await self._db(self.store.set_ops_alerted, feed.name, alerted)
 

@@ -18,6 +18,7 @@ from monitor.render import (
     highlight_html,
     highlight_mrkdwn,
     mrkdwn_escape,
+    ops_notice,
     snippet,
 )
 from monitor.types import Alert, Entry, Rendered, Source, Story
@@ -387,3 +388,17 @@ def test_check_reports_path_and_line(tmp_path: Path) -> None:
     (tmp_path / "alert.html.j2").write_text("ok")
     problems = Renderer(tmp_path).check()
     assert problems == [f"{tmp_path / 'digest.slack.j2'}:2: 'no_such_variable' is undefined"]
+
+
+@pytest.mark.parametrize(("kind", "text"), [
+    pytest.param("slack", "Wire &lt;!channel&gt; &amp; co is back\nhttps://x.example/?a=1&amp;b=2",
+                 id="slack-escaped"),
+    pytest.param("email", "Wire <!channel> & co is back\nhttps://x.example/?a=1&b=2",
+                 id="email-plain"),
+    pytest.param("console", "Wire <!channel> & co is back\nhttps://x.example/?a=1&b=2",
+                 id="console-plain"),
+])
+def test_an_ops_notice_escapes_for_slack_only(kind: str, text: str) -> None:
+    notice = ops_notice(kind, "Wire <!channel> & co\n is back", "https://x.example/?a=1&b=2")
+    assert notice.text == text
+    assert notice.subject == "[news-monitor] Wire <!channel> & co is back"

@@ -269,6 +269,65 @@ async def test_dead_feed_alert_once_and_on_recovery(
         assert st is not None and not st.ops_alerted and st.failures == 0
 
 
+def _ops_config(tmp: Path, server: FeedServer, slack: SlackServer, name: str,
+                channels: list[str]) -> Path:
+    dests = "".join(f"  ops-{c}: {{type: slack, channel: '#{c}', token: xoxb-test-token, "
+                    f"base_url: '{slack.base_url}'}}\n" for c in channels)
+    (tmp / "watchlists").mkdir(exist_ok=True)
+    (tmp / "monitor.yaml").write_text(
+        "state: sqlite:///state/monitor.db\n"
+        "poll: {interval: 5m, min_interval: 1m, max_interval: 6h, alert_after: 1h}\n"
+        f"feeds:\n  - name: '{name}'\n    url: '{server.url('/a.xml')}'\n"
+        f"destinations:\n{dests}ops: [{', '.join(f'ops-{c}' for c in channels)}]\n")
+    return tmp / "monitor.yaml"
+
+
+async def test_an_ops_notice_reaches_each_destination_once_and_is_escaped(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """One destination down does not make the others hear the same notice again at
+    every poll; it hears the notice as first made once it is back. What the
+    notice quotes (the feed's name here) cannot ping a channel."""
+    feed_server.fail("/a.xml", 503)
+    name = "Wire <!channel>"
+    path = _ops_config(tmp_path, feed_server, slack_server, name, ["alerts", "later"])
+
+    def texts(channel: str) -> list[str]:
+        return [str(m.text) for m in slack_server.messages if m.channel == channel]
+
+    clock = Clock(T0)
+    async with Service(cfg.load(path), now=clock) as s:
+        for _ in range(4):  # T0, +40m, +80m (failing 1h20m: told), +120m
+            await s.poll_all()
+            clock.advance(minutes=40)
+        alerts = texts("C123ALERTS")
+        assert len(alerts) == 1 and "failing for 1h20m" in alerts[0], alerts
+        assert "&lt;!channel&gt;" in alerts[0] and "<!channel>" not in alerts[0]
+        slack_server.channels["later"] = "C123LATER"  # the second destination is back
+        await s.poll_all()
+        assert texts("C123LATER") == alerts and len(texts("C123ALERTS")) == 1
+        clock.advance(minutes=40)
+        await s.poll_all()  # still failing, told everywhere: nothing more
+        feed_server.set("/a.xml", story_feed().render())
+        clock.advance(minutes=40)
+        await s.poll_all()
+    for channel in ("C123ALERTS", "C123LATER"):
+        got = texts(channel)
+        assert len(got) == 2 and "is working again after 4h of failures" in got[1], got
+
+
+async def test_a_gone_feed_is_an_ops_notice_at_once(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """A 410 disables the feed: no later poll finds it failing for alert_after, so
+    ops hear of it at once, and once."""
+    feed_server.fail("/a.xml", 410)
+    path = _ops_config(tmp_path, feed_server, slack_server, "Wire", ["alerts"])
+    async with Service(cfg.load(path), now=Clock(T0)) as s:
+        await s.poll_all()
+        await s.poll_all()
+    texts = [str(m.text) for m in slack_server.messages]
+    assert len(texts) == 1 and "Wire is gone (HTTP 410)" in texts[0], texts
+
+
 @pytest.mark.parametrize(("last", "now", "expected"), [
     pytest.param(None, T0, True, id="never-renewed"),
     pytest.param(T0, T0, False, id="just-renewed"),
