@@ -341,6 +341,12 @@ def _construct(node: yaml.Node, loc: tuple[Any, ...], located: _Located,
             if key == "<<":
                 raise located.error("YAML merge keys are not supported", loc)
             sub = (*loc, key)
+            if key in out:  # YAML says keys are unique; PyYAML keeps the last silently
+                line, column = located.marks[sub]
+                raise ConfigError(f"{key!r} is given twice (first at line {line}, column "
+                                  f"{column})", path=located.file,
+                                  line=key_node.start_mark.line + 1,
+                                  column=key_node.start_mark.column + 1)
             located.marks[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = _construct(value_node, sub, located, env, count, scalars)
         return out
@@ -425,6 +431,18 @@ class PollSettings(_Model):
             raise ValueError(f"lease ({self.lease}) must be longer than timeout "
                              f"({self.timeout}): a claim must outlast the poll it covers")
         return self
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> PollSettings:
+        if self.min_interval > self.max_interval:
+            raise ValueError(f"min_interval ({self.min_interval}) must not be longer than "
+                             f"max_interval ({self.max_interval})")
+        return self
+
+    @field_validator("interval", "max_interval")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        return _positive_interval(v)
 
 
 class DedupeConfig(_Model):
@@ -529,10 +547,23 @@ Destination = Annotated[
 ]
 
 
+def _positive_interval(v: timedelta) -> timedelta:
+    """An interval of 0 would poll a feed as fast as it answers, and back a failing
+    one off by nothing (0 doubled is 0)."""
+    if v <= timedelta(0):
+        raise ValueError("must be longer than 0")
+    return v
+
+
 class FeedConfig(_Model):
     name: str = Field(min_length=1)
     url: str
     interval: Duration | None = None
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else _positive_interval(v)
 
     @field_validator("url")
     @classmethod

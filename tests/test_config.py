@@ -85,6 +85,17 @@ def test_missing_env_var_is_named_with_line(tmp_path: Path) -> None:
     pytest.param("feeds: [\n", 2, "invalid YAML", id="bad-yaml"),
     pytest.param("feeds:\n  - {name: A, url: 'https://a'}\n  - {name: A, url: 'https://b'}\n",
                  1, "unique", id="duplicate-feed"),
+    pytest.param("feeds:\n  - {name: A, url: 'https://a'}\nstate: x\nfeeds: []\n", 4,
+                 "'feeds' is given twice (first at line 1", id="duplicate-key"),
+    pytest.param("poll: {interval: 0}\n", 1, "poll.interval: must be longer than 0",
+                 id="zero-interval"),
+    pytest.param("poll: {max_interval: 0s}\n", 1, "max_interval: must be longer than 0",
+                 id="zero-max-interval"),
+    pytest.param("poll: {min_interval: 2h, max_interval: 1h}\n", 1,
+                 "min_interval (2:00:00) must not be longer than max_interval",
+                 id="bounds-out-of-order"),
+    pytest.param("feeds:\n  - {name: A, url: 'https://a', interval: 0}\n", 2,
+                 "interval: must be longer than 0", id="zero-feed-interval"),
 ])
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, needle: str) -> None:
     p = write(tmp_path, text)
