@@ -28,6 +28,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -486,30 +487,52 @@ def cmd_feeds(args: argparse.Namespace) -> int:
 def cmd_feeds_export(args: argparse.Namespace) -> int:
     from monitor.opml import to_opml
 
-    _out(to_opml(_load(args).feeds, title="news-monitor feeds"))
+    _out(to_opml(_load(args).feeds, title="news-monitor feeds", secrets=args.with_secrets))
     return 0
 
 
 def cmd_feeds_import(args: argparse.Namespace) -> int:
-    from monitor.opml import add_feeds, from_opml
+    from monitor.opml import add_feeds, read_opml
 
     config = _load(args)
     try:
-        found = from_opml(Path(args.file).read_bytes())
+        outlines = read_opml(Path(args.file).read_bytes())
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{args.file}: {exc}") from None
+    found = outlines.feeds
+    for why in outlines.skipped:
+        _out(f"  skipped {why}")
     text = config.path.read_text(encoding="utf-8")
     updated, added = add_feeds(text, found, [(f.name, f.url) for f in config.feeds])
     for name, url in added:
-        _out(f"+ {name}  {url}")
+        _out(f"+ {name}  {redact.url(url)}")
     _out(f"{len(added)} new feeds, {len(found) - len(added)} already configured")
     if added and args.write:
-        config.path.write_text(updated, encoding="utf-8")
-        cfg.load(config.path)  # what we wrote must load
+        _replace_checked(config.path, updated)
         _out(f"written to {config.path}")
     elif added:
         _out("(dry run: --write adds them to the config)")
     return 0
+
+
+def _replace_checked(path: Path, text: str) -> None:
+    """Replace the config at ``path`` with ``text`` only if ``text`` loads, in one
+    rename: a failed import leaves the user's file as it was, never half written
+    or unable to start the service."""
+    tmp = path.with_name(f".{path.name}.import")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        shutil.copymode(path, tmp)
+        try:
+            cfg.load(tmp)
+        except ConfigError as exc:
+            raise ConfigError(f"{path} left unchanged: with the feeds added it would not "
+                              f"load: {exc}") from None
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ db
@@ -680,6 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--write", action="store_true", help="write them into the config file")
     fi.set_defaults(func=cmd_feeds_import)
     fe = with_config(fd_sub.add_parser("export", help="the configured feeds as OPML"))
+    fe.add_argument("--with-secrets", action="store_true",
+                    help="the URLs as configured, credentials and tokens included "
+                         "(masked without it)")
     fe.set_defaults(func=cmd_feeds_export)
 
     db = sub.add_parser("db", help="the state store: schema status, upgrade, migrate")

@@ -1,6 +1,6 @@
 """OPML in and out: the feed list format every reader exports (pure).
 
-:func:`from_opml` reads the feeds (outlines with an ``xmlUrl``, at any depth)
+:func:`read_opml` reads the feeds (outlines with an ``xmlUrl``, at any depth)
 of an OPML file; :func:`to_opml` writes configured feeds as OPML 2.0.
 :func:`add_feeds` adds feeds to the text of a ``monitor.yaml`` by inserting
 lines under its ``feeds:`` list, so the user's comments and layout survive
@@ -12,43 +12,80 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from monitor import redact
 from monitor.errors import ConfigError
+from monitor.sanitize import strip_control
 from monitor.types import Feed
 
+#: A feed name longer than this is cut: it is a label in a table and a log line.
+NAME_MAX = 200
 
-def from_opml(data: bytes) -> list[tuple[str, str]]:
-    """(name, url) of each feed in an OPML document, in order, URLs deduplicated."""
+
+@dataclass(frozen=True, slots=True)
+class Outlines:
+    """What an OPML document offers: its feeds as (name, url), and why each outline
+    with an ``xmlUrl`` that is not among them was left out."""
+
+    feeds: list[tuple[str, str]]
+    skipped: list[str]
+
+
+def read_opml(data: bytes) -> Outlines:
+    """The feeds (outlines with an ``xmlUrl``, at any depth) of an OPML document, in
+    order, URLs deduplicated. A name is one line of printable text; an outline
+    with none is named by its URL with any credentials masked, since the name
+    shows in logs and tables where the URL is masked."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise ConfigError(f"not an OPML file: {exc}") from None
     if root.tag != "opml":
         raise ConfigError(f"not an OPML file: the root element is <{root.tag}>")
-    out: list[tuple[str, str]] = []
+    feeds: list[tuple[str, str]] = []
+    skipped: list[str] = []
     seen: set[str] = set()
     for el in root.iter("outline"):
         url = (el.get("xmlUrl") or "").strip()
-        if not url.startswith(("http://", "https://")) or url in seen:
+        if not url:
             continue
-        seen.add(url)
-        name = (el.get("title") or el.get("text") or "").strip() or url
-        out.append((" ".join(name.split()), url))
-    return out
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower() in ("http", "https"):
+            url = f"{scheme.lower()}://{rest}"
+        shown = redact.url(strip_control(url))
+        if not url.startswith(("http://", "https://")):
+            skipped.append(f"{shown}: not an http(s) URL")
+        elif not url.isprintable() or any(c.isspace() for c in url):
+            skipped.append(f"{shown}: a URL with spaces or control characters")
+        elif url not in seen:
+            seen.add(url)
+            name = " ".join(strip_control(el.get("title") or el.get("text") or "").split())
+            feeds.append((name[:NAME_MAX].rstrip() or redact.url(url), url))
+    return Outlines(feeds, skipped)
 
 
-def to_opml(feeds: Sequence[Feed], *, title: str) -> str:
+def from_opml(data: bytes) -> list[tuple[str, str]]:
+    """(name, url) of each feed in an OPML document (:func:`read_opml`)."""
+    return read_opml(data).feeds
+
+
+def to_opml(feeds: Sequence[Feed], *, title: str, secrets: bool = False) -> str:
+    """The feeds as OPML 2.0; a URL's credentials and secret parameters masked unless
+    ``secrets`` (the export is printed, and may be pasted anywhere)."""
     root = ET.Element("opml", version="2.0")
     ET.SubElement(ET.SubElement(root, "head"), "title").text = title
     body = ET.SubElement(root, "body")
     for f in feeds:
-        ET.SubElement(body, "outline", type="rss", text=f.name, title=f.name, xmlUrl=f.url)
+        ET.SubElement(body, "outline", type="rss", text=f.name, title=f.name,
+                      xmlUrl=f.url if secrets else redact.url(f.url))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
 
 
 _FEEDS_KEY = re.compile(r"^feeds:[ \t]*(#.*)?$", re.M)
 _FLOW = re.compile(r"^feeds:[ \t]*\[", re.M)
+_ANY_FEEDS = re.compile(r"^feeds[ \t]*:", re.M)
 
 
 def _quote(s: str) -> str:
@@ -77,6 +114,10 @@ def add_feeds(text: str, found: Sequence[tuple[str, str]],
         raise ConfigError("feeds: is written as a [flow list] in the config; write it as "
                           "a block list (one '- name: ...' per line) to import into it")
     m = _FEEDS_KEY.search(text)
+    if m is None and _ANY_FEEDS.search(text) and not _FLOW.search(text):
+        raise ConfigError("feeds: carries an anchor, a tag or a value on its line in the "
+                          "config; write it as a plain `feeds:` line over a block list to "
+                          "import into it")
     if m is None:  # no feeds yet (or `feeds: []`)
         text = re.sub(r"^feeds:[ \t]*\[\s*\][ \t]*\n?", "", text, flags=re.M)
         lines = "".join(f"  - {{name: {_quote(n)}, url: {_quote(u)}}}\n" for n, u in added)

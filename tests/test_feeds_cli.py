@@ -13,9 +13,9 @@ from feeds import RSS
 from servers import FeedServer
 
 from monitor import config as cfg
-from monitor.cli import feed_rows
+from monitor.cli import _replace_checked, feed_rows
 from monitor.errors import ConfigError
-from monitor.opml import add_feeds, from_opml, to_opml
+from monitor.opml import NAME_MAX, add_feeds, from_opml, read_opml, to_opml
 from monitor.render import format_duration
 from monitor.types import Feed, FeedState
 
@@ -61,6 +61,38 @@ def test_from_opml_finds_feeds_at_any_depth() -> None:
         from_opml(b"<rss/>")
     with pytest.raises(ConfigError, match="not an OPML"):
         from_opml(b"<opml")
+
+
+def test_read_opml_names_feeds_safely_and_says_what_it_left_out() -> None:
+    found = read_opml(
+        b"<opml><body>"
+        b"<outline text='' xmlUrl='http://bob:s3cret@127.0.0.1/f?apikey=K3y'/>"
+        b"<outline text='Evil&#x9b;31m &#10; Wire' xmlUrl='HTTPS://evil.example/rss'/>"
+        b"<outline text='ftp' xmlUrl='ftp://x.example/rss'/>"
+        b"<outline text='nl' xmlUrl='http://x.example/a&#10;b'/>"
+        b"<outline text='long' title='" + b"x" * 500 + b"' xmlUrl='https://l.example/'/>"
+        b"</body></opml>")
+    assert found.feeds == [
+        ("http://bob:[redacted]@127.0.0.1/f?apikey=[redacted]",
+         "http://bob:s3cret@127.0.0.1/f?apikey=K3y"),
+        ("Evil31m Wire", "https://evil.example/rss"),
+        ("x" * NAME_MAX, "https://l.example/"),
+    ]
+    assert found.skipped == ["ftp://x.example/rss: not an http(s) URL",
+                             "http://x.example/a b: a URL with spaces or control characters"]
+
+
+def test_export_masks_secrets_unless_asked() -> None:
+    feeds = [Feed(name="A", url="https://bob:s3cret@a.example/f?token=T0k3n&x=1",
+                  interval=timedelta(1))]
+    assert "s3cret" not in to_opml(feeds, title="t") and "T0k3n" not in to_opml(feeds, title="t")
+    assert from_opml(to_opml(feeds, title="t", secrets=True).encode()) == [("A", feeds[0].url)]
+
+
+def test_add_feeds_refuses_a_feeds_key_it_cannot_add_to() -> None:
+    with pytest.raises(ConfigError, match="anchor"):
+        add_feeds("feeds: &mine\n  - {name: B, url: 'https://b.example/'}\n",
+                  [("A", "https://a.example/")], [])
 
 
 def test_export_then_import_round_trips() -> None:
@@ -152,3 +184,38 @@ def test_feeds_commands_end_to_end(tmp_path: Path, feed_server: FeedServer) -> N
     assert len(cfg.load(config).feeds) == 5
     again = cli(config, "feeds", "import", str(opml), "--write")
     assert "0 new feeds, 3 already configured" in again.stdout
+
+
+def test_an_import_prints_no_credentials(tmp_path: Path) -> None:
+    (tmp_path / "watchlists").mkdir()
+    config = tmp_path / "monitor.yaml"
+    config.write_text("state: sqlite:///state/monitor.db\nfeeds:\n"
+                      "  - {name: Okay, url: 'https://ok.example/rss'}\n")
+    opml = tmp_path / "subs.opml"
+    opml.write_bytes(b"<opml><body><outline text='' "
+                     b"xmlUrl='https://bob:s3cret@new.example/rss'/></body></opml>")
+    for args in ((), ("--write",)):
+        r = cli(config, "feeds", "import", str(opml), *args)
+        assert r.returncode == 0, r.stderr
+        assert "s3cret" not in r.stdout + r.stderr, r.stdout
+        assert "bob:[redacted]@new.example" in r.stdout
+    assert "s3cret" in config.read_text()  # the config keeps the URL as it is
+    bad = tmp_path / "bad.opml"
+    bad.write_bytes(b"<rss/>")
+    r = cli(config, "feeds", "import", str(bad))
+    assert r.returncode == 1 and f"{bad}: not an OPML file" in r.stderr, r.stderr
+
+
+def test_a_config_that_would_not_load_is_not_written(tmp_path: Path) -> None:
+    (tmp_path / "watchlists").mkdir()
+    config = tmp_path / "monitor.yaml"
+    before = "state: sqlite:///state/monitor.db\nfeeds: []\n"
+    config.write_text(before)
+    config.chmod(0o600)
+    with pytest.raises(ConfigError, match="left unchanged"):
+        _replace_checked(config, before + "feeds:\n  - {name: A, url: 'https://a.example/'}\n")
+    assert config.read_text() == before
+    _replace_checked(config, "feeds:\n  - {name: A, url: 'https://a.example/'}\n")
+    assert [f.name for f in cfg.load(config).feeds] == ["A"]
+    assert config.stat().st_mode & 0o777 == 0o600  # a config may hold secrets
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["monitor.yaml", "watchlists"]
