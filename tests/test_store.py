@@ -428,6 +428,28 @@ def test_feed_health_is_recorded(store: SqlStore) -> None:
     assert "a" in [st.name for st in store.due_feeds(NOW)]
 
 
+def test_a_feed_whose_url_changed_is_due_at_once_as_a_new_one(store: SqlStore) -> None:
+    """A user fixing a broken URL does not wait out the old one's backoff, and the
+    new URL is not sent the old one's validators."""
+    store.sync_feeds([("a", "https://a.example/f"), ("b", "https://b.example/f")])
+    for name in "ab":
+        store.record_poll(PollRecord(feed=name, at=NOW, status=200, etag='"e1"',
+                                     last_modified="Mon, 01 Jan 2024 00:00:00 GMT",
+                                     next_poll_at=NOW + timedelta(hours=1), parsed=True,
+                                     body_hash="x", seen=b"memo", seen_since=NOW))
+    store.record_poll(PollRecord(feed="a", at=NOW + timedelta(minutes=1), error="HTTP 500",
+                                 status=500, next_poll_at=NOW + timedelta(hours=6)))
+    store.sync_feeds([("a", "https://a.example/fixed"), ("b", "https://b.example/f")])
+    assert [st.name for st in store.due_feeds(NOW + timedelta(minutes=2))] == ["a"]
+    a, b = store.feed_state("a"), store.feed_state("b")
+    assert a is not None and b is not None
+    assert (a.etag, a.last_modified, a.body_hash, a.seen_since) == (None, None, None, None)
+    assert store.memos(["a"]) == {} and b.body_hash == "x" and b.etag == '"e1"'
+    assert a.failures == 1  # its health is the feed's: failing until a poll succeeds
+    store.sync_feeds([("a", "https://a.example/fixed")])  # the same URL again: nothing
+    assert store.due_feeds(NOW + timedelta(minutes=2))[0].name == "a"
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_schema_8_memos_in_base64_come_through_as_bytes(backend: str, tmp_path: Path) -> None:
     """Migration 9: a feed's parse memo, stored as base64 text by schema 8, is read

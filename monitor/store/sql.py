@@ -55,7 +55,7 @@ from monitor.types import Alert, AlertStatus, Entry, FeedState, Receipt, Source,
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 # A feed's place in the due order: never polled ('') first, then by due time. One
@@ -177,6 +177,9 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
     ),
     # 9: the parse memo as bytes, not base64 text.
     9: (_memo_as_bytes,),
+    # 10: the URL each feed was last synced with: a changed URL is polled at once,
+    # without the old one's validators, body hash and memo (or its backoff).
+    10: ("ALTER TABLE feeds ADD COLUMN url TEXT",),
 }
 
 
@@ -741,14 +744,19 @@ class SqlStore:
             yield from self._q(f"{select} WHERE name IN ({marks}) {also}", chunk)
 
     def sync_feeds(self, feeds: Iterable[tuple[str, str]]) -> None:
-        """Make a row for each configured (name, url), due now if new; a feed disabled
-        by 410 comes back when its URL changes. One transaction at start-up."""
+        """Make a row for each configured (name, url), due now if new. A feed whose URL
+        changed (a user fixing a broken one, say) is due now, and what the old
+        URL answered (validators, body hash, parse memo) is forgotten; one
+        disabled by 410 comes back. One transaction at start-up."""
         with self._tx():
             for name, url in feeds:
-                self._x("INSERT INTO feeds (name, failures) VALUES (?, 0) "
-                        "ON CONFLICT (name) DO NOTHING", (name,))
-                self._x("UPDATE feeds SET gone_url = NULL, next_poll_at = NULL "
-                        "WHERE name = ? AND gone_url IS NOT NULL AND gone_url <> ?", (name, url))
+                self._x("INSERT INTO feeds (name, failures, url) VALUES (?, 0, ?) "
+                        "ON CONFLICT (name) DO NOTHING", (name, url))
+                self._x("UPDATE feeds SET url = ?, gone_url = NULL, next_poll_at = NULL, "
+                        "etag = NULL, last_modified = NULL, body_hash = NULL, memo = NULL, "
+                        "seen_since = NULL WHERE name = ? AND (url <> ? OR (gone_url IS NOT "
+                        "NULL AND gone_url <> ?))", (url, name, url, url))
+                self._x("UPDATE feeds SET url = ? WHERE name = ? AND url IS NULL", (url, name))
 
     def due_feeds(self, now: datetime, limit: int = 10_000) -> list[FeedState]:
         """The state of each feed due by ``now`` (never polled first, then the most
