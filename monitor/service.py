@@ -280,6 +280,15 @@ def decide(
     return Decision(new=tuple(new), alertable=frozenset(alertable), retitled=tuple(retitled))
 
 
+def asked_to_wait(state: FeedState | None, now: datetime) -> bool:
+    """Whether the feed's server asked us to stay away until after ``now`` (a 429 or
+    503, with its Retry-After or our backoff): what even ``run --once``, which
+    polls every feed, honours, so that a run from cron is not the client that
+    hammers an overloaded server or gets itself banned."""
+    return (state is not None and state.status in (429, 503)
+            and state.next_poll_at is not None and state.next_poll_at > now)
+
+
 def memo_for(state: FeedState | None, now: datetime, held: str | None) -> bytes | None:
     """The memo a poll of the feed in ``state`` parses with (pure), as ``Job.seen``:
     none (b"") for a feed never parsed, or past SEEN_FOR since its last full parse;
@@ -1243,7 +1252,8 @@ class Service:
     # -- whole runs ----------------------------------------------------------------------
 
     async def poll_all(self) -> None:
-        """Poll every configured feed once, except those disabled by 410 Gone."""
+        """Poll every configured feed once, except those disabled by 410 Gone and those
+        whose server asked to wait (:func:`asked_to_wait`)."""
         await self._poll_feeds((), self._pages_of_all())
 
     async def _pages_of_all(self) -> AsyncIterator[Sequence[tuple[Feed, FeedState | None]]]:
@@ -1256,9 +1266,19 @@ class Service:
             page = feeds[start:start + size]
             states = await self._db(functools.partial(
                 self.store.feed_states, [f.name for f in page], memos=False))
-            items = [(feed, states.get(feed.name)) for feed in page]
-            yield await self._with_memos(
-                [(feed, st) for feed, st in items if st is None or st.gone_url != feed.url])
+            now = self.now()
+            items = []
+            for feed in page:
+                st = states.get(feed.name)
+                if st is not None and st.gone_url == feed.url:
+                    continue
+                if asked_to_wait(st, now):
+                    assert st is not None and st.next_poll_at is not None
+                    logger.info("feed.deferred feed=%s status=%s until=%s (the server asked "
+                                "to wait)", feed.name, st.status, st.next_poll_at.isoformat())
+                    continue
+                items.append((feed, st))
+            yield await self._with_memos(items)
             start, size = start + size, POLL_ALL_PAGE
 
     async def _with_memos(self, items: Sequence[tuple[Feed, FeedState | None]]

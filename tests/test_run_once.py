@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from servers import FeedServer, SlackServer, SMTPServer
 from test_end_to_end import cli, make_config
 
 from monitor.deliver.outbox import RetryPolicy
-from monitor.service import Tally, exit_code, summary_line
+from monitor.service import Tally, asked_to_wait, exit_code, summary_line
+from monitor.types import FeedState
 
 UKRAINE = """\
 name: Ukraine
@@ -75,6 +77,47 @@ def test_every_feed_failing_exits_1(tmp_path: Path, feed_server: FeedServer,
     r = cli(config, "run", "--once")
     assert r.returncode == 0, r.stderr
     assert summary(r.stderr)["feeds_failed"] == 1
+
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("state", "waits"), [
+    pytest.param(None, False, id="never-polled"),
+    pytest.param(FeedState(name="f", status=429, next_poll_at=NOW + timedelta(hours=1)), True,
+                 id="429-ahead"),
+    pytest.param(FeedState(name="f", status=503, next_poll_at=NOW + timedelta(seconds=1)), True,
+                 id="503-ahead"),
+    pytest.param(FeedState(name="f", status=429, next_poll_at=NOW), False, id="429-come"),
+    pytest.param(FeedState(name="f", status=500, next_poll_at=NOW + timedelta(hours=1)), False,
+                 id="500-backing-off"),
+    pytest.param(FeedState(name="f", status=200, next_poll_at=NOW + timedelta(hours=1)), False,
+                 id="ok"),
+])
+def test_asked_to_wait(state: FeedState | None, waits: bool) -> None:
+    assert asked_to_wait(state, NOW) is waits
+
+
+def test_a_run_from_cron_leaves_a_server_that_asked_to_wait_alone(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    """run --once polls every feed, except one whose server answered 429 or 503 and
+    asked to wait (Retry-After, else our backoff) until a time not yet come."""
+    feed_server.fail("/busy.xml", 429, retry_after=3600)
+    feed_server.fail("/down.xml", 503)
+    feed_server.fail("/broken.xml", 500)
+    feed_server.set("/ok.xml", RSS().render())
+    config = make_config(tmp_path, feed_server, slack_server, smtp_server,
+                         {"Busy": "/busy.xml", "Down": "/down.xml", "Broken": "/broken.xml",
+                          "Ok": "/ok.xml"})
+    for _ in range(2):
+        r = cli(config, "run", "--once")
+        assert r.returncode == 0, r.stderr
+    counts = {p: len(feed_server.requests_for(p))
+              for p in ("/busy.xml", "/down.xml", "/broken.xml", "/ok.xml")}
+    assert counts == {"/busy.xml": 1, "/down.xml": 1, "/broken.xml": 2, "/ok.xml": 2}, counts
+    assert "feed.deferred feed=Busy status=429" in r.stderr, r.stderr
+    assert summary(r.stderr)["feeds_polled"] == 2
 
 
 def _first_poll(tmp: Path, feeds: FeedServer, slack: SlackServer,
