@@ -354,21 +354,57 @@ def _is_markup(raw: Mapping[str, Any], key: str) -> bool:
     return bool(detail.get("type") != "text/plain")
 
 
+_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
+
+
+def _surrogates_mended(body: bytes) -> bytes:
+    """``body`` with its character references to UTF-16 surrogates made whole: a pair
+    (an emoji written as two, as UTF-16 does) becomes the one character it
+    spells, a lone one U+FFFD, as HTML reads them. feedparser raises on the
+    first such reference, and the whole feed would be lost for one title."""
+    if b"&#" not in body:
+        return body
+    refs = [(m, int(m[1], 16) if m[1] else int(m[2])) for m in _CHAR_REF.finditer(body)]
+    if not any(0xD800 <= v <= 0xDFFF for _, v in refs):
+        return body
+    out: list[bytes] = []
+    at = i = 0
+    while i < len(refs):
+        m, v = refs[i]
+        i += 1
+        if not 0xD800 <= v <= 0xDFFF:
+            continue
+        out.append(body[at:m.start()])
+        at = m.end()
+        if v <= 0xDBFF and i < len(refs):
+            low, w = refs[i]
+            if low.start() == m.end() and 0xDC00 <= w <= 0xDFFF:
+                out.append(b"&#x%X;" % (0x10000 + ((v - 0xD800) << 10) + (w - 0xDC00)))
+                at, i = low.end(), i + 1
+                continue
+        out.append(b"&#xFFFD;")
+    out.append(body[at:])
+    return b"".join(out)
+
+
 def _feedparser(body: bytes, content_type: str | None) -> tuple[list[RawEntry],
                                                                   timedelta | None]:
     import feedparser  # imported by the first body that needs it (it imports much)
 
     headers = {"content-type": content_type} if content_type else None
     try:
-        parsed = feedparser.parse(io.BytesIO(body), response_headers=headers)
+        parsed = feedparser.parse(io.BytesIO(_surrogates_mended(body)),
+                                  response_headers=headers)
     except Exception as exc:  # feedparser is not supposed to raise, but it can
         raise ParseError(f"unparseable feed: {type(exc).__name__}: {exc}") from exc
     raw_entries = parsed.get("entries") or []
     if not raw_entries and parsed.get("bozo") and not parsed.get("feed"):
         problem = parsed.get("bozo_exception")
         raise ParseError(f"not a feed: {_problem(problem or 'no RSS or Atom found')}")
-    if not raw_entries and not parsed.get("version") and parsed.get("bozo"):
-        problem = parsed.get("bozo_exception") or "unknown format"
+    if not raw_entries and not parsed.get("version"):
+        # Well-formed or not: an HTML login page, an XML error document or an empty
+        # body served as a feed is a feed that stopped working, not one with no news.
+        problem = parsed.get("bozo_exception") or "no RSS or Atom found"
         raise ParseError(f"not a feed: {_problem(problem)}")
     raws = [RawEntry(title=str(raw.get("title") or ""), title_markup=_is_markup(raw, "title"),
                      link=str(raw.get("link") or ""), summary=str(raw.get("summary") or ""),

@@ -189,7 +189,14 @@ def test_random_unicode_entries_clean(title: str, summary: str, link: str, guid:
     assert sanitize.clean_entry(e, NOW) == e  # idempotent
 
 
-def test_a_surrogate_reference_is_a_parse_error_not_a_crash(store: SqlStore) -> None:
+def test_a_surrogate_reference_costs_one_character_not_the_feed(store: SqlStore) -> None:
+    """An emoji written as two UTF-16 surrogate references reads as the emoji; a lone
+    surrogate as U+FFFD: feedparser would raise on either and lose every item."""
     body = (b"<?xml version='1.0'?><rss version='2.0'><channel><title>F</title><item>"
-            b"<title>a &#xD800; b</title><link>https://x.example/</link></item></channel></rss>")
+            b"<title>a &#xD800; b</title><link>https://x.example/</link></item><item>"
+            b"<title>Zebra party &#55357;&#56832; tonight</title>"
+            b"<link>https://x.example/2</link></item></channel></rss>")
+    for fast in (True, False):
+        titles = [e.title for e in parse_feed(body, "f", fast=fast)]
+        assert titles == ["a \ufffd b", "Zebra party \U0001f600 tonight"]
     _through_everything(body, store, "surrogate")

@@ -81,3 +81,27 @@ def test_a_ttl_of_any_size_is_a_hint_not_an_error(fast: bool) -> None:
     parsed = parse_document(body, "f", fast=fast)
     assert [e.title for e in parsed.entries] == ["A"]
     assert parsed.hint == timedelta(minutes=9_999_999)
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"", id="empty"),
+    pytest.param(b"<error><code>AccessDenied</code></error>", id="xml-error-document"),
+    pytest.param(b"<html><body><form action='/login'>Sign in</form></body></html>",
+                 id="login-page"),
+])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "feedparser"])
+def test_a_body_that_is_no_feed_is_an_error_even_if_well_formed(body: bytes, fast: bool) -> None:
+    """Served as a feed with a 200, such a body means the feed stopped working: it
+    must show as failing, not as a feed that had no news."""
+    with pytest.raises(ParseError, match="not a feed"):
+        parse_document(body, "f", fast=fast, content_type="application/rss+xml")
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"<rss version='2.0'><channel><title>t</title></channel></rss>", id="rss"),
+    pytest.param(b"<feed xmlns='http://www.w3.org/2005/Atom'><title>t</title></feed>",
+                 id="atom"),
+])
+def test_a_feed_with_no_items_is_no_error(body: bytes) -> None:
+    for fast in (True, False):
+        assert parse_document(body, "f", fast=fast).entries == ()
