@@ -193,9 +193,10 @@ def _watchlist_from_arg(arg: str) -> Watchlist:
 
 
 def _feed_sources(sources: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(as given, URL, feed name) for each feed URL or file named on the command line."""
-    return [(src, src if "://" in src else "file://" + os.path.abspath(src),
-             src if "://" in src else Path(src).stem) for src in sources]
+    """(as shown, URL, feed name) for each feed URL or file named on the command line:
+    a URL is shown, and names its entries, with its credentials masked."""
+    return [(redact.url(src), src if "://" in src else "file://" + os.path.abspath(src),
+             redact.url(src) if "://" in src else Path(src).stem) for src in sources]
 
 
 async def _entries_from(feeds: Sequence[tuple[str, str, str]],
@@ -214,7 +215,7 @@ async def _entries_from(feeds: Sequence[tuple[str, str, str]],
                 out.extend(parse_feed(result.body, name, content_type=result.content_type,
                                       canonicalize=canonical_url, now=datetime.now(UTC)))
             except MonitorError as exc:
-                _err(f"{src}: {exc}")
+                _err(f"{src}: {redact.text(str(exc), secrets=redact.url_secrets(url))}")
     return out
 
 

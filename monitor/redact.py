@@ -83,6 +83,19 @@ def text(value: str, limit: int = TEXT_MAX, *, secrets: Iterable[str] = ()) -> s
     return cap(out, limit)
 
 
+def url_secrets(value: str) -> list[str]:
+    """The secrets a URL carries (its password, credential-named query values), for
+    :func:`text` to mask where a server echoes them back in an error."""
+    try:
+        parts = urlsplit(value)
+        secrets = [parts.password or ""]
+        secrets += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                    if _SECRET_PARAMS.match(k)]
+    except ValueError:
+        return []
+    return [s for s in secrets if s]
+
+
 def url(value: str) -> str:
     """A URL without its credentials: the password (and any credential-named
     query parameter) becomes :data:`MASK`; the user name stays, so it is still

@@ -1068,7 +1068,7 @@ class Service:
         self.metrics.feed_failed(feed.name, exc)
         self.tally.failed += 1
         self.tally.failed_feeds.append(feed.name)
-        error = redact.text(str(exc))
+        error = redact.text(str(exc), secrets=redact.url_secrets(feed.url))
         self.last_error = f"{feed.name}: {error}"
         if gone:
             logger.warning("feed.gone feed=%s url=%s: HTTP 410 Gone, the feed is disabled "

@@ -238,6 +238,27 @@ def test_no_secret_reaches_logs_alerts_or_feeds(
     assert "failed" in outputs[3]  # the refused alerts are there, their reasons cleaned
 
 
+def test_a_server_echoing_a_feeds_credentials_does_not_leak_them(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
+        smtp_server: SMTPServer) -> None:
+    """The feed URL's password and token, echoed back in plain words by its server,
+    are masked as the URL itself is: in logs, the feeds table and `try`."""
+    response = (b"HTTP/1.1 500 Echo bob:pw-hunter2 token=s3cr3tv4lue\r\nContent-Length: 0"
+                b"\r\nConnection: close\r\n\r\n")
+    with RawHTTPServer(response) as raw:
+        config = started(tmp_path, feed_server, slack_server, smtp_server)
+        secret_url = f"http://bob:pw-hunter2@127.0.0.1:{raw.port}/f.xml?token=s3cr3tv4lue"
+        config.write_text(config.read_text().replace(
+            "feeds:\n", f"feeds:\n  - {{name: Private, url: '{secret_url}'}}\n"))
+        outputs = [cli(config, *args) for args in (("run", "--once"), ("feeds",),
+                                                   ("try", "Ukraine", secret_url))]
+    everything = "\n".join(r.stdout + r.stderr for r in outputs)
+    assert "Private" in everything and "HTTP 500" in everything, everything
+    assert "bob:[redacted]@127.0.0.1" in outputs[2].stderr, outputs[2].stderr
+    for secret in ("pw-hunter2", "s3cr3tv4lue"):
+        assert secret not in everything, secret
+
+
 # ------------------------------------------------- 7. control characters
 
 HOSTILE = "North Korea\x1b]0;pwned\x07 troops\x1b[8m Ukraine\x9b31m\x00\x08 grain"
