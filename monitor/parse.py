@@ -440,6 +440,7 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
                           huge_tree=False, remove_comments=True, remove_pis=True)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.I)
 _BOM = b"\xef\xbb\xbf"
+_C1_BYTE = re.compile(rb"[\x80-\x9f]")
 _AMP = re.compile(r"&([A-Za-z0-9_]+);")
 _URIFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
 
@@ -504,7 +505,8 @@ def _check_no_stray_fields(child: Any) -> None:
 
 
 def _rss_item(item: Any, utf8: bool) -> RawEntry:
-    title = link = guid = ""
+    title: str | None = None  # feedparser keeps an item's first title, its last link
+    link = guid = ""
     have_link = title_markup = False
     summary: str | None = None
     content: str | None = None
@@ -517,6 +519,8 @@ def _rss_item(item: Any, utf8: bool) -> RawEntry:
         if len(child):
             raise _Decline(f"markup inside {tag}")
         if tag == "title":
+            if title is not None:
+                continue
             title = _inner(child, "text/plain", utf8)
             title_markup = _looks_like_html(title)
         elif tag == "link":
@@ -542,14 +546,15 @@ def _rss_item(item: Any, utf8: bool) -> RawEntry:
             published = child.text or ""
         elif tag == _DC_DATE:
             updated = child.text or ""
-    return RawEntry(title=title, title_markup=title_markup, link=link, guid=guid,
+    return RawEntry(title=title or "", title_markup=title_markup, link=link, guid=guid,
                     summary=summary if summary is not None else content or "",
                     summary_markup=True, published_text=published, updated_text=updated)
 
 
 def _atom_item(item: Any, utf8: bool) -> RawEntry:
-    title = link = guid = ""
-    title_markup = have_link = False
+    title: tuple[str, bool] | None = None
+    link = guid = ""
+    have_link = False
     summary: tuple[str, bool] | None = None
     content: tuple[str, bool] | None = None
     dates = {"published": "", "updated": ""}
@@ -571,8 +576,8 @@ def _atom_item(item: Any, utf8: bool) -> RawEntry:
             if kind != "application/xhtml+xml" and len(child):
                 raise _Decline(f"markup inside {name}")
             value = (_inner(child, kind, utf8), kind != "text/plain")
-            if name == "title":
-                title, title_markup = value
+            if name == "title" and title is None:
+                title = value
             elif name == "summary" and summary is None:
                 summary = value
             elif name == "content" and content is None:
@@ -592,7 +597,8 @@ def _atom_item(item: Any, utf8: bool) -> RawEntry:
         else:  # published, updated
             dates[name] = child.text or ""
     text, markup = summary or content or ("", True)
-    return RawEntry(title=title, title_markup=title_markup, link=link, guid=guid,
+    title_text, title_markup = title or ("", False)
+    return RawEntry(title=title_text, title_markup=title_markup, link=link, guid=guid,
                     summary=text, summary_markup=markup, published_text=dates["published"],
                     updated_text=dates["updated"])
 
@@ -619,7 +625,11 @@ def _encoding(body: bytes, content_type: str | None) -> bool:
         raise _Decline(f"charset {m.group(1)} in the header, {declared} in the document")
     if not _same_charset(declared, "utf-8") and not _same_charset(declared, "iso-8859-1"):
         raise _Decline(f"encoding {declared}")
-    return _same_charset(declared, "utf-8")
+    if _same_charset(declared, "utf-8"):
+        return True
+    if _C1_BYTE.search(body):  # feedparser reads these as browsers do: Windows-1252
+        raise _Decline("ISO-8859-1 declared, with Windows-1252 bytes")
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -748,9 +758,16 @@ def _read_reduced(body: bytes, content_type: str | None, utf8: bool, memo: _Memo
                  _MEMO + _KIND[cut.name] + memo.context, _hint(tree), True)
 
 
+#: A character reference to a C1 control: HTML (and feedparser) read &#x93; as the
+#: Windows-1252 character (a curly quote), XML as a control, which is dropped.
+_C1_REF = re.compile(rb"&#(?:[xX]0*[89][0-9a-fA-F]|0*(?:12[89]|1[3-5][0-9]));")
+
+
 def _fast_read(body: bytes, content_type: str | None, memo: _Memo) -> _Read:
     """Read well-formed RSS 2.0 / Atom 1.0, or raise _Decline."""
     utf8 = _encoding(body, content_type)
+    if _C1_REF.search(body):
+        raise _Decline("a reference to a C1 control")
     if memo.name:
         cut = rawitems.split(body, memo.name)
         known = [memo.records.get(mark) for mark in cut.marks]

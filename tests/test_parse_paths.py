@@ -162,6 +162,22 @@ CORPUS = [
                  b"<link rel='alternate' type='text/html' href='https://x.org/o3'/>"
                  b"<id>urn:o3</id><issued>2004-01-01T00:00:00Z</issued></entry></feed>",
                  False, id="atom03-to-feedparser"),
+    pytest.param(rss("<item><title>First</title><title>Second</title>"
+                     "<link>https://x.org/t1</link><link>https://x.org/t2</link></item>"),
+                 True, id="rss-two-titles"),
+    pytest.param(atom("<entry><title>First</title><title type='html'>&lt;b&gt;Second</title>"
+                      "<link href='https://x.org/t3'/><id>urn:t3</id></entry>"),
+                 True, id="atom-two-titles"),
+    pytest.param(b"<?xml version='1.0' encoding='ISO-8859-1'?><rss version='2.0'><channel>"
+                 b"<title>T</title><item><title>\x93Quoted\x94 caf\xe9 \x97 dash</title>"
+                 b"<link>https://x.org/w</link></item></channel></rss>",
+                 False, id="windows-1252-bytes-declared-latin-1-to-feedparser"),
+    pytest.param(rss("<item><title>caf\u00e9 cr\u00e8me</title><link>https://x.org/l</link></item>",
+                     decl="iso-8859-1"),
+                 True, id="latin-1"),
+    pytest.param(rss("<item><title>a &#x85; b &#155; c &#x2019; d</title>"
+                     "<link>https://x.org/c1</link></item>"),
+                 False, id="c1-references-to-feedparser"),
 ]
 
 
