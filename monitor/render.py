@@ -350,6 +350,29 @@ class _Group:
     items: list[_Item]
     count: int
 
+    @property
+    def unlisted(self) -> int:
+        """Stories counted but not listed (a flood's summary lists ``max_items``)."""
+        return self.count - len(self.items)
+
+
+def in_turn_by_feed(alerts: Sequence[Alert], n: int) -> list[Alert]:
+    """``n`` of ``alerts`` taken from their feeds in turn (each feed's first, then each
+    one's second, ...), in their own order: a summary that lists only some of a
+    flood lists every feed's news, not the first ``n`` of the feed that floods."""
+    if len(alerts) <= n:
+        return list(alerts)
+    queues: dict[str, list[int]] = {}
+    for i, a in enumerate(alerts):
+        queues.setdefault(a.entry.feed, []).append(i)
+    taken: list[int] = []
+    depth = 0
+    while len(taken) < n:
+        taken += [q[depth] for q in queues.values() if depth < len(q)][:n - len(taken)]
+        depth += 1
+    return [alerts[i] for i in sorted(taken)]
+
+
 
 def _item(alert: Alert, story: Story | None = None) -> _Item:
     entry: Entry = alert.entry
@@ -512,14 +535,16 @@ class Renderer:
         Used for scheduled digests, quiet-hour flushes and "N more stories"
         summaries. Groups without alerts are left out. ``stories`` (by id) lets
         each item say which other outlets carried it. ``max_items`` lists at
-        most that many per group (the counts stay whole): a flood's summary
-        stays one cheap message.
+        most that many per group, from every feed in turn (the counts stay
+        whole, ``group.unlisted`` says how many are not listed): a flood's
+        summary stays one cheap message, and shows the other feeds' news too.
         """
         title = one_line(title)
         known = stories or {}
         context_groups = [
             _Group(watchlist=watchlist,
-                   items=[_item(a, known.get(a.story_id)) for a in alerts[:max_items]],
+                   items=[_item(a, known.get(a.story_id)) for a in
+                          (alerts if max_items is None else in_turn_by_feed(alerts, max_items))],
                    count=len(alerts))
             for watchlist, alerts in groups
             if alerts

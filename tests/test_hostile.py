@@ -594,6 +594,33 @@ def test_a_floods_summary_is_one_cheap_message() -> None:
     assert time.process_time() - started_at < 1.0
 
 
+def test_a_floods_summary_lists_the_other_feeds_news_too() -> None:
+    """A summary that lists a few of a watchlist's folded stories takes them from
+    every feed in turn: 500 from one feed cannot hide another feed's two, and it
+    says how many it does not list."""
+    from monitor.deliver.outbox import DIGEST_ITEMS
+    from monitor.render import Renderer
+    from monitor.types import Alert
+
+    now = datetime.now(UTC)
+
+    def alert(feed: str, i: int) -> Alert:
+        return Alert(id=f"{feed}{i}", watchlist="W", destination="d", story_id=f"{feed}{i}",
+                     entry=Entry(feed=feed, key=str(i), guid=None,
+                                 link=f"https://{feed.lower()}.example/{i}", canonical_url="",
+                                 title=f"{feed} story {i}", summary="", published=now),
+                     terms=("x",), created_at=now, hold_reason="max_per_hour")
+
+    alerts = [alert("Flood", i) for i in range(300)] + [alert("Quiet", 1)]
+    alerts += [alert("Flood", i) for i in range(300, 500)] + [alert("Quiet", 2)]
+    renderer = Renderer(Path(__file__).resolve().parent.parent / "templates")
+    for kind in ("slack", "email", "console"):
+        message = renderer.digest(kind, "t", [("W", alerts)], {}, max_items=DIGEST_ITEMS)
+        text = message.text + json.dumps(message.blocks, ensure_ascii=False)
+        assert "Quiet story 1" in text and "Quiet story 2" in text, kind
+        assert f"…and {len(alerts) - DIGEST_ITEMS} more, not listed" in text, kind
+
+
 def test_a_store_error_in_one_feeds_ingest_is_that_feeds_failure(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer,
         smtp_server: SMTPServer) -> None:

@@ -402,3 +402,18 @@ def test_an_ops_notice_escapes_for_slack_only(kind: str, text: str) -> None:
     notice = ops_notice(kind, "Wire <!channel> & co\n is back", "https://x.example/?a=1&b=2")
     assert notice.text == text
     assert notice.subject == "[news-monitor] Wire <!channel> & co is back"
+
+
+def test_in_turn_by_feed() -> None:
+    from monitor.render import in_turn_by_feed
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    alerts = [Alert(id=f"{f}{i}", watchlist="W", destination="d", story_id=f"{f}{i}",
+                    entry=Entry(feed=f, key=str(i), guid=None, link="", canonical_url="",
+                                title="t", summary="", published=now),
+                    terms=(), created_at=now)
+              for f, i in [("A", 1), ("A", 2), ("A", 3), ("B", 1), ("A", 4), ("C", 1), ("B", 2)]]
+    ids = [a.id for a in in_turn_by_feed(alerts, 4)]
+    assert ids == ["A1", "A2", "B1", "C1"]  # each feed's first, then A's second; in order
+    assert [a.id for a in in_turn_by_feed(alerts, 10)] == [a.id for a in alerts]
+    assert in_turn_by_feed(alerts, 0) == []
