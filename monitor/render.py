@@ -644,16 +644,19 @@ def _header(title: str) -> Mapping[str, Any]:
     }
 
 
+def _mrkdwn_text(text: str) -> Mapping[str, Any]:
+    # verbatim: Slack would otherwise turn a feed's plain "@channel" or "#general"
+    # into a mention or a channel link; ours are written out (<url|label>), and
+    # the escaping covers the rest.
+    return {"type": "mrkdwn", "text": _truncate_mrkdwn(text, SECTION_LIMIT), "verbatim": True}
+
+
 def _section(text: str) -> Mapping[str, Any]:
-    return {
-        "type": "section",
-        "text": {"type": "mrkdwn", "text": _truncate_mrkdwn(text, SECTION_LIMIT)},
-    }
+    return {"type": "section", "text": _mrkdwn_text(text)}
 
 
 def _context_block(parts: Sequence[str]) -> Mapping[str, Any]:
-    elements = [{"type": "mrkdwn", "text": _truncate_mrkdwn(p, SECTION_LIMIT)} for p in parts if p]
-    return {"type": "context", "elements": elements[:10]}
+    return {"type": "context", "elements": [_mrkdwn_text(p) for p in parts if p][:10]}
 
 
 def _chunks(text: str, limit: int) -> list[str]:

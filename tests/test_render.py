@@ -261,6 +261,9 @@ def test_slack_alert_layout(renderer: Renderer) -> None:
         "text": {"type": "plain_text", "text": "Grain deal collapses", "emoji": False},
     }
     assert section["text"]["type"] == "mrkdwn"
+    # Slack parses no mention or channel name of a feed's text by itself.
+    assert section["text"]["verbatim"] is True
+    assert all(e["verbatim"] is True for e in context["elements"])
     assert section["text"]["text"] == (
         "Talks over the *grain* corridor broke down on Monday.\n"
         "<https://example.org/world/grain?id=1&amp;src=rss|Read on Reuters>\n"
@@ -314,6 +317,9 @@ def test_also_reported_by(renderer: Renderer) -> None:
     assert expected in email.text and email.html is not None and expected in email.html
     assert "Also reported" not in renderer.alert("console", alert, make_story("Reuters")).text
     assert "Also reported" not in renderer.alert("console", alert, None).text
+    # Its other members all from its own feed: no empty "Also reported by:" line.
+    own = section_text(renderer.alert("slack", alert, make_story("Reuters", "Reuters")))
+    assert "Also reported" not in own and "More on this story:" in own, own
 
 
 def test_email_and_console(renderer: Renderer) -> None:
