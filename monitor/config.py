@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -570,6 +571,10 @@ class FeedConfig(_Model):
     def _url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://", "file://")):
             raise ValueError(f"feed url must be http(s):// or file://, got {redact.url(v)!r}")
+        try:
+            urlsplit(v).port  # noqa: B018  (what reads the port is what checks it)
+        except ValueError as exc:
+            raise ValueError(f"feed url {redact.url(v)!r}: {exc}") from None
         return v
 
 

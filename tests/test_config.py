@@ -79,6 +79,8 @@ def test_missing_env_var_is_named_with_line(tmp_path: Path) -> None:
     pytest.param("feeds:\n  - {name: A, url: 'https://a'}\n  - {name: B, urll: x}\n", 3,
                  "unknown key", id="typo-key"),
     pytest.param("feeds:\n  - {name: A, url: 'ftp://a'}\n", 2, "http", id="bad-url"),
+    pytest.param("feeds:\n  - {name: A, url: 'http://127.0.0.1:99999/f'}\n", 2,
+                 "Port out of range", id="bad-port"),
     pytest.param("destinations:\n  x:\n    type: email\n    to: [a@b]\n", 2, "from",
                  id="missing-from"),
     pytest.param("destinations:\n  x: {type: pager}\n", 2, "type", id="unknown-type"),
