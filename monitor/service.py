@@ -961,7 +961,8 @@ class Service:
             return
         try:
             await self._feed_failed(p.feed, p.state, p.now,
-                                    MonitorError(f"internal error: {type(exc).__name__}"), 0.0)
+                                    MonitorError(f"internal error: {type(exc).__name__}"),
+                                    None)  # no response time: it would pull the mean down
         except Exception:
             logger.exception("feed.unrecorded feed=%s", p.feed.name)
 
@@ -1056,7 +1057,8 @@ class Service:
                          jitter=_jitter(feed.name, outcome.failures, now))
 
     async def _feed_failed(self, feed: Feed, state: FeedState | None, now: datetime,
-                           exc: MonitorError, ms: float, status: int | None = None) -> int:
+                           exc: MonitorError, ms: float | None,
+                           status: int | None = None) -> int:
         failures = (state.failures if state else 0) + 1
         if isinstance(exc, FetchError):
             status = exc.status
