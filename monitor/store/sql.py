@@ -748,15 +748,16 @@ class SqlStore:
         changed (a user fixing a broken one, say) is due now, and what the old
         URL answered (validators, body hash, parse memo) is forgotten; one
         disabled by 410 comes back. One transaction at start-up."""
+        pairs = list(feeds)
         with self._tx():
-            for name, url in feeds:
-                self._x("INSERT INTO feeds (name, failures, url) VALUES (?, 0, ?) "
-                        "ON CONFLICT (name) DO NOTHING", (name, url))
-                self._x("UPDATE feeds SET url = ?, gone_url = NULL, next_poll_at = NULL, "
+            self._xmany("INSERT INTO feeds (name, failures, url) VALUES (?, 0, ?) "
+                        "ON CONFLICT (name) DO NOTHING", pairs)
+            self._xmany("UPDATE feeds SET url = ?, gone_url = NULL, next_poll_at = NULL, "
                         "etag = NULL, last_modified = NULL, body_hash = NULL, memo = NULL, "
                         "seen_since = NULL WHERE name = ? AND (url <> ? OR (gone_url IS NOT "
-                        "NULL AND gone_url <> ?))", (url, name, url, url))
-                self._x("UPDATE feeds SET url = ? WHERE name = ? AND url IS NULL", (url, name))
+                        "NULL AND gone_url <> ?))", [(u, n, u, u) for n, u in pairs])
+            self._xmany("UPDATE feeds SET url = ? WHERE name = ? AND url IS NULL",
+                        [(u, n) for n, u in pairs])
 
     def due_feeds(self, now: datetime, limit: int = 10_000) -> list[FeedState]:
         """The state of each feed due by ``now`` (never polled first, then the most
