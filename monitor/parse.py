@@ -350,8 +350,10 @@ def _when(raw: dict[str, Any]) -> datetime | None:
 
 
 def _is_markup(raw: Mapping[str, Any], key: str) -> bool:
-    detail = raw.get(f"{key}_detail") or {}
-    return bool(detail.get("type") != "text/plain")
+    detail = raw.get(f"{key}_detail")
+    if detail is None and key == "summary" and raw.get("content"):
+        detail = raw["content"][0]  # feedparser copies the content's value, not its type
+    return bool((detail or {}).get("type") != "text/plain")
 
 
 _CHAR_REF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")

@@ -178,6 +178,9 @@ CORPUS = [
     pytest.param(rss("<item><title>a &#x85; b &#155; c &#x2019; d</title>"
                      "<link>https://x.org/c1</link></item>"),
                  False, id="c1-references-to-feedparser"),
+    pytest.param(atom("<entry><title>x</title><link href='https://x.org/tc'/><id>urn:tc</id>"
+                      "<content type='text'>plain &lt;b&gt; content</content></entry>"),
+                 True, id="atom-text-content-keeps-its-brackets"),
 ]
 
 
