@@ -116,6 +116,9 @@ def test_jitter_spreads_successes_by_at_most_a_tenth() -> None:
     pytest.param([T], None, id="one-item"),
     pytest.param([None, None, T], None, id="undated"),
     pytest.param([T + timedelta(days=1), T + timedelta(days=2)], None, id="future-dates"),
+    pytest.param([T - timedelta(minutes=1)] * 50, None, id="stamped-alike"),
+    pytest.param([T - timedelta(days=1)] * 30 + [T - timedelta(days=2)] * 20, 0.5,
+                 id="two-stamps-in-two-days"),
 ])
 def test_publish_rate(published: list[datetime | None], rate: float | None) -> None:
     got = publish_rate([d.timestamp() for d in published if d is not None], T)
