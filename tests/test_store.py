@@ -342,6 +342,46 @@ def test_background_checkpoints_copy_what_waits_once_writes_stop_and_lift_the_co
         s.close()
 
 
+_HOLDS = """
+import fcntl, sys
+with open(sys.argv[1], "r+b") as f:
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+    except OSError:
+        print("held")
+    else:
+        print("free")
+"""
+
+
+def test_the_checkpointer_keeps_sqlites_locks_on_the_wal_index(tmp_path: Path) -> None:
+    """Each connection holds a read lock on the -shm's byte 128 (SQLite's unix VFS,
+    "DMS"); another process that finds it free takes itself for the first and
+    rebuilds the wal-index under the running service, which then dies of SIGBUS.
+    Closing any handle to a file drops the process's POSIX locks on it: the
+    checkpointer's looks at the -shm must not."""
+    import subprocess
+    import sys
+
+    from monitor.store.sqlite import SQLiteStore
+
+    path = tmp_path / "locks.db"
+    s = SQLiteStore(str(path))
+    s.background_checkpoints(pages=100_000, look=0.01)
+    try:
+        checkpoints = s._checkpoints
+        assert checkpoints is not None
+        _write_pages(s, 2)
+        for _ in range(3):
+            checkpoints.waiting()  # as its thread does every look
+        time.sleep(0.05)
+        probe = subprocess.run([sys.executable, "-c", _HOLDS, f"{path}-shm"],
+                               capture_output=True, text=True, check=True)
+        assert probe.stdout.strip() == "held", probe
+    finally:
+        s.close()
+
+
 def test_a_failing_background_checkpoint_is_logged_once_per_streak(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from monitor.store.sqlite import SQLiteStore

@@ -14,6 +14,7 @@ loop's poll records waited on the disk, and the polls behind them on those.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -119,11 +120,13 @@ class SQLiteStore(SqlStore):
         return {r[0] for r in self._q("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def _close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.stop()  # first: the close checkpoints what is left
-            self._checkpoints = None
+        checkpoints, self._checkpoints = self._checkpoints, None
+        if checkpoints is not None:
+            checkpoints.stop()  # first: the close checkpoints what is left
         with self._lock:
             self._conn.close()
+        if checkpoints is not None:
+            checkpoints.release()  # last: see _Checkpointer
 
 
 def checkpoint_due(last: int, waiting: int, *, seen: int, tried: int, pages: int) -> bool:
@@ -145,7 +148,14 @@ class _Checkpointer:
     How many wait it reads off the wal-index (the ``-shm`` file every
     connection maps; https://sqlite.org/walformat.html): the last valid frame
     (``mxFrame``, in the header, which is written twice) less the frames
-    copied (``nBackfill``), both in native byte order."""
+    copied (``nBackfill``), both in native byte order.
+
+    It reads through one handle, opened once and closed only after the store's
+    connections (:meth:`release`): closing any handle to a file drops every
+    POSIX lock the process holds on it, SQLite's included. Without its locks
+    on the ``-shm``, the next process to open the database (``news-monitor
+    feeds``, say) takes itself for the first, rebuilds the wal-index under the
+    running service, and the service dies of SIGBUS at its next write."""
 
     def __init__(self, path: str, pages: int, look: float) -> None:
         try:
@@ -154,6 +164,7 @@ class _Checkpointer:
             raise StoreError(f"cannot open {path} to checkpoint it: {exc}") from exc
         self._path = path
         self._shm = path + "-shm"
+        self._fd: int | None = None  # the -shm's handle, once it exists
         self._pages = pages
         self._look = look
         self._tried = -1  # mxFrame at the last checkpoint
@@ -181,8 +192,9 @@ class _Checkpointer:
         """The WAL's last valid frame and the frames not yet copied; (0, 0) when the
         wal-index cannot be read, or is caught mid-update (its two headers differ)."""
         try:
-            with open(self._shm, "rb") as f:
-                head = f.read(_SHM_READ)
+            if self._fd is None:
+                self._fd = os.open(self._shm, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            head = os.pread(self._fd, _SHM_READ, 0)
         except OSError:
             return 0, 0
         if len(head) < _SHM_READ or head[:48] != head[48:96]:
@@ -206,3 +218,10 @@ class _Checkpointer:
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join()
+
+    def release(self) -> None:
+        """Close the -shm handle: only once no connection of this process to the
+        database is left, whose locks its closing would drop."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
