@@ -490,6 +490,20 @@ def test_a_feed_whose_url_changed_is_due_at_once_as_a_new_one(store: SqlStore) -
     assert store.due_feeds(NOW + timedelta(minutes=2))[0].name == "a"
 
 
+def test_a_feed_no_longer_configured_is_neither_due_nor_claimed(store: SqlStore) -> None:
+    """Removed by a reload, a feed's row would head every claim (the most overdue),
+    be leased and renewed for ever by an instance that polls only configured
+    feeds, and count as due on the status page."""
+    store.sync_feeds([(n, f"https://{n}.example/f") for n in ("a", "b", "c")])
+    store.sync_feeds([("a", "https://a.example/f"), ("c", "https://c.example/f")])
+    assert store.count_due(NOW) == 2
+    claimed = store.claim_feeds(NOW, "me", timedelta(minutes=1))
+    assert sorted(st.name for st in claimed) == ["a", "c"]
+    store.sync_feeds([(n, f"https://{n}.example/f") for n in ("a", "b", "c")])
+    assert store.feed_state("b") is not None  # back: a new feed, due now
+    assert sorted(st.name for st in store.due_feeds(NOW)) == ["a", "b", "c"]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_schema_8_memos_in_base64_come_through_as_bytes(backend: str, tmp_path: Path) -> None:
     """Migration 9: a feed's parse memo, stored as base64 text by schema 8, is read

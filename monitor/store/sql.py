@@ -744,12 +744,21 @@ class SqlStore:
             yield from self._q(f"{select} WHERE name IN ({marks}) {also}", chunk)
 
     def sync_feeds(self, feeds: Iterable[tuple[str, str]]) -> None:
-        """Make a row for each configured (name, url), due now if new. A feed whose URL
-        changed (a user fixing a broken one, say) is due now, and what the old
-        URL answered (validators, body hash, parse memo) is forgotten; one
-        disabled by 410 comes back. One transaction at start-up."""
+        """Make the feed rows the configured (name, url) pairs, at start-up and reload,
+        in one transaction. A new feed is due now. A feed whose URL changed (a
+        user fixing a broken one, say) is due now, and what the old URL answered
+        (validators, body hash, parse memo) is forgotten. It is not a first poll:
+        items it already stored keep their keys and alert no more, and the rest
+        alert (what it published while broken is news, and a hidden story costs
+        more than a duplicate). One disabled by 410 comes back. The row of a
+        feed no longer configured goes: left, it would be claimed and counted
+        as due for ever, polled by no one."""
         pairs = list(feeds)
+        configured = {name for name, _ in pairs}
         with self._tx():
+            gone = [(name,) for (name,) in self._q("SELECT name FROM feeds")
+                    if name not in configured]
+            self._xmany("DELETE FROM feeds WHERE name = ?", gone)
             self._xmany("INSERT INTO feeds (name, failures, url) VALUES (?, 0, ?) "
                         "ON CONFLICT (name) DO NOTHING", pairs)
             self._xmany("UPDATE feeds SET url = ?, gone_url = NULL, next_poll_at = NULL, "
