@@ -125,6 +125,7 @@ class _Slot:
         self.starting: asyncio.Task[None] | None = None
         self.reading: asyncio.Task[None] | None = None
         self.started_at = 0.0
+        self.heard_at = 0.0  # its last frame, or the job that ended its idleness
 
 
 class WorkerPool:
@@ -134,6 +135,11 @@ class WorkerPool:
     #: A worker that dies sooner than this after its start waits this long before
     #: the next start: a crash at start-up must not become a busy loop.
     RESTART_PAUSE = 1.0
+    #: A worker holding polls that sends nothing for twice the fetch timeout and
+    #: this long is stuck (stopped, deadlocked, swapping): it is killed, which
+    #: fails what it held and starts it again. Every fetch ends within the
+    #: timeout, so a live worker answers well within it.
+    STALL_GRACE = 30.0
 
     def __init__(self, n: int, settings: WorkerSettings, *, by_host: bool,
                  on_results: Callable[[Sequence[Fetched]], None]) -> None:
@@ -143,6 +149,7 @@ class WorkerPool:
         self._slots = [_Slot(k) for k in range(n)]
         self._routes: dict[str, int] = {}  # a feed's name (or URL) -> its worker
         self._closing = False
+        self._watching: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -154,6 +161,27 @@ class WorkerPool:
         """Start every worker (without waiting for their imports: jobs sent
         meanwhile wait in the pipe)."""
         await asyncio.gather(*(self._start(s) for s in self._slots))
+        self._watching = asyncio.create_task(self._watch(), name="workers:watch")
+
+    async def _watch(self) -> None:
+        """Kill a worker that holds polls and has gone silent (see STALL_GRACE): only
+        its exit is noticed otherwise, and a stopped one would keep its polls,
+        and the service's window of polls under way, for ever."""
+        stall = 2 * self.settings.timeout + self.STALL_GRACE
+        while True:
+            await asyncio.sleep(min(stall / 4, 5.0))
+            now = time.monotonic()
+            for slot in self._slots:
+                if (slot.held and slot.proc is not None and slot.starting is None
+                        and now - slot.heard_at > stall):
+                    logger.warning("worker.stalled worker=%d pid=%d held=%d silent=%.0fs "
+                                   "(killing it)", slot.k, slot.proc.pid, len(slot.held),
+                                   now - slot.heard_at)
+                    slot.heard_at = now  # once: its exit is what fails the polls
+                    try:
+                        slot.proc.kill()
+                    except ProcessLookupError:
+                        pass
 
     def _route(self, job: Job) -> _Slot:
         name = job.url if self.by_host else job.feed
@@ -172,6 +200,8 @@ class WorkerPool:
             per_slot.setdefault(self._route(job).k, []).append(job)
         for k, batch in per_slot.items():
             slot = self._slots[k]
+            if not slot.held:  # idle until now: silence counts from here
+                slot.heard_at = time.monotonic()
             for job in batch:
                 slot.held[job.token] = job
             if slot.proc is None or slot.proc.stdin is None or slot.starting is not None:
@@ -182,7 +212,7 @@ class WorkerPool:
             slot.proc.stdin.write(frame(batch))
 
     async def _start(self, slot: _Slot) -> None:
-        slot.started_at = time.monotonic()
+        slot.started_at = slot.heard_at = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "monitor.workers", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -214,6 +244,7 @@ class WorkerPool:
         why = "closed its output"
         try:
             while (got := await read_frame(proc.stdout)) is not None:
+                slot.heard_at = time.monotonic()
                 results, records = got
                 for rec in records:
                     _relog(*rec)
@@ -240,6 +271,8 @@ class WorkerPool:
     async def aclose(self) -> None:
         """Stop every worker: the end of its input tells it to, then a kill after 5 s."""
         self._closing = True
+        if self._watching is not None:
+            self._watching.cancel()
         procs = [s.proc for s in self._slots if s.proc is not None]
         for s in self._slots:
             if s.starting is not None:

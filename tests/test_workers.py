@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -156,6 +157,32 @@ async def test_a_killed_worker_fails_what_it_held_and_is_started_again(
         assert failed.error == f"poll worker stopped (exit code {-signal.SIGKILL})"
         assert any("worker.exited" in r.getMessage() for r in caplog.records)
         pool.submit([Job("ok", feed_server.url("/ok.xml"), T0, 2)])
+        second = (await results.until(2))[1]
+        assert second.polled is Polled.CHANGED and pool.pids() != [pid]
+    finally:
+        await pool.aclose()
+
+
+async def test_a_stopped_worker_is_killed_and_what_it_held_is_polled_again(
+        feed_server: FeedServer, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that stops answering (SIGSTOP here; a deadlock would do) is not
+    noticed by its exit: past twice the fetch timeout and the grace, it is
+    killed, its polls fail (to be polled again) and a new worker takes over."""
+    monkeypatch.setattr(WorkerPool, "STALL_GRACE", 1.0)
+    feed_server.set("/a.xml", feed(1))
+    results = Collect()
+    pool = WorkerPool(1, replace(SETTINGS, timeout=0.5), by_host=False, on_results=results)
+    await pool.start()
+    try:
+        [pid] = pool.pids()
+        os.kill(pid, signal.SIGSTOP)
+        pool.submit([Job("a", feed_server.url("/a.xml"), T0, 1)])
+        [failed] = await results.until(1)
+        assert failed.polled is Polled.FAILED and failed.token == 1
+        assert any(r.getMessage().startswith(f"worker.stalled worker=0 pid={pid} held=1")
+                   for r in caplog.records)
+        pool.submit([Job("a", feed_server.url("/a.xml"), T0, 2)])
         second = (await results.until(2))[1]
         assert second.polled is Polled.CHANGED and pool.pids() != [pid]
     finally:
