@@ -182,7 +182,8 @@ class StatusApp:
                     await asyncio.to_thread(s.store.set_meta, "healthz",
                                             s.now().isoformat())
             except (StoreError, TimeoutError) as exc:
-                reason = f"the store is not writable: {exc or 'timed out'}"
+                # str(), not the exception: a TimeoutError is true and says nothing.
+                reason = f"the store is not writable: {str(exc) or 'no answer in 5 s'}"
         if reason is not None:
             return web.Response(status=503, text=f"unhealthy: {reason}\n")
         return web.Response(text="ok\n")

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -210,7 +211,22 @@ async def test_healthz_is_503_with_the_reason(
                 await asyncio.sleep(1.5)
                 async with http.get(base + "healthz") as r:
                     assert r.status == 200
-                service.store._conn.close()  # the disk went away under us
+                held = threading.Event()
+
+                def hold_the_store() -> None:
+                    with service.store._lock:  # a write that takes longer than the check waits
+                        held.set()
+                        time.sleep(6)
+
+                holder = threading.Thread(target=hold_the_store)
+                holder.start()
+                held.wait()
+                async with http.get(base + "healthz") as r:
+                    assert r.status == 503
+                    assert "the store is not writable: no answer in 5 s" in await r.text()
+                await asyncio.to_thread(holder.join)
+                with service.store._lock:  # not under the check's write, still waiting
+                    service.store._conn.close()  # the disk went away under us
                 async with http.get(base + "healthz") as r:
                     assert r.status == 503
                     assert "the store is not writable" in await r.text()
