@@ -1496,7 +1496,11 @@ class Service:
             return
         self._last_look = self.last_tick
         self.outbox.wake()
-        text = await self._status()
+        try:
+            text = await self._status()
+        except StoreError as exc:  # the database is away: the polls say so too
+            logger.warning("status.unavailable error=%s", redact.text(str(exc)))
+            return
         if text != self._status_sent:
             self.notifier.status(text)
             self._status_sent = text

@@ -242,6 +242,21 @@ async def test_a_bug_in_one_polls_ingest_is_recorded_as_that_feeds_failure(
     assert states["a"].failures == 0 and states["a"].last_error is None
 
 
+async def test_a_tick_with_the_store_away_is_one_warning(
+        tmp_path: Path, feed_server: FeedServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The heartbeat reads the store for the status line: with the database away, it
+    says so in a line, not in a traceback a second."""
+    feed_server.set("/a.xml", story_feed().render())
+    path = write_config(tmp_path, feed_server, ["/a.xml"])
+    async with Service(cfg.load(path), now=Clock(T0)) as s:
+        with s.store._lock:
+            s.store._conn.close()
+        with caplog.at_level(logging.WARNING):
+            await s._tick()
+    assert any(r.getMessage().startswith("status.unavailable error=") for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)
+
+
 async def test_dead_feed_alert_once_and_on_recovery(
         tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
     feed_server.fail("/a.xml", 503)
