@@ -216,7 +216,7 @@ async def test_healthz_is_503_with_the_reason(
                 def hold_the_store() -> None:
                     with service.store._lock:  # a write that takes longer than the check waits
                         held.set()
-                        time.sleep(6)
+                        time.sleep(8)  # past the check's 5 s, with room for a slow machine
 
                 holder = threading.Thread(target=hold_the_store)
                 holder.start()
