@@ -53,7 +53,7 @@ def read_opml(data: bytes) -> Outlines:
         scheme, sep, rest = url.partition("://")
         if sep and scheme.lower() in ("http", "https"):
             url = f"{scheme.lower()}://{rest}"
-        shown = redact.url(strip_control(url))
+        shown = redact.url(url)  # which strips control characters too
         if not url.startswith(("http://", "https://")):
             skipped.append(f"{shown}: not an http(s) URL")
         elif not url.isprintable() or any(c.isspace() for c in url):

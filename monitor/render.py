@@ -373,7 +373,6 @@ def in_turn_by_feed(alerts: Sequence[Alert], n: int) -> list[Alert]:
     return [alerts[i] for i in sorted(taken)]
 
 
-
 def _item(alert: Alert, story: Story | None = None) -> _Item:
     entry: Entry = alert.entry
     return _Item(
