@@ -33,7 +33,10 @@ this stack's fetch and parse cost on these cores, and the ratio to the naive
 loop no design on them could pass. Then the smaller whole-process check:
 ``news-monitor run --once`` on --small feeds, fresh state and warm, against the
 naive loop on the same feeds: --runs of each (each fresh run on a new state,
-each warm run on that state), the median printed with the range.
+each warm run on that state), the median printed with the range; and the
+fresh round's floor (:func:`fresh_floor`): processes on every core that only
+import the command and fetch and parse the feeds fresh, the ratio to the
+naive loop no fresh run on these cores could pass.
 
     .venv/bin/python bench/poll.py                 # 10,000 feeds (a few minutes)
     .venv/bin/python bench/poll.py -n 2000         # while developing
@@ -415,6 +418,34 @@ def floor(base: str, n: int, procs: int) -> tuple[float, int]:
     for w in workers:
         w.join(30)
     return wall, made
+
+
+#: One process of :func:`fresh_floor`: the command's own module imported (what
+#: every run of it pays first), then its block of feeds fetched and parsed.
+_FRESH_FLOOR = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+import monitor.cli
+from poll import _fetch_and_parse
+asyncio.run(_fetch_and_parse(sys.argv[2], range(int(sys.argv[3]), int(sys.argv[4])), {}))
+"""
+
+
+def fresh_floor(base: str, n: int, procs: int) -> float:
+    """The least a fresh `run --once` on ``n`` feeds could cost on this stack and
+    these cores: ``procs`` whole processes started together, each importing the
+    command's module and fetching and parsing (a first parse) its block of the
+    feeds, with no config, store, matching, grouping or delivery. Wall seconds
+    from their start to the last one's exit (the farm at round 1)."""
+    _round(base, 1)
+    start = time.perf_counter()
+    procs_ = [subprocess.Popen([sys.executable, "-c", _FRESH_FLOOR, str(ROOT / "bench"), base,
+                                str(k * n // procs), str((k + 1) * n // procs)])
+              for k in range(procs)]
+    for p in procs_:
+        if p.wait() != 0:
+            raise SystemExit(f"the fresh floor's process exited with {p.returncode}")
+    return time.perf_counter() - start
 
 
 class Cycle:
@@ -922,6 +953,8 @@ def main() -> int:
                 fresh.append(_whole_process(config))
                 _round(base, 3)
                 warm_runs.append(_whole_process(config))
+        cores = len(os.sched_getaffinity(0))
+        floors = sorted(fresh_floor(base, args.small, cores) for _ in range(max(args.runs, 1)))
         etags = {}
         _round(base, 1)
         naive_fresh = naive(base, list(small), etags)
@@ -940,6 +973,13 @@ def main() -> int:
             peak = max(r for _, r in runs)
             say(f"{name:<8}{once:>12.2f} s{spread:>16}{naive_s:>10.2f} s"
                 f"{naive_s / once:>7.1f}x{peak:>25.0f} MB")
+        floor_s = floors[len(floors) // 2]
+        say(f"{'floor':<8}{floor_s:>12.2f} s{f'({floors[0]:.2f}-{floors[-1]:.2f})':>16}"
+            f"{naive_fresh:>10.2f} s{naive_fresh / floor_s:>7.1f}x")
+        say(f"floor: {cores} processes started together, each importing monitor.cli and "
+            "fetching and parsing its share of the feeds fresh (first parses), no store, "
+            "matching, grouping or delivery: the fresh round's ratio on this stack and "
+            "these cores cannot pass it")
     finally:
         farm.terminate()
         farm.join(5)
