@@ -2,8 +2,10 @@
 
 Every comparison of words in news-monitor goes through :func:`normalize` and
 :func:`tokenize`, so a watchlist term and a feed title are folded the same way:
-Unicode NFKC, casefold, accents removed (Zelenskyý -> zelenskyy), punctuation
-and hyphens split words (North-Korean -> north, korean). CJK ideographs, kana
+Unicode NFKC, casefold, accents removed (Zelenskyý -> zelenskyy) and letters
+with strokes spelled without (Łódź -> lodz), soft hyphens and zero-width
+characters dropped (Bundes&shy;regierung -> bundesregierung), punctuation and
+hyphens split words (North-Korean -> north, korean). CJK ideographs, kana
 and hangul syllables have no spaces between words, so each such character is a
 token of its own and a phrase of them matches as a run of consecutive tokens.
 
@@ -95,8 +97,22 @@ def _range(first: int, last: int) -> str:
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
+#: After casefolding: characters that join the letters around them and so are
+#: dropped (soft hyphens in German headlines, zero-width spaces and joiners),
+#: and letters with strokes or ligatures that have no decomposition, so no
+#: accent to strip, spelled as the English-language press spells them
+#: (Łódź -> lodz, Diyarbakır -> diyarbakir, Øresund -> oresund).
+_JOINED = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"), None)
+_UNSTROKED = {ord(k): v for k, v in {
+    "ł": "l", "ø": "o", "đ": "d", "ð": "d", "ı": "i", "ħ": "h", "ŧ": "t",
+    "æ": "ae", "œ": "oe", "þ": "th"}.items()}
+_EXTRA = {**_JOINED, **_UNSTROKED}
+_EXTRA_AT = re.compile("[" + "".join(map(chr, _EXTRA)) + "]")
+
+
 def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold()
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return folded.translate(_EXTRA) if _EXTRA_AT.search(folded) else folded
 
 
 def _strip_accents(folded: str) -> str:
