@@ -19,9 +19,11 @@ watchlist is not: it is reported and the other watchlists load.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -73,29 +75,45 @@ _SIZES = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2*
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
+#: The longest duration any setting takes: dates a few of them apart stay far
+#: inside what a datetime holds (year 9999), where 10**12 seconds did not.
+MAX_DURATION = timedelta(days=3650)
+#: The largest size any setting takes.
+MAX_SIZE = 2**40
+
+
 def parse_duration(value: object) -> timedelta:
-    """``90`` (seconds), ``"20s"``, ``"5m"``, ``"48h"``, ``"7d"`` -> timedelta."""
+    """``90`` (seconds), ``"20s"``, ``"5m"``, ``"48h"``, ``"7d"`` -> timedelta, from 0
+    to :data:`MAX_DURATION`."""
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
         raise ValueError(f"expected a duration like 5m or 48h, got {value!r}")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"expected a duration like 30s, 5m, 48h or 7d, got {value!r}")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"expected a duration like 30s, 5m, 48h or 7d, got {value!r}")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not 0 <= seconds <= MAX_DURATION.total_seconds():  # also NaN
+        raise ValueError(f"expected a duration from 0 to {MAX_DURATION.days}d, got {value!r}")
+    return timedelta(seconds=seconds)
 
 
 def parse_size(value: object) -> int:
-    """``1048576``, ``"10MB"``, ``"512KiB"`` -> bytes."""
+    """``1048576``, ``"10MB"``, ``"512KiB"`` -> bytes, from 1 to :data:`MAX_SIZE`."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError(f"expected a size like 10MB, got {value!r}")
-    unit = m.group(2).lower() if m.group(2) else None
-    return int(float(m.group(1)) * _SIZES[unit])
+        size = float(value)
+    else:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ValueError(f"expected a size like 10MB, got {value!r}")
+        unit = m.group(2).lower() if m.group(2) else None
+        size = float(m.group(1)) * _SIZES[unit]
+    if not 1 <= size <= MAX_SIZE:
+        raise ValueError(f"expected a size from 1 byte to 1TiB, got {value!r}")
+    return int(size)
 
 
 def _clock(value: object) -> str:
@@ -273,13 +291,32 @@ if yaml.__with_libyaml__:
     _CBoundedLoader = _CLoader
 
 
+#: The largest config or watchlist file read (a config of 10,000 feeds is about 1 MB).
+MAX_FILE_BYTES = 32 * 1024 * 1024
+
+
 def _load_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, _Located]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
         raise ConfigError(f"cannot read: {reason or exc}", path=str(path)) from exc
     return _parse(text, path, env)
+
+
+def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """A config file's text: a regular file only, of at most ``limit`` bytes. A FIFO
+    named x.yaml would block start-up and the reload thread for good, and a link
+    to /dev/zero would be read without end. Opened without blocking, then
+    looked at: what is opened is what is checked."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // (1024 * 1024)} MB")
+    return data.decode("utf-8")
 
 
 def _parse(text: str, path: Path, env: Mapping[str, str]) -> tuple[Any, _Located]:
@@ -440,7 +477,7 @@ class PollSettings(_Model):
                              f"max_interval ({self.max_interval})")
         return self
 
-    @field_validator("interval", "max_interval")
+    @field_validator("interval", "max_interval", "timeout", "tick", "lease")
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:
         return _positive_interval(v)
@@ -477,9 +514,18 @@ def _secret_from_file(value: str | None, file: str | None, what: str) -> str | N
     if value is not None:
         raise ValueError(f"give either {what} or {what}_file, not both")
     try:
-        return Path(file).read_text(encoding="utf-8").strip()
+        secret = read_text(Path(file), limit=_SECRET_BYTES).strip()
     except OSError as exc:
         raise ValueError(f"cannot read {what}_file {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {what}_file {file}: not UTF-8") from None
+    if not secret:
+        raise ValueError(f"{what}_file {file} is empty")
+    return secret
+
+
+#: The largest secret file read (a token, a password, a webhook URL).
+_SECRET_BYTES = 64 * 1024
 
 
 class SlackDestination(_Model):
@@ -492,6 +538,11 @@ class SlackDestination(_Model):
     base_url: str = "https://slack.com/api/"
     thread_updates: bool = False
     timeout: Duration = timedelta(seconds=20)
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        return _positive_interval(v)
 
     @model_validator(mode="after")
     def _check(self) -> SlackDestination:
@@ -522,6 +573,11 @@ class EmailDestination(_Model):
     sender: str = Field(alias="from")
     to: tuple[str, ...] = Field(min_length=1)
     timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        return _positive_interval(v)
 
     @field_validator("to", mode="before")
     @classmethod
@@ -601,8 +657,21 @@ class HttpSettings(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
+#: The state URLs monitor.store opens.
+STATE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
 class MonitorFile(_Model):
     state: str = "sqlite:///state/monitor.db"
+
+    @field_validator("state")
+    @classmethod
+    def _known_store(cls, v: str) -> str:
+        if not v.startswith(STATE_SCHEMES):
+            raise ValueError(f"{redact.url(v)} is not a store: use sqlite:///PATH or "
+                             "postgresql://USER@HOST/DB")
+        return v
+
     poll: PollSettings = PollSettings()
     backfill: Duration = timedelta(0)
     retention: Duration = timedelta(days=30)
@@ -828,8 +897,9 @@ def _watchlist_files(base: Path, spec: str | tuple[str, ...],
     for i, item in enumerate(items):
         p = _resolve(base, item)
         loc: tuple[Any, ...] = ("watchlists",) if isinstance(spec, str) else ("watchlists", i)
-        if p.is_dir():
-            yield from sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+        if p.is_dir():  # not hidden files: editors' locks, macOS's ._ copies
+            yield from sorted(q for q in [*p.glob("*.yaml"), *p.glob("*.yml")]
+                              if not q.name.startswith("."))
         elif p.is_file():
             yield p
         else:

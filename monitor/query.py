@@ -169,6 +169,9 @@ class _Token:
 
 _FIELD_PREFIX = re.compile(r"([A-Za-z]+):")
 _NEAR = re.compile(r"NEAR(?:/(.*))?")
+#: The largest NEAR distance: words apart within one field, which a summary's
+#: length bounds long before; the matcher's core counts positions in 32 bits.
+NEAR_MAX = 10_000
 _DIGITS = re.compile(r"[0-9]+")
 _BARE = re.compile(r'[^\s()"]+')
 
@@ -220,6 +223,9 @@ def _lex(text: str) -> Iterator[_Token]:
             elif near := _NEAR.fullmatch(word):
                 if not _DIGITS.fullmatch(near.group(1) or ""):
                     raise QueryError("NEAR/n needs a number, as in NEAR/5", offset=i)
+                if len(near.group(1)) > 6 or int(near.group(1)) > NEAR_MAX:
+                    raise QueryError(f"NEAR/n takes n up to {NEAR_MAX} (words apart in one "
+                                     "field)", offset=i)
                 yield _Token("NEAR", word, i, int(near.group(1)))
             else:
                 yield _Token("WORD", word, i)

@@ -37,10 +37,14 @@ _RESTART_ONLY: tuple[tuple[str, Callable[[cfg.Config], object]], ...] = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candidate:
-    """A freshly loaded configuration and everything wrong with it."""
+    """A freshly loaded configuration and everything wrong with it: ``problems``
+    keep the running set in force; ``left_out`` are watchlists that do not load
+    and are not running either (broken at start-up, or new and broken), which
+    taking the candidate drops nothing of: reported, as at start-up."""
 
     config: cfg.Config | None
     problems: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
 
 
 def restart_only_changes(old: cfg.Config, new: cfg.Config) -> list[str]:
@@ -60,12 +64,33 @@ def candidate(path: Path, running: cfg.Config | None = None,
         config = cfg.load(path, env)
     except ConfigError as exc:
         return Candidate(config=None, problems=tuple(str(e) for e in cfg.split_errors(exc)))
-    problems = [str(e) for e in config.watchlist_errors]
+    problems, left_out = split_watchlist_errors(config.watchlist_errors, running)
     problems += Renderer(config.templates).check()
     if running is not None:
         for name in restart_only_changes(running, config):
             problems.append(f"{path}: {name} changed: restart the service to apply it")
-    return Candidate(config=config, problems=tuple(problems))
+    return Candidate(config=config, problems=tuple(problems), left_out=tuple(left_out))
+
+
+def split_watchlist_errors(errors: Sequence[ConfigError], running: cfg.Config | None,
+                           ) -> tuple[list[str], list[str]]:
+    """(problems, left out) of a candidate's watchlist errors (pure). An error in a
+    file a running watchlist came from would drop that watchlist: a problem,
+    which keeps the running set. One in any other file (broken since start-up,
+    or new) drops nothing that runs: left out and reported, as start-up does,
+    so that it does not hold back every other change until it is mended."""
+    if running is None:
+        return [str(e) for e in errors], []
+    in_force = {_resolved(w.path) for w in running.watchlists if w.path}
+    problems: list[str] = []
+    left_out: list[str] = []
+    for e in errors:
+        (left_out if e.path and _resolved(e.path) not in in_force else problems).append(str(e))
+    return problems, left_out
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(path).resolve()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +140,8 @@ def relevant(path: Path, folders: frozenset[Path], files: frozenset[Path],
     """
     if path in files:
         return True
+    if path.name.startswith("."):  # an editor's lock or swap file; not loaded either
+        return False
     if path.parent == templates:
         return path.name.endswith(".j2")
     return path.parent in folders and path.suffix in (".yaml", ".yml")

@@ -523,15 +523,18 @@ class Service:
         self._apply(config)
 
     def _apply(self, config: cfg.Config) -> None:
-        """Take the parts of a config that can change while running."""
+        """Take the parts of a config that can change while running: what can fail
+        is built first, so that a failure leaves the service on the config before."""
+        matcher = Matcher.compile(config.watchlists)
+        renderer = Renderer(config.templates)
         self.config = config
         self._feeds = {f.name: f for f in config.feeds}
         self._window = 2 * config.poll.concurrency
         self._limits = PollLimits(min_interval=config.poll.min_interval,
                                   max_interval=config.poll.max_interval)
         self.watchlists = {w.name: w for w in config.watchlists}
-        self.matcher = Matcher.compile(config.watchlists)
-        self.renderer = Renderer(config.templates)
+        self.matcher = matcher
+        self.renderer = renderer
         if hasattr(self, "outbox"):
             self.outbox.renderer = self.renderer
 
@@ -1593,6 +1596,8 @@ class Service:
             self.notifier.ready(await self._status())
             return False
         new = got.config
+        for problem in got.left_out:
+            logger.warning("watchlist.invalid %s", problem)
         change = feed_changes(self.config.feeds, new.feeds)
         await self._owned(self._apply, new)  # on the ingest thread: between two ingests
         # New feeds get a row (due now); changed ones are due now; removed ones are

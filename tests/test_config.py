@@ -98,6 +98,22 @@ def test_missing_env_var_is_named_with_line(tmp_path: Path) -> None:
                  id="bounds-out-of-order"),
     pytest.param("feeds:\n  - {name: A, url: 'https://a', interval: 0}\n", 2,
                  "interval: must be longer than 0", id="zero-feed-interval"),
+    # Too long for a datetime to add: a traceback at start-up, or every poll crashing.
+    pytest.param("retention: 99999999999d\n", 1, "duration from 0 to 3650d",
+                 id="duration-overflow"),
+    pytest.param("retention: .inf\n", 1, "duration from 0 to 3650d", id="duration-infinite"),
+    pytest.param("retention: .nan\n", 1, "duration from 0 to 3650d", id="duration-nan"),
+    pytest.param("poll: {interval: 999999999999999}\n", 1, "duration from 0 to 3650d",
+                 id="interval-overflow"),
+    pytest.param("dedupe: {window: -5}\n", 1, "duration from 0 to 3650d",
+                 id="negative-duration"),
+    pytest.param("poll: {timeout: 0}\n", 1, "poll.timeout: must be longer than 0",
+                 id="zero-timeout"),
+    pytest.param("poll: {max_bytes: -1}\n", 1, "size from 1 byte", id="negative-size"),
+    pytest.param("poll: {max_bytes: 99999999999GB}\n", 1, "size from 1 byte", id="size-overflow"),
+    # A URL the store cannot open is refused with its line, its password masked.
+    pytest.param("state: postgresql+psycopg://mon:S3cret@db/x\n", 1,
+                 "postgresql+psycopg://mon:[redacted]@db/x is not a store", id="state-scheme"),
 ])
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, needle: str) -> None:
     p = write(tmp_path, text)
@@ -143,6 +159,55 @@ def test_secret_from_file(tmp_path: Path) -> None:
     assert c.destinations["s"].token == "xoxb-from-file"  # type: ignore[union-attr]
 
 
+def test_an_unknown_state_url_never_shows_its_password(tmp_path: Path) -> None:
+    p = write(tmp_path, "state: mysql://mon:S3cret@db/x\n")
+    with pytest.raises(ConfigError) as e:
+        cfg.load(p, env={})
+    assert "S3cret" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_secret_file_is_named(tmp_path: Path, content: str) -> None:
+    (tmp_path / "pw").write_text(content)
+    p = write(tmp_path, "destinations:\n  m: {type: email, from: a@b, to: [c@d], "
+                        f"username: u, password_file: '{tmp_path}/pw'}}\n")
+    with pytest.raises(ConfigError, match=f"password_file {tmp_path}/pw is empty"):
+        cfg.load(p, env={})
+
+
+def test_hidden_files_in_the_watchlist_folder_are_not_watchlists(tmp_path: Path) -> None:
+    """Editors' lock files (.#x.yaml, a dangling link), macOS's ._x.yaml copies and a
+    hidden copy of a watchlist (which sorted first and took its name) are left out."""
+    p = write(tmp_path, "destinations: {console: {type: console}}\n",
+              {"nk.yaml": WATCHLIST, ".nk.yaml": WATCHLIST, "._nk.yaml": "\x00\udcff"
+               .encode("utf-8", "surrogateescape").decode("latin-1")})
+    (tmp_path / "watchlists" / ".#nk.yaml").symlink_to("root@host.1234:1700000000")
+    c = cfg.load(p, env={})
+    assert [Path(w.path).name for w in c.watchlists] == ["nk.yaml"]
+    assert c.watchlist_errors == ()
+
+
+def test_a_watchlist_that_is_not_a_regular_file_is_reported_not_read(tmp_path: Path) -> None:
+    """A FIFO named x.yaml blocked start-up (and the reload thread) for good."""
+    import os
+
+    p = write(tmp_path, "destinations: {console: {type: console}}\n")
+    os.mkfifo(tmp_path / "watchlists" / "pipe.yaml")
+    (tmp_path / "watchlists" / "zero.yaml").symlink_to("/dev/zero")
+    c = cfg.load(p, env={})
+    assert [Path(w.path).name for w in c.watchlists] == ["nk.yaml"]
+    errs = sorted(str(e) for e in c.watchlist_errors)
+    assert errs == [f"{tmp_path}/watchlists/pipe.yaml: cannot read: not a regular file",
+                    f"{tmp_path}/watchlists/zero.yaml: cannot read: not a regular file"]
+
+
+def test_an_oversized_config_is_refused_unread(tmp_path: Path) -> None:
+    p = tmp_path / "big.yaml"
+    p.write_text("feeds: []\n" + "#" * 100 + "\n")
+    with pytest.raises(OSError, match="larger than"):
+        cfg.read_text(p, limit=64)
+
+
 def test_find_config_order() -> None:
     assert cfg.find_config("x.yaml", {"NEWS_MONITOR_CONFIG": "y.yaml"}) == Path("x.yaml")
     assert cfg.find_config(None, {"NEWS_MONITOR_CONFIG": "y.yaml"}) == Path("y.yaml")
@@ -151,6 +216,7 @@ def test_find_config_order() -> None:
 
 @pytest.mark.parametrize(("raw", "seconds"), [
     (90, 90), ("20s", 20), ("5m", 300), ("48h", 172800), ("7d", 604800), ("0", 0),
+    ("3650d", 3650 * 86400), (1.5, 1.5), (timedelta(hours=1), 3600),
 ])
 def test_durations(raw: object, seconds: float) -> None:
     assert cfg.parse_duration(raw).total_seconds() == seconds

@@ -184,6 +184,62 @@ def test_notify_watchdog_reload_and_stop_under_systemd_protocol(
             proc.wait()
 
 
+async def test_a_watchlist_broken_since_start_up_does_not_hold_back_reloads(
+        tmp_path: Path, feed_server: FeedServer) -> None:
+    """Start-up leaves a broken watchlist out and runs the rest; a reload did not:
+    every reload failed on that same old error, and a new watchlist added while
+    running never applied. A reload is refused only when it would drop a
+    watchlist that runs; one that does not run is left out, as at start-up."""
+    feed_server.set("/a.xml", RSS().render())
+    wls = tmp_path / "watchlists"
+    wls.mkdir()
+    (wls / "broken.yaml").write_text("name: Broken\nall: [Korea]\nnotify: [pager]\n")
+    config = cfg.load(write_config(tmp_path, {"A": feed_server.url("/a.xml")}))
+    assert [w.name for w in config.watchlists] == ["Ukraine"]
+    async with Service(config, env={}, watch_files=False) as service:
+        # A new watchlist, and the old broken one still broken: taken, broken one left out.
+        (wls / "korea.yaml").write_text("name: Korea\nall: [Pyongyang]\nnotify: [console]\n")
+        assert await service.reload() is True
+        assert sorted(service.watchlists) == ["Korea", "Ukraine"]
+        assert service.reload_error is None
+        assert len(service.matcher) == 2
+
+        # A new file, broken: left out too; the running set is all still there.
+        (wls / "new-broken.yaml").write_text("name: New\nquery: '(a'\nnotify: [console]\n")
+        assert await service.reload() is True
+        assert sorted(service.watchlists) == ["Korea", "Ukraine"]
+
+        # A running watchlist broken: the reload would drop it, so nothing is taken.
+        (wls / "korea.yaml").write_text("name: Korea\nall: [Pyongyang]\nnotify: [pager]\n")
+        (wls / "later.yaml").write_text("name: Later\nall: [Seoul]\nnotify: [console]\n")
+        assert await service.reload() is False
+        assert sorted(service.watchlists) == ["Korea", "Ukraine"]
+        assert service.reload_error is not None and "korea.yaml:3:" in service.reload_error
+
+
+async def test_a_failing_matcher_build_leaves_the_running_set_whole(
+        tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What can fail is built before anything is taken: a reload that fails there
+    leaves feeds, watchlists and matcher as they were, not the config half new."""
+    feed_server.set("/a.xml", RSS().render())
+    config = cfg.load(write_config(tmp_path, {"A": feed_server.url("/a.xml")}))
+    async with Service(config, env={}, watch_files=False) as service:
+        write_config(tmp_path, {"A": feed_server.url("/a.xml"), "B": feed_server.url("/b.xml")})
+        (tmp_path / "watchlists" / "korea.yaml").write_text(
+            "name: Korea\nall: [Pyongyang]\nnotify: [console]\n")
+        import monitor.service
+
+        def broken(*_: object, **__: object) -> None:
+            raise OverflowError("the matcher's core could not hold it")
+
+        monkeypatch.setattr(monitor.service.Matcher, "compile", broken)
+        with pytest.raises(OverflowError):
+            await service.reload()
+        assert [f.name for f in service.config.feeds] == ["A"]
+        assert sorted(service.watchlists) == ["Ukraine"]
+        assert len(service.matcher) == 1
+
+
 class SlowFeed(http.server.ThreadingHTTPServer):
     """A feed that takes ``delay`` seconds to answer; ``asked`` is set on each request."""
 

@@ -170,6 +170,12 @@ def matches(watchlist: Watchlist, item: Entry) -> tuple[str, ...] | None:
             id="accent-folding",
         ),
         pytest.param(
+            Watchlist(name="w", all=("Bundesregierung", "Łódź")),
+            entry("Bundes&shy;regierung tagt in Lodz".replace("&shy;", "\u00ad")),
+            ("Bundesregierung", "Łódź"),
+            id="soft-hyphen-and-stroke",
+        ),
+        pytest.param(
             Watchlist(name="w", all=("ZELENSKYÝ",)),
             entry("zelenskyy visits Kyiv"),
             ("ZELENSKYÝ",),
@@ -312,6 +318,12 @@ def matches(watchlist: Watchlist, item: Entry) -> tuple[str, ...] | None:
             entry("Kim far far away troops", "Kim sent troops"),
             None,
             id="near-scoped",
+        ),
+        pytest.param(
+            Watchlist(name="w", query="troops NEAR/10000 Kim"),
+            entry("troops " + "x " * 9000 + "Kim"),
+            ("troops", "Kim"),
+            id="near-at-its-largest",
         ),
         pytest.param(
             Watchlist(name="w", query="Kim NEAR/1 troops"),

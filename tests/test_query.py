@@ -162,6 +162,11 @@ def test_parse(query: str, expected: Node) -> None:
         pytest.param("a NEAR b", "NEAR/n needs a number", 2, id="near-no-number"),
         pytest.param("a NEAR/ b", "NEAR/n needs a number", 2, id="near-empty-number"),
         pytest.param("a NEAR/x b", "NEAR/n needs a number", 2, id="near-not-a-number"),
+        # Past 2**31 the matcher's core could not hold it: every watchlist stopped.
+        pytest.param("a NEAR/2147483648 b", "NEAR/n takes n up to 10000", 2, id="near-too-far"),
+        pytest.param("a NEAR/10001 b", "NEAR/n takes n up to 10000", 2, id="near-past-max"),
+        pytest.param("a NEAR/" + "9" * 5000 + " b", "NEAR/n takes n up to", 2,
+                     id="near-digits-beyond-int-parsing"),
         pytest.param("a NEAR/3", "operator NEAR/3 needs a term on its right", 2, id="near-at-end"),
         pytest.param("NEAR/3 a", "operator NEAR/3 needs a term on its left", 0, id="near-at-start"),
         pytest.param(

@@ -12,6 +12,7 @@ keys and locking (PostgreSQL: a connection pool, row and advisory locks).
 
 from __future__ import annotations
 
+from monitor import redact
 from monitor.errors import StoreError
 from monitor.store.sql import Found, Ingest, Lookup, PollRecord, SqlStore, StoredEntry, alert_id
 
@@ -30,4 +31,5 @@ def open_store(url: str, *, upgrade: bool = True) -> SqlStore:
         from monitor.store.postgres import PostgresStore
 
         return PostgresStore(url, upgrade=upgrade)
-    raise StoreError(f"unknown state URL {url!r}: use sqlite:///PATH or postgresql://...")
+    raise StoreError(f"unknown state URL {redact.url(url)!r}: use sqlite:///PATH or "
+                     "postgresql://...")
