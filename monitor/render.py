@@ -29,7 +29,7 @@ import dataclasses
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -386,7 +386,10 @@ def _item(alert: Alert, story: Story | None = None) -> _Item:
         terms=list(alert.terms),
         watchlist=alert.watchlist,
         also_reported_by=also_reported_by(entry.feed, story),
-        others=tuple(x for x in (story.sources if story else ())
+        # Their links as the item's own: a feed that joins a story must not put a
+        # javascript: or data: link in the team's digest.
+        others=tuple(replace(x, link=_safe_link(x.link)) if x.link != _safe_link(x.link) else x
+                     for x in (story.sources if story else ())
                      if (x.feed, x.link) != (entry.feed, entry.link)),
     )
 

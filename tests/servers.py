@@ -443,6 +443,8 @@ class SlackServer(_ThreadedAiohttpServer):
         self._calls: list[str] = []
         self._faults: list[_Fault] = []
         self._drop = 0
+        self._drop_answer: int | None = None
+        self._denied: set[str] = set()
         self._last_ts = 0.0
 
     # -- test API
@@ -495,10 +497,19 @@ class SlackServer(_ThreadedAiohttpServer):
                 _Fault(status, retry_after, error, until=time.monotonic() + seconds)
             )
 
-    def drop_next(self, n: int = 1) -> None:
-        """Store the next ``n`` posts, then drop the connection without answering."""
+    def drop_next(self, n: int = 1, answer: int | None = None) -> None:
+        """Store the next ``n`` posts, then drop the connection without answering, or
+        with ``answer``, answer that HTTP status with a gateway's HTML page (a
+        proxy's 502 after Slack took the post)."""
         with self._lock:
             self._drop += n
+            self._drop_answer = answer
+
+    def deny(self, method: str) -> None:
+        """Answer ``method`` with ``missing_scope`` from now on (an app installed
+        without, say, channels:history)."""
+        with self._lock:
+            self._denied.add(method)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -607,6 +618,9 @@ class SlackServer(_ThreadedAiohttpServer):
         error = self._auth_error(request, params)
         if error is not None:
             return params, _slack_error(error)
+        with self._lock:
+            if method in self._denied:
+                return params, _slack_error("missing_scope")
         return params, None
 
     async def _post_message(self, request: web.Request) -> web.StreamResponse:
@@ -634,6 +648,9 @@ class SlackServer(_ThreadedAiohttpServer):
             drop = self._drop > 0
             if drop:
                 self._drop -= 1
+        if drop and self._drop_answer is not None:
+            return web.Response(status=self._drop_answer, content_type="text/html",
+                                text="<html><body><h1>502 Bad Gateway</h1></body></html>")
         if drop:
             return _drop_connection(request)
         return web.json_response(

@@ -605,3 +605,21 @@ async def test_a_story_joined_by_many_gets_a_few_replies_and_a_count(
     finally:
         await sender.aclose()
         store.close()
+
+
+@pytest.mark.parametrize(("asked", "low", "high"), [
+    (2.0, 2.0, 2.25),
+    (0.0, 0.0, 0.25),
+    (-5.0, 0.0, 0.25),
+    (float("nan"), 0.0, 0.25),
+    (2_592_000.0, 900.0, 900.25),  # a month: the destination's every alert waited
+    (1e12, 900.0, 900.25),  # past a datetime's range
+    (float("inf"), 900.0, 900.25),
+])
+def test_a_retry_after_is_honoured_up_to_the_cap(asked: float, low: float, high: float) -> None:
+    import random
+
+    from monitor.deliver.outbox import RetryPolicy
+
+    delay = RetryPolicy().delay(3, asked, random.Random(1))
+    assert low <= delay <= high

@@ -234,3 +234,113 @@ async def test_email_digest_lists_the_other_outlets_under_the_story(
     assert "https://herald.example/nk" in body
     html = mail.message.get_body(("html",)).get_content()
     assert '<a href="https://herald.example/nk">Thousands of North Korean troops' in html, html
+
+
+async def test_a_post_stored_then_answered_502_is_not_posted_twice(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """A gateway's 502 after Slack took the post: the retry looks in the channel first."""
+    tmp, rss = setup
+    watchlist(tmp, "desk", "")
+    async with Service(cfg.load(tmp / "monitor.yaml")) as service:
+        await cycle(service, feed_server, rss)
+        publish(rss, 1, Clock(datetime.now(UTC)))
+        slack_server.drop_next(1, answer=502)
+        await cycle(service, feed_server, rss)
+        [alert] = [a for a in service.store.list_alerts() if a.destination == "newsroom"]
+        assert alert.status is AlertStatus.SENT, alert.last_error
+        assert alert.remote_id == slack_server.messages[0].ts
+    assert len(slack_server.messages) == 1
+    assert "conversations.history" in slack_server.calls
+
+
+async def test_without_channels_history_a_lost_answer_is_posted_again_not_failed(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The lookup before a re-send is refused for good (missing_scope): the alert went
+    `failed` and `alerts retry` failed it again. Now it is posted again: a
+    possible duplicate costs a reader seconds, a lost alert is a missed story."""
+    tmp, rss = setup
+    watchlist(tmp, "desk", "")
+    slack_server.deny("conversations.history")
+    async with Service(cfg.load(tmp / "monitor.yaml")) as service:
+        await cycle(service, feed_server, rss)
+        publish(rss, 1, Clock(datetime.now(UTC)))
+        slack_server.drop_next(1)
+        await cycle(service, feed_server, rss)
+        [alert] = [a for a in service.store.list_alerts() if a.destination == "newsroom"]
+        assert alert.status is AlertStatus.SENT, alert.last_error
+    assert len(slack_server.messages) == 2  # the one whose answer was lost, and the re-post
+    assert "alert.reconcile_failed" in caplog.text and "channels:history" in caplog.text
+
+
+async def test_a_digest_whose_lookup_fails_for_now_is_looked_up_again_not_reposted(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    tmp, rss = setup
+    (tmp / "watchlists" / "hourly.yaml").write_text(
+        "name: hourly\nall: [Ukraine]\nnotify: [newsroom]\nmode: digest\nevery: 1h\n")
+    clock = Clock(datetime(2026, 11, 25, 12, 10, tzinfo=UTC))
+    async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
+        await cycle(service, feed_server, rss)
+        publish(rss, 2, clock)
+        await cycle(service, feed_server, rss)
+        clock.advance(minutes=51)
+        slack_server.drop_next(1)  # the digest lands, its answer is lost
+        await service.outbox.drain(within=1)
+        assert len(slack_server.messages) == 1
+        slack_server.fail_next(1, status=500)  # the lookup before a re-send fails, once
+        await service.outbox.drain(within=8)
+        assert {a.status for a in service.store.list_alerts()} == {AlertStatus.FOLDED}
+    assert len(slack_server.messages) == 1  # found the second time, not posted again
+    assert slack_server.calls[-1] == "conversations.history"
+
+
+async def test_a_template_that_fails_on_one_alert_neither_loses_it_nor_stops_the_lane(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`check` passes a template that works on its sample, then fails on a real item
+    (here one without a link): the lane retried it every 5 s for good and sent
+    nothing behind it, and `run --once` crashed. Now that alert goes out with
+    the bundled templates, the error named, and the lane goes on."""
+    import shutil
+
+    tmp, rss = setup
+    templates = tmp / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    slack_j2 = templates / "alert.slack.j2"
+    slack_j2.write_text(slack_j2.read_text() + '\nSite: {{ link.split("/")[2] }}\n')
+    config = tmp / "monitor.yaml"
+    config.write_text(config.read_text().replace(f"templates: {ROOT / 'templates'}",
+                                                 f"templates: {templates}"))
+    watchlist(tmp, "desk", "")
+    async with Service(cfg.load(config)) as service:
+        assert service.renderer.check() == []
+        await cycle(service, feed_server, rss)
+        rss.add("Ukraine grain exports resume", "", "no link", published=datetime.now(UTC))
+        rss.add("EU agrees new sanctions over Ukraine war", "https://wire.example/eu",
+                published=datetime.now(UTC))
+        await cycle(service, feed_server, rss)
+        statuses = {a.entry.title: a.status for a in service.store.list_alerts()
+                    if a.destination == "newsroom"}
+    assert set(statuses.values()) == {AlertStatus.SENT}, statuses
+    assert len(statuses) == 2
+    texts = slack_text(slack_server)
+    assert any("Site: wire.example" in t for t in texts)  # the user's template, where it works
+    assert "template.failed" in caplog.text and "alert.slack.j2" in caplog.text
+
+
+async def test_an_absurd_retry_after_waits_at_most_the_cap(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """Retry-After: 10**12 overflowed the date (run --once died); 30 days held the
+    destination's every alert for a month."""
+    tmp, rss = setup
+    watchlist(tmp, "desk", "")
+    async with Service(cfg.load(tmp / "monitor.yaml")) as service:
+        await cycle(service, feed_server, rss)
+        publish(rss, 1, Clock(datetime.now(UTC)))
+        slack_server.fail_next(1, status=429, retry_after=10**12)
+        await cycle(service, feed_server, rss)
+        [alert] = [a for a in service.store.list_alerts() if a.destination == "newsroom"]
+        assert alert.status is AlertStatus.QUEUED
+        assert alert.next_attempt_at is not None
+        wait = alert.next_attempt_at - datetime.now(UTC)
+        assert timedelta(minutes=14) < wait <= timedelta(minutes=15, seconds=1)

@@ -181,6 +181,29 @@ def test_only_http_links_are_shown(renderer: Renderer, link: str) -> None:
     assert email.html is not None and "href" not in email.html
 
 
+@pytest.mark.parametrize("kind", ["email", "slack", "console"])
+def test_the_other_outlets_links_are_http_only_too(renderer: Renderer, kind: str) -> None:
+    """A feed that joins a story must not put a javascript: or data: link under it."""
+    story = Story(id="s1", title="Grain deal collapses", first_seen=WHEN, sources=(
+        Source(feed="Reuters", title="Grain deal collapses",
+               link="https://example.org/world/grain?id=1&src=rss", seen_at=WHEN),
+        Source(feed="Evil", title="Grain deal: click", link="javascript:alert(document.domain)",
+               seen_at=WHEN),
+        Source(feed="Data", title="Grain deal: open", link="data:text/html,<script>x</script>",
+               seen_at=WHEN),
+        Source(feed="AP", title="AP on the grain deal", link="https://ap.example/1",
+               seen_at=WHEN)))
+    digest = renderer.digest(kind, "Digest", [("ukraine", [make_alert()])], {"s1": story})
+    alert = renderer.alert(kind, make_alert(), story)
+    for rendered in (digest, alert):
+        out = "\n".join([rendered.subject, rendered.text, rendered.html or "",
+                         *strings(rendered.blocks)])
+        assert "javascript:" not in out and "data:text" not in out
+    if kind == "email":
+        assert digest.html is not None and '<a href="https://ap.example/1">' in digest.html
+        assert "Grain deal: click" in digest.html  # the headline stays, without a link
+
+
 def test_link_cannot_break_out_of_slack_link_syntax(renderer: Renderer) -> None:
     alert = make_alert(link="https://example.org/a|b>c <!channel>")
     section = section_text(renderer.alert("slack", alert))

@@ -50,8 +50,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from monitor import redact
-from monitor.errors import DeliveryError
+from monitor.errors import ConfigError, DeliveryError, PermanentDeliveryError
 from monitor.render import Renderer
+from monitor.sanitize import cap
 from monitor.store import SqlStore
 from monitor.types import Alert, AlertStatus, Rendered, Sender
 
@@ -76,11 +77,17 @@ class RetryPolicy:
     # destination sees at most a couple of tries a minute during an outage.
     cap: float = 30.0
     give_up_after: timedelta = timedelta(hours=24)
+    # The longest Retry-After honoured: a lane waits for its head alert, so a
+    # proxy's "Retry-After: 2592000" held every alert of the destination for a
+    # month (and 10**12 overflowed the date). Slack asks for seconds.
+    retry_after_cap: float = 900.0
 
     def delay(self, attempts: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds before the next try after ``attempts`` failed tries (pure)."""
         if retry_after is not None:
-            return max(0.0, float(retry_after)) + rng.random() * 0.25
+            asked = float(retry_after)
+            asked = min(asked, self.retry_after_cap) if asked > 0 else 0.0  # NaN: 0
+            return asked + rng.random() * 0.25
         backoff = min(self.cap, self.base * 2.0 ** max(0, attempts - 1))
         return backoff * (0.5 + rng.random())  # full jitter around the backoff
 
@@ -184,6 +191,7 @@ class Outbox:
         self._last_watchlist: dict[str, str] = {}  # per lane: whose alert went last
         self._update_backoff: dict[str, tuple[int, float]] = {}  # alert -> (tries, not before)
         self._on_outcome = on_outcome
+        self._bundled: Renderer | None = None  # the fallback when a template fails
         self._deadline: float | None = None  # loop time a bounded drain ends
         self._stopping = False
 
@@ -256,7 +264,12 @@ class Outbox:
     async def _lane_until_empty(self, name: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            wait = await self._step(name)
+            try:
+                wait = await self._step(name)
+            except Exception:  # a bug: this lane ends, the others and the run go on
+                logger.exception("outbox.lane_crash destination=%s (left for the next run)",
+                                 name)
+                return
             if wait is None:
                 continue
             if wait >= 3600 or loop.time() + wait > deadline:
@@ -347,18 +360,30 @@ class Outbox:
             if find is not None:
                 try:
                     found = await find(digest_id)
-                except DeliveryError:
+                except DeliveryError as exc:
+                    if not exc.permanent:  # it may be there: look again, do not post twice
+                        self._retry_flush(name, len(ids), exc)
+                        return
+                    self._cannot_look(name, digest_id, exc)
                     found = None
                 if found is not None:
                     await self._store(self.store.mark_status, ids, AlertStatus.FOLDED, self.now())
+                    await self._store(self.store.delete_meta, marker)
                     return
         listed = [a for alerts in groups.values() for a in alerts[:DIGEST_ITEMS]]
         stories = {}
         for a in listed:
             if (story := await self._store(self.store.story, a.story_id)) is not None:
                 stories[a.story_id] = story
-        message = self.renderer.digest(kind_of(sender), title, list(groups.items()), stories,
-                                       max_items=DIGEST_ITEMS)
+        try:
+            message = self._rendered(f"digest={digest_id}", lambda r: r.digest(
+                kind_of(sender), title, list(groups.items()), stories, max_items=DIGEST_ITEMS))
+        except DeliveryError as exc:
+            logger.warning("digest.failed destination=%s alerts=%d reason=%s", name,
+                           len(ids), redact.text(str(exc)))
+            for aid in ids:
+                await self._store(self.store.mark_failed, aid, redact.text(str(exc)))
+            return
         await self._store(self.store.set_meta, marker, "1")
         try:
             await sender.send(carrier, message)
@@ -370,13 +395,7 @@ class Outbox:
                 for aid in ids:
                     await self._store(self.store.mark_failed, aid, reason)
                 return
-            attempts = self._flush_attempts.get(name, 0) + 1
-            self._flush_attempts[name] = attempts
-            delay = self.policy.within(self.policy.delay(attempts, exc.retry_after, self.rng),
-                                       self._remaining(), exc.retry_after)
-            self._flush_after[name] = asyncio.get_running_loop().time() + delay
-            logger.warning("digest.retry destination=%s alerts=%d attempt=%d in=%.1fs "
-                           "reason=%s", name, len(ids), attempts, delay, reason)
+            self._retry_flush(name, len(ids), exc)
             return
         self._flush_attempts.pop(name, None)
         self._flush_after.pop(name, None)
@@ -385,15 +404,62 @@ class Outbox:
         await self._store(self.store.delete_meta, marker)
         logger.info("digest.sent destination=%s alerts=%d title=%r", name, len(ids), title)
 
+    def _retry_flush(self, name: str, alerts: int, exc: DeliveryError) -> None:
+        """A digest's try failed for now: the lane flushes again after the backoff."""
+        attempts = self._flush_attempts.get(name, 0) + 1
+        self._flush_attempts[name] = attempts
+        delay = self.policy.within(self.policy.delay(attempts, exc.retry_after, self.rng),
+                                   self._remaining(), exc.retry_after)
+        self._flush_after[name] = asyncio.get_running_loop().time() + delay
+        logger.warning("digest.retry destination=%s alerts=%d attempt=%d in=%.1fs reason=%s",
+                       name, alerts, attempts, delay, redact.text(str(exc)))
+
+    def _cannot_look(self, name: str, message_id: str, exc: DeliveryError) -> None:
+        """The lookup before a re-send is refused for good (an app without
+        channels:history, say): posting again may make a duplicate, which costs a
+        reader seconds; failing the alert would lose it."""
+        logger.warning("alert.reconcile_failed id=%s destination=%s reason=%s (posting it "
+                       "again; give the app channels:history to look first)", message_id,
+                       name, redact.text(str(exc)))
+
+    def _rendered(self, what: str, make: Callable[[Renderer], Rendered]) -> Rendered:
+        """``make`` with the configured templates, else with the bundled ones: a user's
+        template that fails on one alert (a filter on a link the item lacks) must
+        neither lose it nor stop its destination's lane behind it. Raises a
+        permanent DeliveryError when neither renders."""
+        try:
+            return make(self.renderer)
+        except ConfigError as exc:
+            error = exc
+        from monitor.config import BUNDLED_TEMPLATES
+
+        if self.renderer.template_dir.resolve() != BUNDLED_TEMPLATES.resolve():
+            # Not redact.text: the template's own path and line are the point, and
+            # its context holds no secret (the log escapes what a feed sent).
+            logger.error("template.failed %s error=%s (sent with the bundled templates; "
+                         "mend the template)", what, cap(str(error), 500))
+            if self._bundled is None:
+                self._bundled = Renderer(BUNDLED_TEMPLATES)
+            try:
+                return make(self._bundled)
+            except ConfigError as exc:
+                error = exc
+        raise PermanentDeliveryError(f"cannot render it: {error}") from error
+
     async def render(self, sender: Sender, alert: Alert) -> Rendered:
         story = await self._store(self.store.story, alert.story_id)
-        return self.renderer.alert(kind_of(sender), alert, story)
+        return self._rendered(f"alert={alert.id}",
+                              lambda r: r.alert(kind_of(sender), alert, story))
 
     async def _deliver(self, sender: Sender, alert: Alert) -> None:
         name = sender.name
         # One attempt, whether it is the history lookup or the post: a lookup that
         # keeps failing (no network) backs off like a post and counts truthfully.
-        message = await self.render(sender, alert)
+        try:
+            message = await self.render(sender, alert)
+        except DeliveryError as exc:
+            await self._failed(alert, exc)
+            return
         await self._store(self.store.mark_attempt, alert.id)
         attempts = alert.attempts + 1
         if alert.maybe_sent:
@@ -402,8 +468,11 @@ class Outbox:
                 try:
                     found = await find(alert.id)
                 except DeliveryError as exc:
-                    await self._failed(alert, exc, attempts=attempts, maybe_sent=True)
-                    return
+                    if not exc.permanent:
+                        await self._failed(alert, exc, attempts=attempts, maybe_sent=True)
+                        return
+                    self._cannot_look(name, alert.id, exc)
+                    found = None
                 if found is not None:
                     logger.info("alert.reconciled alert=%s destination=%s", alert.id, name)
                     await self._store(self.store.mark_sent, alert.id, self.now(), found)
@@ -457,8 +526,9 @@ class Outbox:
         # Read once for the message and the replies: a story many outlets joined is
         # thousands of rows.
         story = await self._store(self.store.story, alert.story_id)
-        message = self.renderer.alert(kind_of(sender), alert, story)
         try:
+            message = self._rendered(f"alert={alert.id}",
+                                     lambda r: r.alert(kind_of(sender), alert, story))
             await update(alert, message)
         except DeliveryError as exc:
             if exc.permanent:

@@ -361,7 +361,7 @@ class SlackSender:
 
     def _api_error(self, method: str, exc: SlackApiError) -> DeliveryError:
         response = exc.response
-        status = int(getattr(response, "status_code", 0) or 0)
+        status = int(getattr(response, "status_code", 0) or getattr(response, "status", 0) or 0)
         data = getattr(response, "data", None)
         code = str(data.get("error") or "") if isinstance(data, dict) else ""
         if code and not _CODE.match(code):  # a server may echo anything here, our token too
@@ -405,11 +405,16 @@ def _classify(
     if status == 429:
         retry_after = _retry_after(headers)
         return DeliveryError(message + " (rate limited)", retry_after=retry_after)
+    # A post the server answered badly may still have been stored (a gateway's 502
+    # after Slack took it, a body cut short): the retry looks before it posts again.
+    posted = method in ("chat.postMessage", "webhook")
     if status == 408 or status >= 500:
-        return DeliveryError(message)
+        return DeliveryError(message, uncertain=posted)
     if code in PERMANENT or 400 <= status < 500:
         return PermanentDeliveryError(message)
-    return DeliveryError(message)  # e.g. internal_error, fatal_error, ratelimited
+    # e.g. internal_error, fatal_error, ratelimited, or no status at all (an answer
+    # that was not Slack's JSON)
+    return DeliveryError(message, uncertain=posted and code != "ratelimited")
 
 
 def _retry_after(headers: Mapping[str, Any]) -> float | None:
