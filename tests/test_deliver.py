@@ -493,6 +493,30 @@ async def test_email_one_recipient_refused_still_sends(smtp_server: SMTPServer) 
     assert smtp_server.received[0].rcpt_tos == ("editor@example.org",)
 
 
+async def test_email_one_recipient_refused_for_now_gets_it_on_the_retry(
+        smtp_server: SMTPServer) -> None:
+    """Greylisting (450) for one recipient while the other took it: the alert was
+    marked sent and that recipient never got it. Now the send fails for now,
+    and the retry goes to that recipient alone, with the same Message-ID."""
+    smtp_server.fail_next(1, 450, stage="rcpt")
+    sender = email_sender(smtp_server)
+    alert = make_alert()
+    with pytest.raises(DeliveryError) as info:
+        await sender.send(alert, rendered("email", alert))
+    assert not info.value.permanent and "refused for now" in str(info.value)
+    [first] = smtp_server.received
+    receipt = await sender.send(alert, rendered("email", alert))
+    assert receipt.remote_id == "<alert-1@news-monitor>"
+    first_rcpt, second = smtp_server.received
+    assert (first_rcpt.rcpt_tos, second.rcpt_tos) == (("editor@example.org",),
+                                                      ("desk@example.org",))
+    assert first.message["Message-ID"] == second.message["Message-ID"]
+    # Done: the next alert goes to everyone again.
+    other = make_alert(alert_id="alert-2")
+    await sender.send(other, rendered("email", other))
+    assert smtp_server.received[-1].rcpt_tos == ("desk@example.org", "editor@example.org")
+
+
 async def test_email_server_down_is_retryable() -> None:
     sender = EmailSender(
         "desk",

@@ -98,6 +98,10 @@ class EmailSender:
         self.timeout = timeout
         self._tls_context = tls_context
         self._cert_bundle = cert_bundle
+        #: alert id -> recipients still to get it: those a server refused for now
+        #: (4xx: greylisting, a full mailbox) while it took the others. Kept in
+        #: memory: after a restart the retry goes to all of them (at least once).
+        self._owed: dict[str, tuple[str, ...]] = {}
 
     def __repr__(self) -> str:  # no password
         return f"EmailSender({self.name!r}, host={self.host!r}, to={list(self.to)!r})"
@@ -127,10 +131,12 @@ class EmailSender:
 
         msg = self.build(alert, message)
         where = f"email destination {self.name!r} ({self.host})"
+        recipients = self._owed.get(alert.id, self.to)
         try:
             async with asyncio.timeout(self.timeout):
                 errors, _ = await aiosmtplib.send(
                     msg,
+                    recipients=list(recipients),
                     hostname=self.host,
                     port=self.port,
                     username=self.username,
@@ -169,13 +175,16 @@ class EmailSender:
         except ValueError as exc:  # aiosmtplib refuses CR/LF/control characters in arguments
             raise PermanentDeliveryError(
                 f"{where}: invalid message: {self._clean(str(exc))}") from exc
-        if errors:  # some recipients refused, the others got it: not worth a re-send
-            logger.warning(
-                "email.partly_refused destination=%s alert=%s refused=%s",
-                self.name,
-                alert.id,
-                ", ".join(f"{k} ({v.code})" for k, v in errors.items()),
-            )
+        if errors:  # some recipients refused, the others got it
+            refused = ", ".join(f"{k} ({v.code})" for k, v in errors.items())
+            later = tuple(k for k, v in errors.items() if v.code < 500)
+            if later:  # refused for now: the retry goes to them alone, same Message-ID
+                self._owed[alert.id] = later
+                raise DeliveryError(f"{where}: recipients refused for now: "
+                                    f"{self._clean(refused)} (the others got it)")
+            logger.warning("email.partly_refused destination=%s alert=%s refused=%s",
+                           self.name, alert.id, self._clean(refused))
+        self._owed.pop(alert.id, None)
         return Receipt(remote_id=str(msg["Message-ID"]))
 
     def _clean(self, reply: str) -> str:
