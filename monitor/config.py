@@ -145,8 +145,9 @@ class _Located:
     and list index path, e.g. ``("feeds", 0, "url")``.
     """
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str = "") -> None:
         self.file = file
+        self.text = text  # the document, for positions inside a scalar
         self.marks: dict[tuple[Any, ...], tuple[int, int]] = {}
         self.scalars: dict[tuple[Any, ...], yaml.ScalarNode] = {}
 
@@ -332,7 +333,7 @@ def _parse(text: str, path: Path, env: Mapping[str, str]) -> tuple[Any, _Located
 
 def _read(text: str, path: Path, env: Mapping[str, str],
           loader: Callable[[str], _Composing]) -> tuple[Any, _Located]:
-    located = _Located(str(path))
+    located = _Located(str(path), text)
     try:
         composer = loader(text)
         try:
@@ -982,7 +983,7 @@ def _check_query(model: WatchlistFile, located: _Located, node: yaml.ScalarNode 
         try:
             q.parse(model.query)
         except QueryError as exc:
-            line, column = _query_position(node, model.query, exc.offset)
+            line, column = _query_position(node, model.query, exc.offset, located.text)
             raise ConfigError(f"query: {exc.message}", path=located.file, line=line,
                               column=column) from None
     try:
@@ -993,11 +994,16 @@ def _check_query(model: WatchlistFile, located: _Located, node: yaml.ScalarNode 
         raise located.error(f"{key}: {exc.message}", (key,)) from None
 
 
-def _query_position(node: yaml.ScalarNode | None, text: str,
-                    offset: int) -> tuple[int | None, int | None]:
-    """Map an offset inside a query string to the YAML file's line and column."""
+def _query_position(node: yaml.ScalarNode | None, text: str, offset: int,
+                    source: str = "") -> tuple[int | None, int | None]:
+    """Map an offset inside a query string to the YAML file's line and column: by
+    walking the scalar as written beside its value (what folding, indentation,
+    quotes and escapes took out is stepped over), else by its style alone."""
     if node is None:
         return None, None
+    found = _in_source(node, text, offset, source)
+    if found is not None:
+        return found
     line, column = node.start_mark.line + 1, node.start_mark.column + 1
     if node.style in ("'", '"'):
         column += 1
@@ -1009,3 +1015,34 @@ def _query_position(node: yaml.ScalarNode | None, text: str,
         line += before.count("\n")
         return line, offset - before.rfind("\n")
     return line, column + offset
+
+
+def _in_source(node: yaml.ScalarNode, text: str, offset: int,
+               source: str) -> tuple[int, int] | None:
+    """(line, column) in ``source`` of ``text[offset]`` (just past the end for
+    ``offset == len(text)``), or None where the two cannot be lined up: each
+    character of the value is the next like it in the scalar as written, a
+    space may stand for a folded line break; a ${VAR} makes them differ."""
+    lines = source.splitlines(keepends=True)
+    start, end = node.start_mark, node.end_mark
+    if not text or end.line >= len(lines) + 1 or start.line >= len(lines):
+        return None
+    first = sum(len(x) for x in lines[:start.line]) + start.column
+    last = sum(len(x) for x in lines[:end.line]) + end.column
+    raw = source[first:last]
+    if "${" in raw:
+        return None
+    at = min(offset, len(text) - 1)
+    i = 0
+    for j in range(at + 1):
+        ch = text[j]
+        while i < len(raw) and raw[i] != ch and not (ch == " " and raw[i] in "\r\n"):
+            i += 1
+        if i == len(raw):
+            return None
+        if j < at:
+            i += 1
+    i += offset - at  # past the end: the column after the last character
+    absolute = first + i
+    line_start = source.rfind("\n", 0, absolute) + 1
+    return source.count("\n", 0, absolute) + 1, absolute - line_start + 1

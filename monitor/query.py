@@ -374,17 +374,21 @@ class _Depth:
         self.parser.depth -= 1
 
 
+_LOOKS_LIKE_OPERATOR = re.compile(r"and|or|not|near(?:/[0-9]*)?", re.I)
+
+
 def lowercase_operators(text: str) -> list[tuple[str, int]]:
-    """Lowercase ``and``/``or``/``not`` standing between two terms (pure): almost
-    always meant as operators, but operators are upper case, so they are words
-    that must appear. (word, offset) each; empty for a query that does not lex."""
+    """``and``/``or``/``not``/``near/5`` not in upper case (``And``, ``Or`` too)
+    standing between two terms (pure): almost always meant as operators, but
+    operators are upper case, so they are words that must appear. (word,
+    offset) each; empty for a query that does not lex."""
     try:
         tokens = list(_lex(text))
     except QueryError:
         return []
     found = []
     for before, tok, after in zip(tokens, tokens[1:], tokens[2:], strict=False):
-        if (tok.kind == "WORD" and tok.text in ("and", "or", "not")
+        if (tok.kind == "WORD" and _LOOKS_LIKE_OPERATOR.fullmatch(tok.text)
                 and before.kind in ("WORD", "PHRASE", ")")
                 and after.kind in ("WORD", "PHRASE", "(", "FIELD")):
             found.append((tok.text, tok.offset))

@@ -579,6 +579,7 @@ class Service:
         self.metrics.watch_store(self.store.alert_counts, self._feed_health, self.now)
         for err in c.watchlist_errors:
             logger.warning("watchlist.invalid %s", err)
+        _warn_operator_words(c.watchlists)
         for problem in self.renderer.check():  # also loads them: reload swaps whole sets
             logger.warning("template.invalid %s", problem)
         logger.info("service.start feeds=%d watchlists=%d destinations=%d state=%s "
@@ -1598,6 +1599,7 @@ class Service:
         new = got.config
         for problem in got.left_out:
             logger.warning("watchlist.invalid %s", problem)
+        _warn_operator_words(new.watchlists)
         change = feed_changes(self.config.feeds, new.feeds)
         await self._owned(self._apply, new)  # on the ingest thread: between two ingests
         # New feeds get a row (due now); changed ones are due now; removed ones are
@@ -1628,6 +1630,19 @@ class Service:
             logger.warning("store.prune_failed error=%s", redact.text(str(exc)))
             return
         logger.info("store.pruned entries=%d", n)
+
+
+def _warn_operator_words(watchlists: Sequence[Watchlist]) -> None:
+    """A lowercase ``and`` (or ``Or``, ``near/5``) between two terms of a query is a
+    word an entry must contain, which is rarely what was meant: said where it
+    runs, not only by ``check`` and ``try``."""
+    from monitor.query import lowercase_operators
+
+    for wl in watchlists:
+        for word, _ in lowercase_operators(wl.query or ""):
+            logger.warning("watchlist.operator_word watchlist=%r path=%s word=%r (a word to "
+                           "match, not an operator; write %s)", wl.name, wl.path, word,
+                           word.upper())
 
 
 def _settle(outcomes: Sequence[tuple[asyncio.Future[int], int, BaseException | None]]) -> None:

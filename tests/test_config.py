@@ -159,6 +159,31 @@ def test_secret_from_file(tmp_path: Path) -> None:
     assert c.destinations["s"].token == "xoxb-from-file"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(("query", "line", "column"), [
+    pytest.param("query: |\n    a AND\n    foo:b\n", 4, 5, id="literal"),
+    pytest.param("query: >\n    a AND\n    foo:b\n", 4, 5, id="folded"),
+    pytest.param("query: >-\n    a AND b AND c AND d AND\n      e AND foo:b\n", 4, 13,
+                 id="folded-more-indented"),
+    pytest.param("query: a AND\n    foo:b\n", 3, 5, id="plain-two-lines"),
+    pytest.param("query: 'a AND\n    foo:b'\n", 3, 5, id="single-quoted-two-lines"),
+    pytest.param('query: "a AND\n    foo:b"\n', 3, 5, id="double-quoted-two-lines"),
+    pytest.param('query: "\\"a\\" AND foo:b"\n', 2, 19, id="escaped-quotes"),
+    pytest.param("query: 'it''s AND foo:b'\n", 2, 19, id="doubled-single-quote"),
+    pytest.param("query: a AND foo:b\n", 2, 14, id="plain"),
+    pytest.param("query: |\n    a AND (b\n", 3, 11, id="open-paren-on-line-two"),
+])
+def test_query_errors_point_at_their_line_and_column(tmp_path: Path, query: str, line: int,
+                                                    column: int) -> None:
+    """However the query is written in YAML: folded, quoted, escaped, on several lines."""
+    body = f"name: x\n{query}notify: [console]\n"
+    p = write(tmp_path, "destinations: {console: {type: console}}\n", {"q.yaml": body})
+    [err] = cfg.load(p, env={}).watchlist_errors
+    assert (err.line, err.column) == (line, column), str(err)
+    text = body.splitlines()[line - 1]
+    if "foo:" in query:
+        assert text[column - 1:].startswith("foo:"), (text, column)
+
+
 def test_an_unknown_state_url_never_shows_its_password(tmp_path: Path) -> None:
     p = write(tmp_path, "state: mysql://mon:S3cret@db/x\n")
     with pytest.raises(ConfigError) as e:

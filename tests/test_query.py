@@ -447,3 +447,20 @@ trees: st.SearchStrategy[Node] = st.recursive(
 @given(trees)
 def test_render_round_trips(node: Node) -> None:
     assert parse(render(node)) == node
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ("Kim and Putin", [("and", 4)]),
+    ("Kim And Putin", [("And", 4)]),
+    ("Kim Or Seoul", [("Or", 4)]),
+    ("Kim near/5 Putin", [("near/5", 4)]),
+    ("Kim Near/5 Putin", [("Near/5", 4)]),
+    ("Kim AND Putin", []),  # the operator
+    ('"rock and roll"', []),  # a phrase
+    ("and Kim", []),  # not between two terms: a word, as written
+    ("Kim NOT (Seoul or Tokyo)", [("or", 15)]),
+])
+def test_lowercase_operators(text: str, found: list[tuple[str, int]]) -> None:
+    from monitor.query import lowercase_operators
+
+    assert lowercase_operators(text) == found
