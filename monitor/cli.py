@@ -200,12 +200,14 @@ def _feed_sources(sources: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 async def _entries_from(feeds: Sequence[tuple[str, str, str]],
-                        fetch_timeout: float) -> list[Entry]:
+                        fetch_timeout: float) -> tuple[list[Entry], int]:
+    """The entries of ``feeds``, and how many of them could not be read (each said)."""
     from monitor.fetch import Fetcher
     from monitor.parse import parse_feed
     from monitor.urls import canonical_url
 
     out: list[Entry] = []
+    failed = 0
     async with Fetcher(timeout=fetch_timeout) as fetcher:
         for src, url, name in feeds:
             try:
@@ -215,8 +217,9 @@ async def _entries_from(feeds: Sequence[tuple[str, str, str]],
                 out.extend(parse_feed(result.body, name, content_type=result.content_type,
                                       canonicalize=canonical_url, now=datetime.now(UTC)))
             except MonitorError as exc:
+                failed += 1
                 _err(f"{src}: {redact.text(str(exc), secrets=redact.url_secrets(url))}")
-    return out
+    return out, failed
 
 
 def cmd_try(args: argparse.Namespace) -> int:
@@ -233,10 +236,14 @@ def cmd_try(args: argparse.Namespace) -> int:
         start = datetime.now(UTC) - args.since
         with _opened_store(args) as store:
             entries += [(se.entry, se.seen_at) for se in store.entries_since(start)]
+    unread = 0
     if args.feeds:
         import asyncio
 
-        entries += [(e, None) for e in asyncio.run(_entries_from(_feed_sources(args.feeds), 20.0))]
+        sources = _feed_sources(args.feeds)
+        read, unread = asyncio.run(_entries_from(sources, 20.0))
+        entries += [(e, None) for e in read]
+        unread = unread if unread == len(sources) else 0
     if not args.since and not args.feeds:
         _err("give one or more feeds (URL or file) to try against, or --since 7d to "
              "backtest against the stored entries")
@@ -269,6 +276,9 @@ def cmd_try(args: argparse.Namespace) -> int:
             _out("per day:")
             for day in sorted(per_day):
                 _out(f"  {day}  {per_day[day]}")
+    if unread:  # nothing was tried: "0 would alert" must not read as a pass
+        _err(f"none of the {_plural(unread, 'feed', 'feeds')} given could be read")
+        return 1
     return 0
 
 

@@ -736,6 +736,10 @@ class WatchlistFile(_Model):
     def _check(self) -> WatchlistFile:
         if not (self.all or self.any or self.query):
             raise ValueError("needs a query, or terms under all or any")
+        if not self.name.strip():
+            raise ValueError("name is blank")
+        if self.feeds != "all" and not self.feeds:
+            raise ValueError("feeds: an empty list matches no feed: name feeds, or say all")
         if self.mode is Mode.DIGEST and not (self.every or self.at):
             raise ValueError("mode: digest needs every (e.g. 1h) or at (e.g. ['08:00'])")
         return self

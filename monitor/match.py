@@ -551,15 +551,13 @@ class _Compiler:
         shown: list[list[int]] = []
         texts: list[tuple[str, ...]] = []
         for watchlist in compiled:
-            written = tuple(dict.fromkeys(s.text for s in watchlist.shown))
+            at = {text: i for i, text in enumerate(dict.fromkeys(s.text for s in watchlist.shown))}
             shown.append([
                 number
                 for s in watchlist.shown
-                for number in (
-                    _FIELD_CODE[s.field], self.pattern_ids[s.pattern], written.index(s.text)
-                )
+                for number in (_FIELD_CODE[s.field], self.pattern_ids[s.pattern], at[s.text])
             ])
-            texts.append(written)
+            texts.append(tuple(at))
         nears = [
             (
                 self.pattern_ids[spec.left],

@@ -79,6 +79,16 @@ def test_try_warns_of_lowercase_operators_and_an_excluding_feeds_filter(tmp: Pat
     assert "lowercase" not in r.stderr and "1 of 1 entry would alert" in r.stdout
 
 
+def test_try_fails_when_no_feed_given_could_be_read(tmp: Path) -> None:
+    """"0 of 0 entries would alert" and exit 0 read as a pass when nothing was tried."""
+    (tmp / "broken.xml").write_text("<html>login</html>")
+    r = run(tmp, "try", "ukraine OR russia", "broken.xml", "missing.xml")
+    assert r.returncode == 1, r
+    assert "none of the 2 feeds given could be read" in r.stderr
+    r = run(tmp, "try", "ukraine OR russia", "broken.xml", "other.xml")  # one read: tried
+    assert r.returncode == 0 and "1 of 1 entry would alert" in r.stdout, r
+
+
 def test_try_with_a_missing_watchlist_file_is_an_error_not_a_query(tmp: Path) -> None:
     r = run(tmp, "try", "wl/ukrain.yaml", "other.xml")
     assert r.returncode == 1

@@ -184,6 +184,17 @@ def test_query_errors_point_at_their_line_and_column(tmp_path: Path, query: str,
         assert text[column - 1:].startswith("foo:"), (text, column)
 
 
+@pytest.mark.parametrize(("body", "needle"), [
+    ("name: x\nall: [Kim]\nfeeds: []\nnotify: [console]\n", "empty list matches no feed"),
+    ("name: '  '\nall: [Kim]\nnotify: [console]\n", "name is blank"),
+])
+def test_a_watchlist_that_could_never_alert_is_refused(tmp_path: Path, body: str,
+                                                       needle: str) -> None:
+    p = write(tmp_path, "destinations: {console: {type: console}}\n", {"q.yaml": body})
+    [err] = cfg.load(p, env={}).watchlist_errors
+    assert needle in str(err) and str(err).startswith(f"{tmp_path}/watchlists/q.yaml:1:")
+
+
 def test_an_unknown_state_url_never_shows_its_password(tmp_path: Path) -> None:
     p = write(tmp_path, "state: mysql://mon:S3cret@db/x\n")
     with pytest.raises(ConfigError) as e:
