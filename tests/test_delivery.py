@@ -344,3 +344,32 @@ async def test_an_absurd_retry_after_waits_at_most_the_cap(
         assert alert.next_attempt_at is not None
         wait = alert.next_attempt_at - datetime.now(UTC)
         assert timedelta(minutes=14) < wait <= timedelta(minutes=15, seconds=1)
+
+
+async def test_a_digest_in_flight_is_not_listed_again_when_more_came_due_meanwhile(
+        setup: tuple[Path, RSS], feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """The hourly digest landed without an answer; before its retry the two-hourly
+    one came due too, and the next flush is one digest of both: another id. The
+    digest in flight was looked for by its own id only if the set was the same,
+    so the hourly story was posted twice. Now the one in flight is noted with
+    its members, found, and only the rest is posted."""
+    tmp, rss = setup
+    for name, term, every in (("hourly", "Kharkiv", "1h"), ("twohourly", "sanctions", "2h")):
+        (tmp / "watchlists" / f"{name}.yaml").write_text(
+            f"name: {name}\nall: [{term}]\nnotify: [newsroom]\nmode: digest\nevery: {every}\n")
+    clock = Clock(datetime(2026, 11, 25, 12, 10, tzinfo=UTC))
+    async with Service(cfg.load(tmp / "monitor.yaml"), now=clock) as service:
+        await cycle(service, feed_server, rss)
+        publish(rss, 3, clock)  # sanctions (for two-hourly), Kharkiv (hourly), and another
+        await cycle(service, feed_server, rss)
+        clock.advance(minutes=51)  # 13:01: the hourly digest
+        slack_server.drop_next(1)
+        await service.outbox.drain(within=0.5)
+        assert len(slack_server.messages) == 1 and "Kharkiv" in slack_text(slack_server)[0]
+        clock.advance(hours=1)  # 14:01: the two-hourly one is due as well
+        await service.outbox.drain(within=8)
+        assert {a.status for a in service.store.list_alerts()} == {AlertStatus.FOLDED}
+    texts = slack_text(slack_server)
+    assert len(texts) == 2, texts
+    assert sum("Kharkiv" in t for t in texts) == 1, texts
+    assert "sanctions" in texts[1] and "Kharkiv" not in texts[1]

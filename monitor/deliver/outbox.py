@@ -341,11 +341,17 @@ class Outbox:
         """Send held alerts whose time has come as one digest message.
 
         Digests, quiet-hour flushes and "N more stories" summaries all arrive
-        here. The digest's id is derived from its members, so a digest that was
-        in flight when the process died is found in Slack's history by that id
-        instead of being posted again.
+        here. The digest in flight is noted first (its id, derived from its
+        members, and the members), so one whose answer never came (a crash, a
+        lost connection) is looked for in Slack's history by that id before
+        anything more is sent: its members are not listed again, even when
+        other alerts came due meanwhile and the next digest is another set.
         """
         name = sender.name
+        left = await self._settle_inflight(sender, held)
+        if not left:  # all of them went out already, or the lookup waits for a retry
+            return
+        held = left
         ids = [a.id for a in held]
         digest_id = "d" + hashlib.sha256("\0".join(sorted(ids)).encode()).hexdigest()[:19]
         reasons = {a.hold_reason or "" for a in held}
@@ -354,22 +360,7 @@ class Outbox:
             groups.setdefault(a.watchlist, []).append(a)
         title = digest_title(reasons, groups, len(held))
         carrier = replace(held[0], id=digest_id)
-        marker = f"digest-attempt:{name}:{digest_id}"
-        if await self._store(self.store.get_meta, marker) is not None:
-            find = getattr(sender, "find_posted", None)
-            if find is not None:
-                try:
-                    found = await find(digest_id)
-                except DeliveryError as exc:
-                    if not exc.permanent:  # it may be there: look again, do not post twice
-                        self._retry_flush(name, len(ids), exc)
-                        return
-                    self._cannot_look(name, digest_id, exc)
-                    found = None
-                if found is not None:
-                    await self._store(self.store.mark_status, ids, AlertStatus.FOLDED, self.now())
-                    await self._store(self.store.delete_meta, marker)
-                    return
+        marker = f"digest-inflight:{name}"
         listed = [a for alerts in groups.values() for a in alerts[:DIGEST_ITEMS]]
         stories = {}
         for a in listed:
@@ -384,7 +375,7 @@ class Outbox:
             for aid in ids:
                 await self._store(self.store.mark_failed, aid, redact.text(str(exc)))
             return
-        await self._store(self.store.set_meta, marker, "1")
+        await self._store(self.store.set_meta, marker, f"{digest_id} {','.join(ids)}")
         try:
             await sender.send(carrier, message)
         except DeliveryError as exc:
@@ -394,7 +385,10 @@ class Outbox:
                                len(ids), reason)
                 for aid in ids:
                     await self._store(self.store.mark_failed, aid, reason)
+                await self._store(self.store.delete_meta, marker)
                 return
+            if not exc.uncertain:  # refused (a 429, say): nothing landed, nothing to look for
+                await self._store(self.store.delete_meta, marker)
             self._retry_flush(name, len(ids), exc)
             return
         self._flush_attempts.pop(name, None)
@@ -403,6 +397,38 @@ class Outbox:
         # Done: folded alerts are never flushed again.
         await self._store(self.store.delete_meta, marker)
         logger.info("digest.sent destination=%s alerts=%d title=%r", name, len(ids), title)
+
+    async def _settle_inflight(self, sender: Sender, held: Sequence[Alert]) -> list[Alert]:
+        """``held`` less the members of a digest noted in flight that is found posted
+        (folded now); empty when the lookup failed for now (retried later). The
+        note is gone afterwards: found, or not there to find."""
+        name = sender.name
+        marker = f"digest-inflight:{name}"
+        noted = await self._store(self.store.get_meta, marker)
+        if noted is None:
+            return list(held)
+        digest_id, _, members = noted.partition(" ")
+        find = getattr(sender, "find_posted", None)
+        found = None
+        if find is not None:
+            try:
+                found = await find(digest_id)
+            except DeliveryError as exc:
+                if not exc.permanent:  # it may be there: look again, do not post twice
+                    self._retry_flush(name, len(held), exc)
+                    return []
+                self._cannot_look(name, digest_id, exc)
+        if found is not None:
+            posted = set(filter(None, members.split(",")))
+            await self._store(self.store.mark_status, sorted(posted), AlertStatus.FOLDED,
+                              self.now())
+            logger.info("digest.reconciled destination=%s digest=%s alerts=%d", name,
+                        digest_id, len(posted))
+            self._flush_attempts.pop(name, None)
+            self._flush_after.pop(name, None)
+            held = [a for a in held if a.id not in posted]
+        await self._store(self.store.delete_meta, marker)
+        return list(held)
 
     def _retry_flush(self, name: str, alerts: int, exc: DeliveryError) -> None:
         """A digest's try failed for now: the lane flushes again after the backoff."""
