@@ -86,14 +86,41 @@ def text(value: str, limit: int = TEXT_MAX, *, secrets: Iterable[str] = ()) -> s
 def url_secrets(value: str) -> list[str]:
     """The secrets a URL carries (its password, credential-named query values), for
     :func:`text` to mask where a server echoes them back in an error."""
+    _, password, _ = _userinfo(value)
+    secrets = [password or ""]
     try:
         parts = urlsplit(value)
-        secrets = [parts.password or ""]
+        secrets.append(parts.password or "")
         secrets += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
                     if _SECRET_PARAMS.match(k)]
     except ValueError:
-        return []
-    return [s for s in secrets if s]
+        pass
+    return [s for s in dict.fromkeys(secrets) if s]
+
+
+def _userinfo(value: str) -> tuple[str, str | None, str]:
+    """(``scheme://user``, password, ``host...``) of a URL whose credentials end
+    at some ``@``; (value, None, "") when it has no password. Read as loosely
+    as any client might: libpq takes ``postgres:Pa#ss@host`` (a ``#`` or ``?``
+    in the password) where urlsplit ends the host at the ``#`` and finds no
+    credentials; ``user:p@ss@host`` ends at the last ``@``; a ``/`` in the
+    password counts where what precedes it is no ``host:port``. An ``@`` in a
+    path (``/feed/@user``) or a query is not one."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value, None, ""
+    for at in [i for i, c in enumerate(rest) if c == "@"][::-1]:
+        creds = rest[:at]
+        slash = creds.find("/")
+        if slash >= 0:
+            head = creds[:slash]
+            if ":" not in head or head.rsplit(":", 1)[1].isdigit():
+                continue
+        if ":" not in creds:
+            return value, None, ""
+        user, _, password = creds.partition(":")
+        return f"{scheme}://{user}", password, rest[at + 1:]
+    return value, None, ""
 
 
 def url(value: str) -> str:
@@ -103,19 +130,12 @@ def url(value: str) -> str:
     value = strip_control(value)
     try:
         parts = urlsplit(value)
-        netloc = parts.netloc
-        if "@" in netloc:
-            creds, host = netloc.rsplit("@", 1)
-            user = creds.split(":", 1)[0]
-            netloc = f"{user}:{MASK}@{host}" if ":" in creds else f"{user}@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(_SECRET_PARAMS.match(k) for k, _ in pairs):
-                query = urlencode([(k, MASK if _SECRET_PARAMS.match(k) else v)
-                                   for k, v in pairs], safe="[]")
-        if (netloc, query) == (parts.netloc, parts.query):
-            return value  # nothing to hide; urlunsplit would normalise sqlite:////path
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(_SECRET_PARAMS.match(k) for k, _ in pairs):  # else as it is: urlunsplit
+            query = urlencode(  # would normalise sqlite:////path
+                [(k, MASK if _SECRET_PARAMS.match(k) else v) for k, v in pairs], safe="[]")
+            value = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
     except ValueError:  # not a URL we can take apart: hide what looks secret
-        return text(value, limit=len(value) + 1)
+        value = text(value, limit=len(value) + 1)
+    user, password, host = _userinfo(value)
+    return value if password is None else f"{user}:{MASK}@{host}"

@@ -1346,7 +1346,7 @@ class Service:
             # An instance at work keeps its claims, however long the queue.
             if self._polling and renewing(self._renewed, now, self.config.poll.lease):
                 await self._db(self.store.renew_feeds, self.instance,
-                               now + self.config.poll.lease)
+                               now + self.config.poll.lease, list(self._polling))
                 self._renewed = now
             due = await self._db(functools.partial(
                 self.store.claim_feeds, now, self.instance, self.config.poll.lease, room,

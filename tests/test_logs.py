@@ -84,3 +84,22 @@ def test_json_lines_for_shippers(config: Path) -> None:
     assert summary["feeds_polled"] == "2" and summary["feeds_failed"] == "1"
     assert all(x["time"].endswith("Z") for x in records)
     assert TOKEN not in r.stderr
+
+
+def test_secrets_known_to_the_process_are_masked_in_every_line() -> None:
+    """psycopg_pool logs its failed connects itself ('invalid percent-encoded token:
+    "Pa%ss"'): no pattern would know that for a password."""
+    from monitor import logs
+    from monitor.logs import JsonFormatter, TextFormatter
+
+    logs.hide(["Zq%9pool-secret", "ab"])  # under four characters: not a secret worth masking
+    record = logging.LogRecord("psycopg.pool", logging.WARNING, __file__, 1,
+                               "error connecting in 'news-monitor': invalid token: %r",
+                               ("Zq%9pool-secret",), None)
+    for formatter in (TextFormatter(journal=False), TextFormatter(journal=True)):
+        line = formatter.format(record)
+        assert "Zq%9pool-secret" not in line and "[redacted]" in line, line
+    out = json.loads(JsonFormatter().format(record))
+    assert "Zq%9pool-secret" not in json.dumps(out)
+    plain = logging.LogRecord("monitor", logging.INFO, __file__, 1, "tab ab", (), None)
+    assert "tab ab" in TextFormatter(journal=False).format(plain)

@@ -155,9 +155,37 @@ def test_redact_text_caps_and_knows_configured_secrets() -> None:
     pytest.param("https://f.example/x.xml", "https://f.example/x.xml", id="plain"),
     pytest.param("sqlite:////var/lib/m.db", "sqlite:////var/lib/m.db", id="sqlite-untouched"),
     pytest.param("postgresql://u@h/d", "postgresql://u@h/d", id="user-only"),
+    # libpq reads these passwords whole, where urlsplit ends the host at # or ?
+    pytest.param("postgresql://pg:Pa#ss9Word@127.0.0.1/db",
+                 "postgresql://pg:[redacted]@127.0.0.1/db", id="hash-in-password"),
+    pytest.param("postgresql://pg:Pa?ss9Word@127.0.0.1/db",
+                 "postgresql://pg:[redacted]@127.0.0.1/db", id="question-mark-in-password"),
+    pytest.param("postgresql://pg:Pa/ss9Word@127.0.0.1/db",
+                 "postgresql://pg:[redacted]@127.0.0.1/db", id="slash-in-password"),
+    pytest.param("postgresql://pg:p@ss@db/x", "postgresql://pg:[redacted]@db/x",
+                 id="at-in-password"),
+    pytest.param("https://u:p@h/f?api_key=zz", "https://u:[redacted]@h/f?api_key=[redacted]",
+                 id="password-and-query"),
+    pytest.param("postgresql://u:pw@h:5432/d?x=a@b", "postgresql://u:[redacted]@h:5432/d?x=a@b",
+                 id="at-in-query"),
+    # an @ in a path is no credential
+    pytest.param("https://medium.com:443/feed/@user", "https://medium.com:443/feed/@user",
+                 id="at-in-path"),
+    pytest.param("http://u:p@[::1]:8080/x", "http://u:[redacted]@[::1]:8080/x", id="ipv6"),
 ])
 def test_redact_url(url: str, want: str) -> None:
     assert redact.url(url) == want
+
+
+@pytest.mark.parametrize(("url", "secrets"), [
+    ("postgresql://pg:Pa#ss9Word@127.0.0.1/db", ["Pa#ss9Word"]),
+    ("postgresql://pg:p@ss@db/x", ["p@ss"]),
+    ("https://u:p@h/f?api_key=zz", ["p", "zz"]),
+    ("https://medium.com:443/feed/@user", []),
+])
+def test_url_secrets(url: str, secrets: list[str]) -> None:
+    """What text() masks where a server echoes the URL back."""
+    assert redact.url_secrets(url) == secrets
 
 
 def test_log_lines_show_control_characters_escaped() -> None:

@@ -132,6 +132,21 @@ def test_status_of_an_empty_database_changes_nothing(tmp_path: Path) -> None:
         s.close()
 
 
+def test_renewing_keeps_only_the_claims_of_polls_under_way(store: SqlStore) -> None:
+    """A poll that ended unrecorded (the store away just then) left its claim; renewing
+    every claim the instance held kept that feed from everyone, for as long as
+    the instance lived. Only the polls under way are renewed: the rest run out."""
+    names = [f"f{i}" for i in range(1203)]  # more than one statement's worth
+    store.sync_feeds([(n, f"https://{n}.example/f") for n in names])
+    assert len(store.claim_feeds(NOW, "one", LEASE)) == 1203
+    later = NOW + LEASE - timedelta(seconds=1)
+    under_way = [n for n in names if n != "f7"]
+    assert store.renew_feeds("one", later + LEASE, under_way) == 1202
+    assert store.renew_feeds("two", later + LEASE, under_way) == 0  # not its claims
+    after = NOW + LEASE + timedelta(seconds=1)
+    assert [st.name for st in store.claim_feeds(after, "two", LEASE)] == ["f7"]
+
+
 def test_a_due_feed_goes_to_one_claimant_until_its_lease_ends(store: SqlStore) -> None:
     store.sync_feeds([("a", "https://a.example/f"), ("b", "https://b.example/f")])
     assert sorted(st.name for st in store.claim_feeds(NOW, "one", LEASE)) == ["a", "b"]

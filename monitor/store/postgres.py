@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from monitor import redact
+from monitor import logs, redact
 from monitor.errors import StoreError
 from monitor.store.sql import Hold, SqlStore, _after, _retrying, verb
 
@@ -87,6 +87,13 @@ class PostgresStore(SqlStore):
             raise StoreError("PostgreSQL needs psycopg and psycopg_pool: "
                              "pip install 'news-monitor[postgres]'") from exc
         self._psycopg = psycopg
+        secrets = redact.url_secrets(url)
+        logs.hide(secrets)  # the pool logs its failed connects, and they can quote the URL
+        try:  # one connect first: the pool's own timeout would hide why it failed
+            psycopg.connect(url, autocommit=True, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {redact.url(url)}: "
+                             f"{redact.text(str(exc), secrets=secrets)}") from None
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url, min_size=1, max_size=self.pool_size, open=False, name="news-monitor",
             kwargs={"autocommit": True, "cursor_factory": psycopg.RawCursor},
@@ -96,7 +103,7 @@ class PostgresStore(SqlStore):
         except psycopg.Error as exc:
             self._pool.close()
             raise StoreError(f"cannot connect to PostgreSQL at {redact.url(url)}: "
-                             f"{redact.text(str(exc))}") from exc
+                             f"{redact.text(str(exc), secrets=secrets)}") from None
         super().__init__(upgrade=upgrade)
 
     @contextmanager

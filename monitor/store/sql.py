@@ -381,6 +381,10 @@ _ALERT_COLS = (
     "a.hold_until, a.hold_reason, a.maybe_sent, "
     "e.feed, e.key, e.guid, e.link, e.canonical_url, e.title, e.summary, e.published"
 )
+#: Feed names per statement when renewing claims (far below either backend's
+#: limit on parameters).
+_RENEW_CHUNK = 500
+
 _ENTRY_COLS = ("feed, key, guid, link, canonical_url, title, summary, published, seen_at, "
                "story_id, join_how, join_score, join_bar, join_evidence, join_weak, watched")
 
@@ -806,12 +810,20 @@ class SqlStore:
                                     st.next_poll_at or datetime.min.replace(tzinfo=UTC)))
         return states
 
-    def renew_feeds(self, owner: str, until: datetime) -> int:
-        """Extend every feed claim ``owner`` holds to ``until`` (it is alive and
-        working through them); returns how many."""
+    def renew_feeds(self, owner: str, until: datetime, names: Iterable[str]) -> int:
+        """Extend ``owner``'s claims on ``names`` (the polls it has under way) to
+        ``until``; returns how many. Only those: a claim whose poll ended without
+        being recorded (the store away just then) must run out and be claimed
+        again, not be renewed for as long as the instance lives."""
+        wanted = sorted(set(names))
+        renewed = 0
         with self._tx():
-            return self._x("UPDATE feeds SET lease_until = ? WHERE lease_owner = ?",
-                           (ts(until), owner))
+            for i in range(0, len(wanted), _RENEW_CHUNK):
+                chunk = wanted[i:i + _RENEW_CHUNK]
+                renewed += self._x(
+                    "UPDATE feeds SET lease_until = ? WHERE lease_owner = ? AND name IN "
+                    f"({', '.join('?' * len(chunk))})", (ts(until), owner, *chunk))
+        return renewed
 
     def claim(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
         """Take (or renew) the lease ``name`` until ``until`` unless another owner
