@@ -180,6 +180,28 @@ def test_prune_deletes_rows_and_keeps_identity(store: SqlStore) -> None:
     assert store.known("f", ["a"]) == {}
 
 
+def test_a_key_outlives_retention_while_its_feed_is_unchanged(store: SqlStore) -> None:
+    """An unchanged body is not parsed, so nothing refreshed its keys: its entry went
+    after one retention window, its key after the next, and when the feed changed
+    its undated items alerted again. A key goes once a whole parse did not find it."""
+    def parsed(at: datetime, present: list[str] | None = None,
+               entries: list[StoredEntry] | None = None) -> None:
+        store.ingest(PollRecord(feed="f", at=at, status=200, parsed=True, seen_since=at),
+                     entries or [], [], present=present or [])
+
+    start = NOW - timedelta(days=100)
+    e = entry("f", "undated", "An undated item")
+    parsed(start, entries=[StoredEntry(entry=e, story_id="s1", seen_at=start)])
+    window = timedelta(days=30)
+    for day in (31, 62, 93):  # the feed answers 304 all along: no parse
+        store.prune(start + timedelta(days=day) - window, start + timedelta(days=day))
+        assert store.known("f", ["undated"]) == {"undated": ("", "")}, day
+    later = start + timedelta(days=94)
+    parsed(later)  # the body changed, parsed whole: the item is not in it any more
+    store.prune(later + timedelta(days=1), later + timedelta(days=1))
+    assert store.known("f", ["undated"]) == {}
+
+
 def test_prune_keeps_what_unsent_alerts_need(store: SqlStore) -> None:
     e = entry("f", "a", "Old but queued")
     old = NOW - timedelta(days=40)

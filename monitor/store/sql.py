@@ -1167,7 +1167,8 @@ class SqlStore:
         are gone, and ``split:N`` notes about entries that are gone. What stays
         of an entry is its compact key (:func:`key_hash`), stamped ``now``: a
         poll that still finds the item refreshes it, and a key its feed has not
-        carried for a whole retention window goes too. So the database stops
+        carried for a whole retention window (parsed whole since without it)
+        goes too. So the database stops
         growing at a steady feed set, and an old item still in its feed never
         alerts again.
         """
@@ -1192,7 +1193,13 @@ class SqlStore:
             if len(doomed) < batch:
                 break
         with self._tx():
-            self._x("DELETE FROM seen_keys WHERE last_seen < ?", (cut,))
+            # A key goes once its feed was parsed whole without it (each key of a full
+            # parse is stamped with it, as seen_since), or its feed is gone. A feed
+            # whose body has not changed since is not parsed, and stamps nothing: its
+            # keys stay, or its undated items would alert again once it changes.
+            self._x("DELETE FROM seen_keys WHERE last_seen < ? AND last_seen < COALESCE("
+                    "(SELECT f.seen_since FROM feeds f WHERE f.name = seen_keys.feed), ?)",
+                    (cut, cut))
             self._x("DELETE FROM stories WHERE last_seen < ? AND NOT EXISTS (SELECT 1 FROM "
                     "entries e WHERE e.story_id = stories.id)", (cut,))
             self._x("DELETE FROM watchlist_stories WHERE matched_at < ? AND NOT EXISTS "
