@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from monitor import config as cfg
 from monitor import redact
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, MonitorError, StoreError
 from monitor.sanitize import ascii_json_safe, escape_control
 from monitor.types import Entry, Feed, FeedState, Watchlist
 
@@ -553,12 +553,24 @@ def _state_url(args: argparse.Namespace) -> str:
     return str(args.state) if args.state else _load(args).state
 
 
-def cmd_db_status(args: argparse.Namespace) -> int:
+def _existing_store(url: str) -> SqlStore:
+    """The store at ``url`` as it is, for a command that only reads it: a mistyped
+    SQLite path is an error, not a new empty database (whose "run db upgrade"
+    advice would then make it a real one)."""
     from monitor.store import open_store
+
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise StoreError(f"no such store: {path} (nothing was created)")
+    return open_store(url, upgrade=False)
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
     from monitor.store.sql import SCHEMA_VERSION
 
     url = _state_url(args)
-    store = open_store(url, upgrade=False)
+    store = _existing_store(url)
     try:
         version = store.schema_version()
         leases = store.leases() if version >= 5 else {}
@@ -602,7 +614,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     from monitor.store import open_store
 
-    src = open_store(args.source, upgrade=False)
+    src = _existing_store(args.source)
     try:
         dst = open_store(args.dest)
         try:

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from stores import pg_schema_url
 
 from monitor.store import PollRecord, StoredEntry, open_store
@@ -38,6 +39,19 @@ def test_status_then_upgrade_an_old_file(tmp_path: Path) -> None:
     r = db(tmp_path, "status", "--state", url)
     assert f"schema: {SCHEMA_VERSION} (up to date)" in r.stdout
     assert "up to date" in db(tmp_path, "upgrade", "--state", url).stdout
+
+
+@pytest.mark.parametrize("args", [("status", "--state"), ("migrate", "--to", "sqlite:///x.db",
+                                                          "--from")])
+def test_a_mistyped_path_to_read_is_an_error_not_a_new_store(tmp_path: Path,
+                                                             args: tuple[str, ...]) -> None:
+    """db status and db migrate --from made the directory and an empty database
+    there, and status then advised `db upgrade`, which would make it a store."""
+    typo = tmp_path / "typo" / "monitor.db"
+    r = db(tmp_path, *args, f"sqlite:///{typo}")
+    assert r.returncode == 1
+    assert f"no such store: {typo} (nothing was created)" in r.stderr
+    assert not typo.parent.exists()
 
 
 def test_migrate_sqlite_to_postgresql_keeps_everything(tmp_path: Path) -> None:

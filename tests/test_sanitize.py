@@ -136,6 +136,11 @@ def test_unpadded_years_from_older_versions_read() -> None:
     pytest.param("HTTP 500 Internal Server Error", "", "HTTP 500 Internal Server Error",
                  id="plain-error-unchanged"),
     pytest.param("bad \x1b]0;x\x07 reply", "\x1b", "bad", id="control"),
+    # a path is no secret: it names the file the error is about
+    pytest.param("cannot read /var/lib/news-monitor/state/watchlists/north-korea.yaml", "",
+                 "/var/lib/news-monitor/state/watchlists/north-korea.yaml", id="path-kept"),
+    pytest.param("auth AbCdEf0123/xyzXYZ9876/abcdEFGH1234xyz", "AbCdEf0123/xyzXYZ9876",
+                 "auth", id="base64-with-slashes-masked"),
 ])
 def test_redact_text(raw: str, gone: str, kept: str) -> None:
     out = redact.text(raw)

@@ -236,6 +236,77 @@ def test_a_version_2_database_upgrades(tmp_path: Path) -> None:
         s.close()
 
 
+@pytest.mark.parametrize(("version", "undo"), [
+    # step 5 before it made feeds_lease (commit c7179bd)
+    pytest.param(5, ["DROP INDEX feeds_lease"], id="schema-5-without-feeds-lease"),
+    # step 6 before it added the parse memo (commit 8df6740)
+    pytest.param(6, ["ALTER TABLE feeds DROP COLUMN seen",
+                     "ALTER TABLE feeds DROP COLUMN seen_since"], id="schema-6-without-memo"),
+])
+def test_databases_made_by_earlier_editions_of_a_step_upgrade(
+        tmp_path: Path, version: int, undo: list[str]) -> None:
+    """A step edited after a commit had shipped it left that commit's databases
+    unable to upgrade (no such index: feeds_lease; no such column: seen)."""
+    import sqlite3
+
+    from monitor.store.sql import MIGRATIONS, _schema
+
+    path = tmp_path / f"v{version}.db"
+    conn = sqlite3.connect(path)
+    for stmt in _schema("INTEGER PRIMARY KEY AUTOINCREMENT"):
+        conn.execute(stmt)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema', '1')")
+    conn.commit()
+    conn.close()
+    s = open_store(f"sqlite:///{path}", upgrade=False)
+    try:
+        s.upgrade(version)
+    finally:
+        s.close()
+    conn = sqlite3.connect(path)
+    for stmt in undo:
+        conn.execute(stmt)
+    conn.execute("INSERT INTO feeds (name) VALUES ('f')")
+    conn.commit()
+    conn.close()
+    assert version < max(MIGRATIONS)
+    s = open_store(f"sqlite:///{path}")
+    try:
+        assert s.get_meta("schema") == str(SCHEMA_VERSION)
+        s.record_poll(poll(at=NOW))
+        assert s.feed_state("f") is not None
+    finally:
+        s.close()
+
+
+def test_a_store_that_fails_is_named_by_its_path(tmp_path: Path) -> None:
+    """'select failed: database disk image is malformed' did not say which file; a
+    schema version that is not a number was a ValueError traceback."""
+    import sqlite3
+
+    path = tmp_path / "state" / "monitor.db"
+    s = open_store(f"sqlite:///{path}")
+    s.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = 'ten' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=f"^{path}: its schema version is 'ten', not a number"):
+        open_store(f"sqlite:///{path}")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=f"^{path} was written by a newer news-monitor"):
+        open_store(f"sqlite:///{path}")
+    s = open_store(f"sqlite:///{path}", upgrade=False)
+    try:
+        with pytest.raises(StoreError, match=f"^{path}: .* failed: no such table: absent"):
+            s._q("SELECT * FROM absent")
+    finally:
+        s.close()
+
+
 def test_entries_since_for_backtests(store: SqlStore) -> None:
     for i in range(3):
         e = entry("f", f"k{i}", f"Story {i}")

@@ -87,6 +87,7 @@ class PostgresStore(SqlStore):
             raise StoreError("PostgreSQL needs psycopg and psycopg_pool: "
                              "pip install 'news-monitor[postgres]'") from exc
         self._psycopg = psycopg
+        self.where = redact.url(url)
         secrets = redact.url_secrets(url)
         logs.hide(secrets)  # the pool logs its failed connects, and they can quote the URL
         try:  # one connect first: the pool's own timeout would hide why it failed
