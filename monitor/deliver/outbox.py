@@ -50,7 +50,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from monitor import redact
-from monitor.errors import ConfigError, DeliveryError, PermanentDeliveryError
+from monitor.errors import ConfigError, DeliveryError, PermanentDeliveryError, StoreError
 from monitor.render import Renderer
 from monitor.sanitize import cap
 from monitor.store import SqlStore
@@ -246,6 +246,10 @@ class Outbox:
         while not self._stopping:
             try:
                 wait = await self._step(name)
+            except StoreError as exc:  # the disk full, the database away: no bug
+                logger.warning("outbox.store_failed destination=%s error=%s (tries again in "
+                               "5 s)", name, redact.text(str(exc)))
+                wait = 5.0
             except Exception:
                 logger.exception("outbox.lane_crash destination=%s (starts again in 5 s)", name)
                 wait = 5.0
