@@ -117,6 +117,11 @@ def parse_size(value: object) -> int:
 
 
 def _clock(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        # YAML 1.1 reads an unquoted 22:00 as a sexagesimal number (07:00 stays text)
+        hours, minutes = divmod(value, 60)
+        raise ValueError(f"got the number {value}: YAML reads an unquoted {hours}:{minutes:02d} "
+                         f"as one; quote it: '{hours:02d}:{minutes:02d}'")
     if not isinstance(value, str) or not _CLOCK.match(value):
         raise ValueError(f"expected a time of day like 08:00, got {value!r}")
     return value

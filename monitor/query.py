@@ -173,7 +173,11 @@ _NEAR = re.compile(r"NEAR(?:/(.*))?")
 #: length bounds long before; the matcher's core counts positions in 32 bits.
 NEAR_MAX = 10_000
 _DIGITS = re.compile(r"[0-9]+")
-_BARE = re.compile(r'[^\s()"]+')
+#: What opens a phrase, and what closes one: "North Korea", “North Korea”,
+#: „Nordkorea“.
+_QUOTES = '"\u201c\u201d\u201e'
+_CLOSING = re.compile('["\u201c\u201d]')
+_BARE = re.compile('[^\\s()"\u201c\u201d\u201e]+')
 
 
 def _lex(text: str) -> Iterator[_Token]:
@@ -185,12 +189,12 @@ def _lex(text: str) -> Iterator[_Token]:
         elif c in "()":
             yield _Token(c, c, i)
             i += 1
-        elif c == '"':
-            end = text.find('"', i + 1)
-            if end < 0:
+        elif c in _QUOTES:  # straight, or curly as a word processor or Slack writes them
+            m = _CLOSING.search(text, i + 1)
+            if m is None:
                 raise QueryError('unterminated phrase: missing closing "', offset=i)
-            yield _Token("PHRASE", text[i + 1 : end], i)
-            i = end + 1
+            yield _Token("PHRASE", text[i + 1 : m.start()], i)
+            i = m.end()
         elif c == "-":
             if i + 1 >= n or text[i + 1].isspace() or text[i + 1] == ")":
                 raise QueryError("- needs a term right after it (-word means NOT word)", offset=i)

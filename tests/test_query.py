@@ -52,6 +52,9 @@ ISSUE_QUERY = '("North Korea*" OR Pyongyang OR DPRK) AND (Ukraine OR Kursk) NOT 
         pytest.param('  "North   Korea"  ', t("North   Korea"), id="phrase-keeps-spacing"),
         pytest.param("Korea*", t("Korea*"), id="prefix"),
         pytest.param('"North Korea*"', t("North Korea*"), id="phrase-prefix"),
+        # pasted from a word processor or Slack: curly quotes are quotes too
+        pytest.param("\u201cNorth Korea\u201d", t("North Korea"), id="phrase-curly"),
+        pytest.param("\u201eNordkorea\u201c", t("Nordkorea"), id="phrase-german-quotes"),
         pytest.param("North-Korean", t("North-Korean"), id="hyphen-is-a-phrase"),
         pytest.param("Zelenskyý", Term(words=("zelenskyy",), source_text="Zelenskyý"), id="accent"),
         pytest.param("朝鲜", Term(words=("朝", "鲜"), source_text="朝鲜"), id="cjk"),
@@ -162,6 +165,7 @@ def test_parse(query: str, expected: Node) -> None:
         pytest.param("a NEAR b", "NEAR/n needs a number", 2, id="near-no-number"),
         pytest.param("a NEAR/ b", "NEAR/n needs a number", 2, id="near-empty-number"),
         pytest.param("a NEAR/x b", "NEAR/n needs a number", 2, id="near-not-a-number"),
+        pytest.param("a \u201cNorth Korea", "unterminated phrase", 2, id="curly-unterminated"),
         # Past 2**31 the matcher's core could not hold it: every watchlist stopped.
         pytest.param("a NEAR/2147483648 b", "NEAR/n takes n up to 10000", 2, id="near-too-far"),
         pytest.param("a NEAR/10001 b", "NEAR/n takes n up to 10000", 2, id="near-past-max"),
