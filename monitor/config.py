@@ -564,6 +564,14 @@ class SlackDestination(_Model):
             raise ValueError("a token destination needs a channel")
         if hook and not hook.startswith(("https://", "http://")):
             raise ValueError("webhook_url must be an http(s) URL")
+        if hook:  # else every alert would be retried for a day (the URL is a secret: unsaid)
+            try:
+                parts = urlsplit(hook)
+                parts.port  # noqa: B018 (raises on a port that is no number or out of range)
+            except ValueError:
+                raise ValueError("webhook_url is not a valid URL (its port?)") from None
+            if not parts.hostname:
+                raise ValueError("webhook_url has no host")
         return self
 
 

@@ -113,6 +113,10 @@ def test_missing_env_var_is_named_with_line(tmp_path: Path) -> None:
     pytest.param("poll: {max_bytes: 99999999999GB}\n", 1, "size from 1 byte", id="size-overflow"),
     pytest.param("quiet_hours: {from: 22:00, to: '07:00'}\n", 1,
                  "YAML reads an unquoted 22:00 as one; quote it: '22:00'", id="sexagesimal-time"),
+    pytest.param("destinations:\n  s: {type: slack, webhook_url: 'https://hooks.example:99999"
+                 "/T0/B0/s3cretpath'}\n", 2, "webhook_url is not a valid URL", id="webhook-port"),
+    pytest.param("destinations:\n  s: {type: slack, webhook_url: 'https:///T0/B0/s3cretpath'}\n",
+                 2, "webhook_url has no host", id="webhook-no-host"),
     # A URL the store cannot open is refused with its line, its password masked.
     pytest.param("state: postgresql+psycopg://mon:S3cret@db/x\n", 1,
                  "postgresql+psycopg://mon:[redacted]@db/x is not a store", id="state-scheme"),
