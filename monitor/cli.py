@@ -124,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except MonitorError as exc:
-        _err(f"news-monitor: {exc}")
+        _fail(exc)
         return 1
 
 
@@ -759,6 +759,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.freeze()
 
 
+def _fail(exc: MonitorError) -> None:
+    """The error that ends a command, with the store it happened in (StoreError.where)."""
+    where = getattr(exc, "where", None)
+    _err(f"news-monitor: {where}: {exc}" if where and where not in str(exc)
+         else f"news-monitor: {exc}")
+
+
 def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.log_format)
@@ -768,7 +775,7 @@ def _command(argv: Sequence[str] | None) -> int:
         _print_config_error(exc)
         return 1
     except MonitorError as exc:
-        _err(f"news-monitor: {exc}")
+        _fail(exc)
         return 1
     except BrokenPipeError:  # the reader went away (`| head`): not our error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -69,11 +69,15 @@ class ParseError(MonitorError):
 
 class StoreError(MonitorError):
     """The state store failed. ``transient``: the same call may succeed if tried again
-    (a lost connection, a server restarting, a lock or serialization conflict)."""
+    (a lost connection, a server restarting, a lock or serialization conflict).
+    ``where``: which store (its path), said where the error ends a command; a
+    feed's recorded error leaves it out, for the reason to show."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False,
+                 where: str | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.where = where
 
 
 class DeliveryError(MonitorError):

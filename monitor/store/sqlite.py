@@ -115,7 +115,7 @@ class SQLiteStore(SqlStore):
     def _error(self, exc: BaseException, what: str) -> StoreError:
         # "database is locked": another process held the write lock past busy_timeout.
         busy = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-        return StoreError(f"{self.where}: {what} failed: {exc}", transient=busy)
+        return StoreError(f"{what} failed: {exc}", transient=busy, where=self.where)
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self._q("SELECT name FROM sqlite_master WHERE type = 'table'")}
