@@ -930,7 +930,8 @@ static int near(const Core *c, Scratch *s, const View *v, int32_t which) {
             for (Py_ssize_t j = 0; j < nr; j++) {
                 int64_t r = s->rights[j];
                 int64_t a = r - (l + spec->left_words), b = l - (r + spec->right_words);
-                if ((a > b ? a : b) <= spec->distance) return 1;
+                int64_t gap = a > b ? a : b; /* < 0: the two sides are one occurrence */
+                if (gap >= 0 && gap <= spec->distance) return 1;
             }
         }
     }

@@ -699,7 +699,7 @@ class _Compiler:
                         gap = max(
                             right - (left + spec.left_words), left - (right + spec.right_words)
                         )
-                        if gap <= spec.distance:
+                        if 0 <= gap <= spec.distance:  # < 0: one occurrence for both sides
                             return True
             return False
 

@@ -92,7 +92,8 @@ def url_secrets(value: str) -> list[str]:
     """The secrets a URL carries (its password, credential-named query values), for
     :func:`text` to mask where a server echoes them back in an error."""
     _, password, _ = _userinfo(value)
-    secrets = [password or ""]
+    # and its pieces: libpq ends a password at its first @ and calls the rest a host
+    secrets = [password or "", *(password or "").split("@")[1:]]
     try:
         parts = urlsplit(value)
         secrets.append(parts.password or "")

@@ -320,6 +320,24 @@ def matches(watchlist: Watchlist, item: Entry) -> tuple[str, ...] | None:
             id="near-scoped",
         ),
         pytest.param(
+            Watchlist(name="w", query="Kim NEAR/5 Kim"),
+            entry("Kim visits"),
+            None,
+            id="near-needs-two-occurrences",
+        ),
+        pytest.param(
+            Watchlist(name="w", query='Korea* NEAR/3 "North Korea"'),
+            entry("North Korea fires a missile"),
+            None,
+            id="near-sides-cannot-overlap",
+        ),
+        pytest.param(
+            Watchlist(name="w", query="Kim NEAR/5 Kim"),
+            entry("Kim meets Kim"),
+            ("Kim",),
+            id="near-same-term-twice",
+        ),
+        pytest.param(
             Watchlist(name="w", query="troops NEAR/10000 Kim"),
             entry("troops " + "x " * 9000 + "Kim"),
             ("troops", "Kim"),
@@ -564,7 +582,7 @@ def holds(node: Node, doc: Doc) -> bool:
             for i in starts(words, node.left):
                 for j in starts(words, node.right):
                     gap = max(j - (i + len(node.left.words)), i - (j + len(node.right.words)))
-                    if gap <= node.distance:
+                    if 0 <= gap <= node.distance:  # two occurrences, not one for both sides
                         return True
         return False
     if isinstance(node, Not):

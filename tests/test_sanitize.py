@@ -184,7 +184,8 @@ def test_redact_url(url: str, want: str) -> None:
 
 @pytest.mark.parametrize(("url", "secrets"), [
     ("postgresql://pg:Pa#ss9Word@127.0.0.1/db", ["Pa#ss9Word"]),
-    ("postgresql://pg:p@ss@db/x", ["p@ss"]),
+    ("postgresql://pg:p@ss@db/x", ["p@ss", "ss"]),  # libpq calls 'ss@db' the host
+    ("postgresql://pg:Pa@ss9Word@127.0.0.1/x", ["Pa@ss9Word", "ss9Word"]),
     ("https://u:p@h/f?api_key=zz", ["p", "zz"]),
     ("https://medium.com:443/feed/@user", []),
 ])
