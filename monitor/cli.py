@@ -222,6 +222,24 @@ async def _entries_from(feeds: Sequence[tuple[str, str, str]],
     return out, failed
 
 
+def _warn_source_terms(wl: Watchlist, given: Sequence[str], entries: Sequence[Entry]) -> None:
+    """A ``source:`` term names a configured feed; a feed given on the command line is
+    named after its file or URL, so the term can only miss there: say so."""
+    from monitor.query import parse, terms
+
+    if not wl.query or not given:
+        return
+    try:
+        wanted = [t.source_text for t in terms(parse(wl.query)) if t.field == "source"]
+    except MonitorError:
+        return
+    names = sorted({e.feed for e in entries})
+    if wanted and names:
+        _err(f"{wl.name}: source: terms ({', '.join(wanted)}) match feed names, and the feeds "
+             f"given on the command line are named after their file or URL "
+             f"({', '.join(names[:5])}); try with --since to use the configured names")
+
+
 def cmd_try(args: argparse.Namespace) -> int:
     from monitor.match import Matcher
 
@@ -253,6 +271,7 @@ def cmd_try(args: argparse.Namespace) -> int:
         _err(f"{wl.name}: its feeds: filter ({', '.join(sorted(wl.feeds))}) excludes every "
              f"entry tried (from {', '.join(tried)}); feeds given on the command line are "
              "named after their file or URL, so try with --since, or without the filter")
+    _warn_source_terms(wl, args.feeds, [e for e, _ in entries])
     hits = 0
     per_day: Counter[str] = Counter()
     for entry, seen in entries:

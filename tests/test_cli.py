@@ -79,6 +79,16 @@ def test_try_warns_of_lowercase_operators_and_an_excluding_feeds_filter(tmp: Pat
     assert "lowercase" not in r.stderr and "1 of 1 entry would alert" in r.stdout
 
 
+def test_try_warns_that_source_terms_cannot_match_feeds_given_on_the_command_line(
+        tmp: Path) -> None:
+    r = run(tmp, "try", 'source:"BBC World" AND ukraine', "other.xml")
+    assert r.returncode == 0, r
+    assert "source: terms (BBC World) match feed names" in r.stderr
+    assert "(other)" in r.stderr and "0 of 1 entry would alert" in r.stdout
+    r = run(tmp, "try", "ukraine OR russia", "other.xml")
+    assert "source:" not in r.stderr
+
+
 def test_try_fails_when_no_feed_given_could_be_read(tmp: Path) -> None:
     """"0 of 0 entries would alert" and exit 0 read as a pass when nothing was tried."""
     (tmp / "broken.xml").write_text("<html>login</html>")
