@@ -511,6 +511,7 @@ class Service:
         self._scheduler: Any = None  # APScheduler's AsyncIOScheduler while run() runs
         self.tally = Tally()
         self.last_tick: float | None = None  # loop time of the scheduler's last heartbeat
+        self._status_task: asyncio.Task[None] | None = None  # the STATUS= refresh under way
         self.tick_every = TICK
         self._last_look = 0.0  # loop time the tick last refreshed STATUS= and woke the outbox
         self._status_sent = ""
@@ -709,8 +710,9 @@ class Service:
         self._synced = hold.last
 
     def _feed_health(self) -> list[tuple[str, FeedState | None]]:
-        """Each configured feed's stored state, in one query (for /metrics)."""
-        states = self.store.feed_states()
+        """Each configured feed's stored state, in one query (for /metrics), without
+        the parse memos: 10,000 of them are about 50 MB a scrape."""
+        states = self.store.feed_states(memos=False)
         return [(f.name, states.get(f.name)) for f in self.config.feeds]
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -1420,15 +1422,15 @@ class Service:
         scheduler.add_job(self._tick, IntervalTrigger(seconds=self.tick_every, timezone=UTC),
                           id="tick", next_run_time=now, max_instances=1, coalesce=True,
                           misfire_grace_time=None)
-        scheduler.start()
-        self.last_tick = loop.time()
         http = None
         try:
-            if self.config.http is not None:
+            if self.config.http is not None:  # first: a port taken fails before any poll
                 from monitor import web
 
                 http = await web.start(self, self.config.http.host, self.config.http.port)
                 self.http_runner = http
+            scheduler.start()
+            self.last_tick = loop.time()
             self._status_sent = await self._status()
             self.notifier.ready(self._status_sent)
             logger.info("service.ready feeds=%d watchlists=%d watchdog=%s",
@@ -1451,6 +1453,8 @@ class Service:
             if scheduler.running:
                 scheduler.shutdown(wait=False)
             self._scheduler = None
+            if self._status_task is not None and not self._status_task.done():
+                self._status_task.cancel()  # its thread's read is dropped with it
             logger.info("service.stop")
 
     async def _stop(self, worker: asyncio.Task[None],
@@ -1500,6 +1504,12 @@ class Service:
             return
         self._last_look = self.last_tick
         self.outbox.wake()
+        # Not awaited: the heartbeat is the watchdog's, and must not wait for a thread
+        # (a busy pool, a store locked from outside); one refresh at a time.
+        if self._status_task is None or self._status_task.done():
+            self._status_task = asyncio.create_task(self._refresh_status(), name="status")
+
+    async def _refresh_status(self) -> None:
         try:
             text = await self._status()
         except StoreError as exc:  # the database is away: the polls say so too

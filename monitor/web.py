@@ -172,6 +172,10 @@ class StatusApp:
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/", self.status)
+        # Pages and scrapes at once, at most: each reads the store on a thread of the
+        # loop's pool, which the heartbeat's status line shares, and a flood of them
+        # starved it (the watchdog withheld, /healthz blaming the store).
+        self._heavy = asyncio.Semaphore(2)
 
     async def healthz(self, request: web.Request) -> web.Response:
         s = self.service
@@ -189,11 +193,17 @@ class StatusApp:
         return web.Response(text="ok\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(self.service.metrics.render)
+        if self._heavy.locked():
+            return _busy()
+        async with self._heavy:
+            body = await asyncio.to_thread(self.service.metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def status(self, request: web.Request) -> web.Response:
-        page = await asyncio.to_thread(self._page)
+        if self._heavy.locked():
+            return _busy()
+        async with self._heavy:
+            page = await asyncio.to_thread(self._page)
         return web.Response(text=page, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
@@ -202,9 +212,11 @@ class StatusApp:
         now = s.now()
         store = s.store
         feeds = s.config.feeds
-        states = {f.name: store.feed_state(f.name) for f in feeds}
-        recent = [a for a in store.list_alerts(None, limit=200)
-                  if a.status in (AlertStatus.SENT, AlertStatus.FOLDED)]
+        known = store.feed_states(memos=False)  # one query, without the parse memos
+        states = {f.name: known.get(f.name) for f in feeds}
+        # The last sent of each kind, however many queued or failed ones came after.
+        recent = store.list_alerts(AlertStatus.SENT, 20) + store.list_alerts(
+            AlertStatus.FOLDED, 20)
         recent.sort(key=lambda a: a.sent_at or a.created_at, reverse=True)
         recent = recent[:20]
         stories: dict[str, Story] = {}
@@ -225,6 +237,11 @@ class StatusApp:
             "when": lambda a: _when(a, now),
         }
         return self.template.render(**context)
+
+
+def _busy() -> web.Response:
+    return web.Response(status=503, text="busy: other pages are being made; try again\n",
+                        headers={"Retry-After": "1"})
 
 
 def _by_destination(counts: Mapping[tuple[str, AlertStatus], int]) -> list[tuple[str, int, int]]:
@@ -250,5 +267,7 @@ async def start(service: Running, host: str, port: int) -> web.AppRunner:
         raise MonitorError(f"http: cannot listen on {host}:{port}: "
                            f"{exc.strerror or exc}") from exc
     for address in runner.addresses:
-        logger.info("http.listening url=http://%s:%d/", *address[:2])
+        host_, port_ = address[:2]
+        logger.info("http.listening url=http://%s:%d/", f"[{host_}]" if ":" in host_ else host_,
+                    port_)
     return runner

@@ -263,3 +263,100 @@ def test_charts_scale_bars_to_the_busiest_day() -> None:
     assert empty.total == 0 and all(b.height == 0 for b in empty.bars)
     assert days_back(datetime(2026, 12, 1, tzinfo=UTC))[0] == (
         datetime(2026, 12, 1, tzinfo=UTC) - timedelta(days=13)).strftime("%Y-%m-%d")
+
+
+async def test_the_page_lists_what_was_sent_however_much_waits_behind_it(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """The page took the newest 200 alerts of any status and kept the sent ones: with
+    200 queued behind the last one sent, it said 'No alerts sent yet.'"""
+    from monitor.store import PollRecord, StoredEntry, alert_id
+    from monitor.types import Alert, Entry, Receipt
+    from monitor.web import StatusApp
+
+    publish(feed_server)
+    config = cfg.load(write_config(tmp_path, feed_server, slack_server))
+    now = datetime.now(UTC)
+
+    def one(i: int) -> tuple[StoredEntry, Alert]:
+        link = f"https://wire.example/{i}"
+        e = Entry(feed="Alpha News", key=str(i), guid=str(i), link=link, canonical_url=link,
+                  title=f"Ukraine story {i}", summary="s", published=now)
+        return (StoredEntry(entry=e, story_id=f"s{i}", seen_at=now),
+                Alert(id=alert_id("Ukraine", "newsroom", f"s{i}"), watchlist="Ukraine",
+                      destination="newsroom", story_id=f"s{i}", entry=e, terms=("Ukraine",),
+                      created_at=now))
+
+    async with Service(config, env={}, watch_files=False) as service:
+        store = service.store
+        se, sent = one(0)
+        store.ingest(PollRecord(feed="Alpha News", at=now), [se], [sent])
+        store.mark_sent(sent.id, now, Receipt(remote_id="1.1"))
+        pairs = [one(i) for i in range(1, 211)]
+        store.ingest(PollRecord(feed="Alpha News", at=now), [p[0] for p in pairs],
+                     [p[1] for p in pairs])
+        page = await asyncio.to_thread(StatusApp(service)._page)
+    assert "No alerts sent yet." not in page
+    assert "Ukraine story 0" in page
+
+
+async def test_pages_in_a_flood_neither_queue_nor_stop_the_heartbeat(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """150 page loads at once, each waiting on a store held elsewhere, took every
+    thread of the loop's pool; the heartbeat's status line waited behind them, the
+    heartbeat stopped, and the watchdog was withheld. Now two pages are made at
+    once (the rest are told to come back), and the heartbeat waits for nothing."""
+    publish(feed_server)
+    config = cfg.load(write_config(tmp_path, feed_server, slack_server))
+    stop = asyncio.Event()
+    async with Service(config, env={}, watch_files=False) as service:
+        task = asyncio.create_task(service.run(stop))
+        try:
+            base = await _base_url(service)
+            held = threading.Event()
+
+            def hold_the_store() -> None:
+                with service.store._lock:
+                    held.set()
+                    time.sleep(7)
+
+            holder = threading.Thread(target=hold_the_store)
+            holder.start()
+            held.wait()
+            async with aiohttp.ClientSession() as http:
+                async def load() -> int:
+                    async with http.get(base) as r:
+                        await r.read()
+                        return r.status
+
+                loads = [asyncio.create_task(load()) for _ in range(40)]
+                await asyncio.sleep(6.5)  # the store still held: the heartbeat goes on
+                assert service.healthy(asyncio.get_running_loop().time()) is None
+                statuses = await asyncio.gather(*loads)
+            await asyncio.to_thread(holder.join)
+            assert statuses.count(200) == 2 and statuses.count(503) == 38, statuses
+        finally:
+            stop.set()
+            await task
+
+
+def test_a_port_already_taken_fails_before_any_poll(
+        tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer) -> None:
+    """The scheduler started before the listener: a taken port ended the service
+    with APScheduler's CancelledError tracebacks (and once a poll's crash) before
+    the one line that said why."""
+    import socket
+
+    publish(feed_server)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, feed_server, slack_server)
+        config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        r = subprocess.run([sys.executable, "-m", "monitor.cli", "run", "--config",
+                            str(config)], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"http: cannot listen on 127.0.0.1:{port}" in r.stderr
+    assert "Traceback" not in r.stderr and "feed.polled" not in r.stderr, r.stderr
