@@ -370,10 +370,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             if not args.all and not args.ids:
                 _err("alerts retry: give alert ids or --all")
                 return 2
-            unknown = [i for i in args.ids if store.alert(i) is None]
+            found = {i: store.alert(i) for i in args.ids}
+            unknown = [i for i, a in found.items() if a is None]
             if unknown:
                 _err(f"alerts retry: no alert has the id {', '.join(map(repr, unknown))} "
                      "(`news-monitor alerts --failed` lists the failed ones)")
+                return 1
+            not_failed = [f"{i} is {a.status.value}" for i, a in found.items()
+                          if a is not None and a.status is not AlertStatus.FAILED]
+            if not_failed:  # only a failed alert goes back in the queue
+                _err(f"alerts retry: {', '.join(not_failed)}, not failed: nothing to retry")
                 return 1
             n = store.requeue(None if args.all else args.ids, datetime.now(UTC))
             _out(f"re-queued {_plural(n, 'alert')}; a running service sends "

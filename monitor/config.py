@@ -626,10 +626,27 @@ def _positive_interval(v: timedelta) -> timedelta:
     return v
 
 
+#: Control characters, line and paragraph separators: a name is printed in log
+#: lines and tables, where a newline in it would forge a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _plain_name(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError(f"a name cannot hold control characters (a newline, a tab): "
+                         f"{value[:60]!r}")
+    return value
+
+
 class FeedConfig(_Model):
     name: str = Field(min_length=1)
     url: str
     interval: Duration | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _plain_name(v)
 
     @field_validator("interval")
     @classmethod
@@ -705,6 +722,13 @@ class MonitorFile(_Model):
     def _ops_one_or_many(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("destinations")
+    @classmethod
+    def _destination_names(cls, v: dict[str, Destination]) -> dict[str, Destination]:
+        for name in v:
+            _plain_name(name)
+        return v
+
     @model_validator(mode="after")
     def _ops_known(self) -> MonitorFile:
         for name in self.ops:
@@ -744,6 +768,11 @@ class WatchlistFile(_Model):
     @classmethod
     def _one_or_many(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _plain_name(v)
 
     @model_validator(mode="after")
     def _check(self) -> WatchlistFile:

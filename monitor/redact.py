@@ -27,9 +27,13 @@ MASK = "[redacted]"
 TEXT_MAX = 500  # characters of a foreign error string we keep
 
 #: Query parameters whose values are credentials.
+#: The word may end a longer name, after _ or - (access_token) or run on in camel
+#: case (accessToken, clientSecret, apiKey: an upper-case letter starts it).
 _SECRET_PARAMS = re.compile(
     r"^(?:.*[_-])?(?:token|key|apikey|secret|password|passwd|pwd|pass|auth|sig|signature|"
-    r"code|session|sid|credential|credentials)$", re.I)
+    r"code|session|sid|credential|credentials)$"
+    r"|(?-i:^[A-Za-z0-9]*[a-z0-9](?:Token|Key|Secret|Password|Passwd|Pwd|Pass|Auth|Sig|"
+    r"Signature|Code|Session|Sid|Credentials?)$)", re.I)
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # credentials inside a URL: scheme://user:password@host

@@ -117,6 +117,11 @@ def test_missing_env_var_is_named_with_line(tmp_path: Path) -> None:
                  "/T0/B0/s3cretpath'}\n", 2, "webhook_url is not a valid URL", id="webhook-port"),
     pytest.param("destinations:\n  s: {type: slack, webhook_url: 'https:///T0/B0/s3cretpath'}\n",
                  2, "webhook_url has no host", id="webhook-no-host"),
+    pytest.param("feeds:\n  - {name: \"BBC\\nINFO alert.sent forged\", url: 'https://a'}\n", 2,
+                 "a name cannot hold control characters", id="newline-in-feed-name"),
+    pytest.param("destinations:\n  \"desk\\tmail\": {type: console}\n", 1,
+                 "a name cannot hold control characters (a newline, a tab): 'desk\\tmail'",
+                 id="tab-in-destination-name"),
     # A URL the store cannot open is refused with its line, its password masked.
     pytest.param("state: postgresql+psycopg://mon:S3cret@db/x\n", 1,
                  "postgresql+psycopg://mon:[redacted]@db/x is not a store", id="state-scheme"),
@@ -193,6 +198,7 @@ def test_query_errors_point_at_their_line_and_column(tmp_path: Path, query: str,
 @pytest.mark.parametrize(("body", "needle"), [
     ("name: x\nall: [Kim]\nfeeds: []\nnotify: [console]\n", "empty list matches no feed"),
     ("name: '  '\nall: [Kim]\nnotify: [console]\n", "name is blank"),
+    ('name: "Korea\\u2028forged"\nall: [Kim]\nnotify: [console]\n', "control characters"),
 ])
 def test_a_watchlist_that_could_never_alert_is_refused(tmp_path: Path, body: str,
                                                        needle: str) -> None:

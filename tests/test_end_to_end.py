@@ -295,6 +295,9 @@ def test_backtest_and_dead_letter_retry(
     assert cli(config, "alerts", "retry", "--all").returncode == 0
     assert cli(config, "run", "--once").returncode == 0
     assert len(slack_server.messages) == 1
+    # Sent now: nothing to retry, and said so (it printed "re-queued 0 alerts", exit 0).
+    r = cli(config, "alerts", "retry", failed["id"])
+    assert r.returncode == 1 and f"{failed['id']} is sent, not failed" in r.stderr, r.stderr
 
     # Backtest a query over the stored entries: what would it have fired?
     r = cli(config, "try", "Kursk OR Pyongyang", "--since", "7d", "--json")

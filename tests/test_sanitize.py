@@ -177,6 +177,9 @@ def test_redact_text_caps_and_knows_configured_secrets() -> None:
     pytest.param("https://medium.com:443/feed/@user", "https://medium.com:443/feed/@user",
                  id="at-in-path"),
     pytest.param("http://u:p@[::1]:8080/x", "http://u:[redacted]@[::1]:8080/x", id="ipv6"),
+    pytest.param("https://h/f?accessToken=S1&clientSecret=S2&apiKey=S3&monkey=ok&page=2",
+                 "https://h/f?accessToken=[redacted]&clientSecret=[redacted]&apiKey=[redacted]"
+                 "&monkey=ok&page=2", id="camel-case-credentials"),
 ])
 def test_redact_url(url: str, want: str) -> None:
     assert redact.url(url) == want
