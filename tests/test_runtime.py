@@ -255,6 +255,9 @@ async def test_a_tick_with_the_store_away_is_one_warning(
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             await s._tick()
+            assert s.last_tick is not None  # the heartbeat itself waits for no store
+            assert s._status_task is not None
+            await s._status_task  # the status line's refresh, on its own
         ticked = list(caplog.records)
     assert [r.getMessage().split(" error=")[0] for r in ticked] == ["status.unavailable"]
     assert not any(r.exc_info for r in ticked)
