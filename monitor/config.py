@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -135,7 +136,32 @@ def _timezone(value: object) -> str:
     return str(value)
 
 
+def _positive_interval(v: timedelta) -> timedelta:
+    """An interval of 0 would poll a feed as fast as it answers, and back a failing
+    one off by nothing (0 doubled is 0)."""
+    if v <= timedelta(0):
+        raise ValueError("must be longer than 0")
+    return v
+
+
+#: Control characters, line and paragraph separators: a name is printed in log
+#: lines and tables, where a newline in it would forge a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _plain_name(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError(f"a name cannot hold control characters (a newline, a tab): "
+                         f"{value[:60]!r}")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+#: An interval or a timeout: longer than 0 (a timeout of 0 fails every try).
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration),
+                             AfterValidator(_positive_interval)]
+#: A feed's, watchlist's or destination's name.
+Name = Annotated[str, Field(min_length=1), AfterValidator(_plain_name)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Clock = Annotated[str, BeforeValidator(_clock)]
 TimeZone = Annotated[str, BeforeValidator(_timezone)]
@@ -443,8 +469,8 @@ class _Model(BaseModel):
 
 
 class PollSettings(_Model):
-    interval: Duration = timedelta(minutes=5)
-    timeout: Duration = timedelta(seconds=20)
+    interval: PositiveDuration = timedelta(minutes=5)
+    timeout: PositiveDuration = timedelta(seconds=20)
     concurrency: int = Field(50, ge=1, le=10_000)
     per_host: int = Field(4, ge=1, le=1000)
     max_bytes: Size = 10 * 10**6
@@ -455,16 +481,16 @@ class PollSettings(_Model):
     # <ttl>, a quiet feed's rate and failure backoff all stay within them
     # (Retry-After aside). No floor by default: a feed's interval is what it says.
     min_interval: Duration = timedelta(0)
-    max_interval: Duration = timedelta(hours=1)
+    max_interval: PositiveDuration = timedelta(hours=1)
     # A feed failing for this long raises one alert to the `ops:` destinations.
     alert_after: Duration = timedelta(hours=24)
     # How often the scheduler looks for due feeds (more often if a feed's interval
     # is shorter).
-    tick: Duration = timedelta(seconds=1)
+    tick: PositiveDuration = timedelta(seconds=1)
     # How long an instance's claim on a due feed or an outbox lane lasts unless it
     # renews it: a dead instance's work is taken over after this. Longer than a
     # poll (timeout, parse, ingest) and than one delivery.
-    lease: Duration = timedelta(seconds=60)
+    lease: PositiveDuration = timedelta(seconds=60)
     # Processes that fetch and parse feeds (monitor.workers.poll_workers); unset: one
     # per core from 1,000 feeds, else none; 0: poll on the service's loop.
     parse_workers: int | None = Field(None, ge=0, le=64)
@@ -482,11 +508,6 @@ class PollSettings(_Model):
             raise ValueError(f"min_interval ({self.min_interval}) must not be longer than "
                              f"max_interval ({self.max_interval})")
         return self
-
-    @field_validator("interval", "max_interval", "timeout", "tick", "lease")
-    @classmethod
-    def _positive(cls, v: timedelta) -> timedelta:
-        return _positive_interval(v)
 
 
 class DedupeConfig(_Model):
@@ -543,12 +564,7 @@ class SlackDestination(_Model):
     webhook_url_file: str | None = None
     base_url: str = "https://slack.com/api/"
     thread_updates: bool = False
-    timeout: Duration = timedelta(seconds=20)
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, v: timedelta) -> timedelta:
-        return _positive_interval(v)
+    timeout: PositiveDuration = timedelta(seconds=20)
 
     @model_validator(mode="after")
     def _check(self) -> SlackDestination:
@@ -586,12 +602,7 @@ class EmailDestination(_Model):
     password_file: str | None = None
     sender: str = Field(alias="from")
     to: tuple[str, ...] = Field(min_length=1)
-    timeout: Duration = timedelta(seconds=30)
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, v: timedelta) -> timedelta:
-        return _positive_interval(v)
+    timeout: PositiveDuration = timedelta(seconds=30)
 
     @field_validator("to", mode="before")
     @classmethod
@@ -618,40 +629,10 @@ Destination = Annotated[
 ]
 
 
-def _positive_interval(v: timedelta) -> timedelta:
-    """An interval of 0 would poll a feed as fast as it answers, and back a failing
-    one off by nothing (0 doubled is 0)."""
-    if v <= timedelta(0):
-        raise ValueError("must be longer than 0")
-    return v
-
-
-#: Control characters, line and paragraph separators: a name is printed in log
-#: lines and tables, where a newline in it would forge a line.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _plain_name(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError(f"a name cannot hold control characters (a newline, a tab): "
-                         f"{value[:60]!r}")
-    return value
-
-
 class FeedConfig(_Model):
-    name: str = Field(min_length=1)
+    name: Name
     url: str
-    interval: Duration | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _plain_name(v)
-
-    @field_validator("interval")
-    @classmethod
-    def _positive(cls, v: timedelta | None) -> timedelta | None:
-        return None if v is None else _positive_interval(v)
+    interval: PositiveDuration | None = None
 
     @field_validator("url")
     @classmethod
@@ -748,7 +729,7 @@ class MonitorFile(_Model):
 
 
 class WatchlistFile(_Model):
-    name: str = Field(min_length=1)
+    name: Name
     all: tuple[str, ...] = ()
     any: tuple[str, ...] = ()
     none: tuple[str, ...] = ()
@@ -768,11 +749,6 @@ class WatchlistFile(_Model):
     @classmethod
     def _one_or_many(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _plain_name(v)
 
     @model_validator(mode="after")
     def _check(self) -> WatchlistFile:
