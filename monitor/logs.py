@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 
+from monitor.redact import MASK
 from monitor.sanitize import ascii_json_safe, escape_control
 
 #: syslog priorities for our levels, as sd-daemon(3) wants them
@@ -61,7 +62,6 @@ def fields(message: str) -> tuple[str, dict[str, str]]:
 #: masked in every log line: libraries log them in ways no pattern foresees
 #: (psycopg_pool's 'invalid percent-encoded token: "Pa%ss"' while it retries).
 _SECRETS: set[str] = set()
-_MASK = "[redacted]"
 
 
 def hide(secrets: Iterable[str]) -> None:
@@ -72,7 +72,7 @@ def hide(secrets: Iterable[str]) -> None:
 def _hidden(text: str) -> str:
     for secret in _SECRETS:
         if secret in text:
-            text = text.replace(secret, _MASK)
+            text = text.replace(secret, MASK)
     return text
 
 

@@ -388,7 +388,7 @@ def _item(alert: Alert, story: Story | None = None) -> _Item:
         also_reported_by=also_reported_by(entry.feed, story),
         # Their links as the item's own: a feed that joins a story must not put a
         # javascript: or data: link in the team's digest.
-        others=tuple(replace(x, link=_safe_link(x.link)) if x.link != _safe_link(x.link) else x
+        others=tuple(x if (safe := _safe_link(x.link)) == x.link else replace(x, link=safe)
                      for x in (story.sources if story else ())
                      if (x.feed, x.link) != (entry.feed, entry.link)),
     )

@@ -127,6 +127,11 @@ def digest_title(reasons: set[str], groups: Mapping[str, Sequence[Alert]], n: in
     return f"{stories} for {names}"
 
 
+def _inflight(destination: str) -> str:
+    """The meta key noting a destination's digest in flight: its id and members."""
+    return f"digest-inflight:{destination}"
+
+
 def pick_fair(heads: Sequence[Alert], last: str | None) -> Alert:
     """Round robin between watchlists: the head of the first watchlist (by name)
     after ``last``, wrapping around (pure). ``heads`` is not empty."""
@@ -364,7 +369,7 @@ class Outbox:
             groups.setdefault(a.watchlist, []).append(a)
         title = digest_title(reasons, groups, len(held))
         carrier = replace(held[0], id=digest_id)
-        marker = f"digest-inflight:{name}"
+        marker = _inflight(name)
         listed = [a for alerts in groups.values() for a in alerts[:DIGEST_ITEMS]]
         stories = {}
         for a in listed:
@@ -407,7 +412,7 @@ class Outbox:
         (folded now); empty when the lookup failed for now (retried later). The
         note is gone afterwards: found, or not there to find."""
         name = sender.name
-        marker = f"digest-inflight:{name}"
+        marker = _inflight(name)
         noted = await self._store(self.store.get_meta, marker)
         if noted is None:
             return list(held)
