@@ -287,16 +287,17 @@ def test_a_store_that_fails_is_named_by_its_path(tmp_path: Path) -> None:
     path = tmp_path / "state" / "monitor.db"
     s = open_store(f"sqlite:///{path}")
     s.close()
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = 'ten' WHERE key = 'schema'")
-    conn.commit()
-    conn.close()
+
+    def schema(value: str) -> None:
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (value,))
+        conn.commit()
+        conn.close()
+
+    schema("ten")
     with pytest.raises(StoreError, match=f"^{path}: its schema version is 'ten', not a number"):
         open_store(f"sqlite:///{path}")
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
-    conn.commit()
-    conn.close()
+    schema("99")
     with pytest.raises(StoreError, match=f"^{path} was written by a newer news-monitor"):
         open_store(f"sqlite:///{path}")
     s = open_store(f"sqlite:///{path}", upgrade=False)
